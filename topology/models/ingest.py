@@ -1,0 +1,31 @@
+from django.db import models
+from django.utils import timezone
+
+
+class DeadLetter(models.Model):
+    """A message, or one span of it, that could not be ingested, kept with where it came from."""
+
+    reason = models.CharField(max_length=64)
+    detail = models.TextField(blank=True)
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    payload_head = models.TextField(blank=True, help_text="The start of the raw payload.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["received_at"], name="deadletter_received_idx")]
+
+    def __str__(self):
+        return f"{self.reason} at {self.topic}[{self.partition}]@{self.offset}"
+
+
+class IngestRollup(models.Model):
+    """What our own span consumer did in one minute: the throughput on /api/ingest/."""
+
+    minute = models.DateTimeField(unique=True)
+    messages = models.PositiveBigIntegerField(default=0)
+    spans = models.PositiveBigIntegerField(default=0)
+    duplicate_spans = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)

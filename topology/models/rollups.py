@@ -1,0 +1,80 @@
+from django.db import models
+
+from topology.latency import LatencyHistogram
+
+
+class Rollup(models.Model):
+    """Per-minute counts and a latency histogram. Kept for ROLLUP_RETENTION_DAYS."""
+
+    minute = models.DateTimeField()
+    count = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    latency_buckets = models.JSONField(default=dict, help_text="LatencyHistogram buckets.")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def histogram(self):
+        return LatencyHistogram(self.latency_buckets)
+
+
+class EdgeRollup(Rollup):
+    """Calls from one service to another in one minute.
+
+    A synchronous edge (``topic`` empty) measures the caller's CLIENT span duration; an asynchronous
+    edge through a topic measures the propagation delay, CONSUMER start minus PRODUCER start.
+    Negative delays (clock skew) are counted in ``negative_delays`` and not hidden in the histogram.
+    """
+
+    source = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="+")
+    protocol = models.CharField(max_length=10)
+    topic = models.CharField(max_length=255, blank=True)
+    negative_delays = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "source", "target", "protocol", "topic"], name="edge_rollup_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="edge_rollup_minute_idx")]
+
+    @property
+    def is_async(self):
+        return bool(self.topic)
+
+
+class InstanceRollup(Rollup):
+    """Requests served by one instance of a callee, per caller (empty caller: an entry request or an
+    uninstrumented caller). The balancer statistics read this."""
+
+    instance = models.ForeignKey("topology.Instance", on_delete=models.CASCADE, related_name="+")
+    caller = models.ForeignKey(
+        "topology.Service", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "instance", "caller"],
+                name="instance_rollup_unique",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="instance_rollup_minute_idx")]
+
+
+class RouteRollup(Rollup):
+    """Entry routes: root spans, by service and operation."""
+
+    service = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "service", "operation"], name="route_rollup_unique")
+        ]
+        indexes = [models.Index(fields=["minute"], name="route_rollup_minute_idx")]

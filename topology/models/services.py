@@ -1,0 +1,93 @@
+from django.db import models
+from django.utils import timezone
+
+
+class BalancingPolicy(models.TextChoices):
+    ROUND_ROBIN = "round_robin", "Round robin"
+    RANDOM = "random", "Random"
+    WEIGHTED = "weighted", "Weighted"
+
+
+class Health(models.TextChoices):
+    PASSING = "passing", "Passing"
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class ServiceQuerySet(models.QuerySet):
+    def registered(self):
+        return self.filter(deregistered_at__isnull=True)
+
+
+class Service(models.Model):
+    """A service, whether Consul registered it, traces mention it, or both: the name is the identity."""
+
+    name = models.CharField(max_length=255, unique=True)
+    in_consul = models.BooleanField(default=False, help_text="Registered in Consul.")
+    in_traces = models.BooleanField(default=False, help_text="Seen in trace spans.")
+    datacenter = models.CharField(max_length=128, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    # Empty means no policy was set: statistics then assume round robin and say so.
+    balancing_policy = models.CharField(max_length=16, choices=BalancingPolicy.choices, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    deregistered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ServiceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def source(self):
+        if self.in_consul and self.in_traces:
+            return "both"
+        return "consul" if self.in_consul else "traces"
+
+
+class Instance(models.Model):
+    """One running copy of a service.
+
+    ``identity`` is what spans carry for it: ``service.instance.id``, else ``host:port``, else the
+    Zipkin ``localEndpoint``. An instance registered in Consul also matches spans by its Consul service
+    ID or by ``address:port`` (see ``Instance.objects.matching``).
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="instances")
+    identity = models.CharField(max_length=255)
+    consul_id = models.CharField(max_length=255, blank=True, help_text="Consul service ID.")
+    node = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    datacenter = models.CharField(max_length=128, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    weight_passing = models.PositiveIntegerField(default=1)
+    weight_warning = models.PositiveIntegerField(default=1)
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
+    checks = models.JSONField(default=list, blank=True)
+    in_maintenance = models.BooleanField(default=False)
+    in_consul = models.BooleanField(default=False)
+    in_traces = models.BooleanField(default=False)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    deregistered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["service__name", "identity"]
+        constraints = [models.UniqueConstraint(fields=["service", "identity"], name="instance_identity_unique")]
+
+    def __str__(self):
+        return f"{self.service.name}/{self.identity}"
+
+    @property
+    def host_port(self):
+        return f"{self.address}:{self.port}" if self.address and self.port else ""
+
+    def aliases(self):
+        """Every string a span may carry to name this instance."""
+        return {alias for alias in (self.identity, self.consul_id, self.host_port) if alias}

@@ -1,0 +1,61 @@
+from django.db import models
+from django.utils import timezone
+
+
+class SourceStatus(models.Model):
+    """Whether a data source (a Consul datacenter, the Kafka cluster) answers, and since when it does not.
+
+    When a source fails, the last known state stays in the database; this row says how old it is.
+    """
+
+    name = models.CharField(max_length=128, unique=True, help_text='For example "consul:dc1" or "kafka".')
+    configured = models.BooleanField(default=True)
+    last_success = models.DateTimeField(null=True, blank=True)
+    stale_since = models.DateTimeField(null=True, blank=True)
+    stale_reason = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "source statuses"
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_stale(self):
+        return self.stale_since is not None
+
+    @classmethod
+    def record_success(cls, name):
+        cls.objects.update_or_create(
+            name=name,
+            defaults={
+                "configured": True,
+                "last_success": timezone.now(),
+                "stale_since": None,
+                "stale_reason": "",
+                "consecutive_failures": 0,
+            },
+        )
+
+    @classmethod
+    def record_failure(cls, name, reason):
+        """Marks the source stale (keeping the first failure's time) and returns its failure count."""
+        status, _ = cls.objects.get_or_create(name=name)
+        status.configured = True
+        status.stale_since = status.stale_since or timezone.now()
+        status.stale_reason = str(reason)[:2000]
+        status.consecutive_failures += 1
+        status.save()
+        return status.consecutive_failures
+
+    def as_dict(self):
+        return {
+            "name": self.name,
+            "configured": self.configured,
+            "stale": self.is_stale,
+            "stale_since": self.stale_since,
+            "stale_reason": self.stale_reason,
+            "last_success": self.last_success,
+        }

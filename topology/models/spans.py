@@ -1,0 +1,60 @@
+from django.db import models
+
+
+class SpanKind(models.TextChoices):
+    SERVER = "server", "Server"
+    CLIENT = "client", "Client"
+    PRODUCER = "producer", "Producer"
+    CONSUMER = "consumer", "Consumer"
+    INTERNAL = "internal", "Internal"
+
+
+class Protocol(models.TextChoices):
+    HTTP = "http", "HTTP"
+    GRPC = "grpc", "gRPC"
+    MESSAGING = "messaging", "Messaging"
+    OTHER = "other", "Other"
+
+
+class Span(models.Model):
+    """One span, normalised from whichever format it arrived in. Kept for SPAN_RETENTION_HOURS.
+
+    ``paired`` records that the span's share of the rollups is done: a CLIENT or PRODUCER span is
+    paired when its SERVER or CONSUMER child arrives (or, after the grace period, on its own through
+    its peer attributes); a SERVER span when its caller is known. It keeps late children from
+    counting a call twice.
+    """
+
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_id = models.CharField(max_length=16, blank=True)
+    service = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="spans")
+    instance = models.ForeignKey(
+        "topology.Instance", on_delete=models.SET_NULL, null=True, blank=True, related_name="spans"
+    )
+    kind = models.CharField(max_length=8, choices=SpanKind.choices)
+    name = models.CharField(max_length=255, help_text="The operation or route.")
+    protocol = models.CharField(max_length=10, choices=Protocol.choices)
+    started_at = models.DateTimeField()
+    duration_us = models.BigIntegerField()
+    status_code = models.CharField(max_length=32, blank=True)
+    error = models.BooleanField(default=False)
+    peer = models.CharField(max_length=255, blank=True, help_text="The callee named by the caller's span.")
+    topic = models.CharField(max_length=255, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    paired = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["trace_id", "span_id"], name="span_identity_unique")]
+        indexes = [
+            models.Index(fields=["started_at"], name="span_started_idx"),
+            models.Index(fields=["service", "started_at"], name="span_service_started_idx"),
+            models.Index(fields=["paired", "started_at"], name="span_unpaired_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.trace_id}/{self.span_id} {self.name}"
+
+    @property
+    def duration_ms(self):
+        return self.duration_us / 1000
