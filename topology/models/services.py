@@ -38,6 +38,7 @@ class Service(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("set_balancing_policy", "Can set a service's balancing policy in Consul")]
 
     def __str__(self):
         return self.name
@@ -47,6 +48,19 @@ class Service(models.Model):
         if self.in_consul and self.in_traces:
             return "both"
         return "consul" if self.in_consul else "traces"
+
+
+class InstanceQuerySet(models.QuerySet):
+    def registered(self):
+        return self.filter(deregistered_at__isnull=True)
+
+    def matching(self, alias):
+        """The instances a span's instance key names: by identity, Consul service ID or ``address:port``."""
+        match = models.Q(identity=alias) | models.Q(consul_id=alias)
+        host, _, port = alias.rpartition(":")
+        if host and port.isdigit():
+            match |= models.Q(address=host.strip("[]"), port=int(port))
+        return self.filter(match)
 
 
 class Instance(models.Model):
@@ -77,9 +91,18 @@ class Instance(models.Model):
     last_seen = models.DateTimeField(default=timezone.now)
     deregistered_at = models.DateTimeField(null=True, blank=True)
 
+    objects = InstanceQuerySet.as_manager()
+
     class Meta:
         ordering = ["service__name", "identity"]
         constraints = [models.UniqueConstraint(fields=["service", "identity"], name="instance_identity_unique")]
+        # The admin actions that write to Consul; each needs its own permission (see topology/admin.py).
+        permissions = [
+            ("register_in_consul", "Can register an instance in Consul"),
+            ("deregister_from_consul", "Can deregister an instance from Consul"),
+            ("set_maintenance_in_consul", "Can enable or disable maintenance mode in Consul"),
+            ("set_weights_in_consul", "Can change an instance's weights in Consul"),
+        ]
 
     def __str__(self):
         return f"{self.service.name}/{self.identity}"
@@ -91,3 +114,27 @@ class Instance(models.Model):
     def aliases(self):
         """Every string a span may carry to name this instance."""
         return {alias for alias in (self.identity, self.consul_id, self.host_port) if alias}
+
+
+class ConsulDatacenter(models.Model):
+    """Where the Consul collector left off in one datacenter, so that any worker can carry on from there.
+
+    The indexes are the ``X-Consul-Index`` of the last answer of each endpoint: the next blocking query
+    sends them back and Consul answers only when something changed.
+    """
+
+    name = models.CharField(max_length=128, unique=True)
+    catalog_index = models.PositiveBigIntegerField(default=0, help_text="Of /v1/catalog/services.")
+    checks_index = models.PositiveBigIntegerField(default=0, help_text="Of /v1/health/state/any.")
+    # {service name: X-Consul-Index of /v1/health/service/<name>}: a service whose index did not move
+    # is not reconciled again.
+    service_indexes = models.JSONField(default=dict, blank=True)
+    # {service name: digest of its checks in /v1/health/state/any}: which services a check change touched.
+    check_digests = models.JSONField(default=dict, blank=True)
+    # A run holds the lease so that a slow Consul never has two runs on the same datacenter.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    # After a failure the collector waits before it asks again (exponential backoff).
+    retry_after = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.name
