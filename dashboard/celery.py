@@ -7,3 +7,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 app = Celery("dashboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["collectors"])
+
+# The span consumer has a queue of its own, served by solo-pool workers (one Kafka group member
+# each); beat offers a run every second and a run that waited two seconds expires unclaimed.
+app.conf.task_routes = {"collectors.consume_spans": {"queue": "spans"}}
+app.conf.beat_schedule = {
+    "consume-spans": {"task": "collectors.consume_spans", "schedule": 1.0, "options": {"expires": 2}},
+    "resolve-unpaired-spans": {"task": "collectors.resolve_unpaired_spans", "schedule": 15.0, "options": {"expires": 15}},
+    "prune": {"task": "collectors.prune", "schedule": 600.0, "options": {"expires": 600}},
+}

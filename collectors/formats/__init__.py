@@ -1,0 +1,47 @@
+"""Decoding of trace messages from Kafka: one message in, spans and rejected spans out."""
+
+from dataclasses import dataclass, field
+
+from collectors.formats import otlp, zipkin
+from collectors.formats.record import SpanRecord, SpanRejected
+
+FORMATS = ("zipkin_json", "otlp_proto", "otlp_json", "auto")
+
+__all__ = ["FORMATS", "Decoded", "SpanRecord", "SpanRejected", "decode", "detect_format"]
+
+
+@dataclass
+class Decoded:
+    spans: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)  # SpanRejected, one per span that failed its checks
+
+
+def detect_format(payload):
+    head = payload[:64].lstrip()
+    if head.startswith(b"["):
+        return "zipkin_json"
+    if head.startswith(b"{"):
+        return "otlp_json"
+    return "otlp_proto"
+
+
+def decode(payload, message_format, max_bytes, max_age_seconds):
+    """Raises SpanRejected when the message as a whole is unusable."""
+    if payload is None or not payload.strip():
+        raise SpanRejected("wrong_shape", "an empty message")
+    if len(payload) > max_bytes:
+        raise SpanRejected("too_large", f"{len(payload)} bytes (at most {max_bytes})")
+    if message_format == "auto":
+        message_format = detect_format(payload)
+    if message_format == "zipkin_json":
+        items = zipkin.records(zipkin.parse(payload), max_age_seconds)
+    elif message_format == "otlp_json":
+        items = otlp.records(otlp.parse_json(payload), max_age_seconds)
+    elif message_format == "otlp_proto":
+        items = otlp.records(otlp.parse_protobuf(payload), max_age_seconds)
+    else:
+        raise SpanRejected("unknown_format", f"no decoder for format {message_format!r}")
+    decoded = Decoded()
+    for item in items:
+        (decoded.rejected if isinstance(item, SpanRejected) else decoded.spans).append(item)
+    return decoded

@@ -1,0 +1,142 @@
+"""OTLP trace export requests (``ExportTraceServiceRequest``), in protobuf or in OTLP's JSON encoding.
+
+OTLP JSON differs from protobuf's canonical JSON in one way that matters: trace and span ids are hex,
+not base64 (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding). They are turned into
+bytes first, so both encodings go through the same protobuf walk.
+"""
+
+import base64
+import binascii
+import json
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collectors.formats.record import (
+    SpanRecord,
+    SpanRejected,
+    bounded_attributes,
+    check_attribute_count,
+    check_times,
+    normalise_id,
+    peer_of,
+    protocol_of,
+    status_code_of,
+    text,
+    topic_of,
+)
+
+KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_ERROR = 2
+
+
+def parse_protobuf(payload):
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(payload)
+    except DecodeError as error:
+        raise SpanRejected("not_decodable", f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
+    if not request.resource_spans and payload:
+        raise SpanRejected("wrong_shape", "an OTLP request without resourceSpans")
+    return request
+
+
+def parse_json(payload):
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SpanRejected("not_decodable", f"not JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
+        raise SpanRejected("wrong_shape", "OTLP JSON needs an object with a resourceSpans list")
+    for resource_spans in document["resourceSpans"]:
+        for scope_spans in _list(resource_spans, "scopeSpans"):
+            for span in _list(scope_spans, "spans"):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = _hex_to_base64(span[key])
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError) as error:
+        raise SpanRejected("wrong_shape", f"not an OTLP JSON ExportTraceServiceRequest: {error}") from None
+    return request
+
+
+def _list(container, key):
+    value = container.get(key, []) if isinstance(container, dict) else []
+    if not isinstance(value, list):
+        raise SpanRejected("wrong_shape", f"{key} is not a list")
+    return value
+
+
+def _hex_to_base64(value):
+    # An id that is not hex becomes empty bytes, which the per-span id check rejects with its reason.
+    try:
+        return base64.b64encode(binascii.unhexlify(value)).decode()
+    except (binascii.Error, TypeError, ValueError):
+        return ""
+
+
+def any_value(value):
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return {item.key: any_value(item.value) for item in value.kvlist_value.values}
+    if which == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, which)
+
+
+def records(request, max_age_seconds):
+    """Yields a SpanRecord, or a SpanRejected for a span that fails its checks, for every span."""
+    for resource_spans in request.resource_spans:
+        resource = {item.key: any_value(item.value) for item in resource_spans.resource.attributes}
+        service = resource.get("service.name")
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                try:
+                    yield _record(span, resource, service, max_age_seconds)
+                except SpanRejected as rejected:
+                    yield rejected
+
+
+def _record(span, resource, service, max_age_seconds):
+    # Counted before conversion so that a hostile span costs little to refuse.
+    check_attribute_count(len(span.attributes))
+    attributes = {item.key: any_value(item.value) for item in span.attributes}
+    start_us = span.start_time_unix_nano // 1000
+    duration_us = max(span.end_time_unix_nano - span.start_time_unix_nano, 0) // 1000
+    check_times(start_us, duration_us, max_age_seconds)
+    kind = KINDS.get(span.kind, "internal")
+    return SpanRecord(
+        trace_id=normalise_id(span.trace_id.hex(), 32, "traceId"),
+        span_id=normalise_id(span.span_id.hex(), 16, "spanId"),
+        parent_id=normalise_id(span.parent_span_id.hex(), 16, "parentSpanId") if span.parent_span_id else "",
+        service=text(service, "resource attribute service.name", required=True),
+        instance=_instance(resource, attributes, kind),
+        kind=kind,
+        name=text(span.name, "span name") or "(unnamed)",
+        protocol=protocol_of(attributes),
+        start_us=start_us,
+        duration_us=duration_us,
+        status_code=status_code_of(attributes),
+        error=span.status.code == STATUS_ERROR,
+        peer=text(peer_of(attributes), "peer") if kind in ("client", "producer") else "",
+        topic=text(topic_of(attributes), "topic"),
+        attributes=bounded_attributes(attributes),
+    )
+
+
+def _instance(resource, attributes, kind):
+    instance_id = resource.get("service.instance.id")
+    if instance_id:
+        return text(instance_id, "service.instance.id")
+    host = resource.get("host.name") or ""
+    port = attributes.get("server.port") if kind == "server" else None
+    if host and port:
+        return text(f"{host}:{port}", "instance")
+    return text(host, "instance")

@@ -1,0 +1,127 @@
+"""The normalised span that every wire format decodes to, and the checks every span must pass."""
+
+import re
+import time
+from dataclasses import dataclass, field
+
+MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
+MAX_ATTRIBUTE_VALUE_CHARS = 1024
+MAX_ATTRIBUTES_ACCEPTED = 1000  # beyond this a span is not trace data but abuse: it is dead-lettered
+MAX_NAME_CHARS = 255
+MAX_FUTURE_SECONDS = 10 * 60  # clock skew we tolerate
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class SpanRejected(ValueError):
+    """A span, or a whole message, that cannot be ingested. ``reason`` is a short stable code."""
+
+    def __init__(self, reason, detail):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    service: str
+    instance: str
+    kind: str
+    name: str
+    protocol: str
+    start_us: int
+    duration_us: int
+    status_code: str = ""
+    error: bool = False
+    peer: str = ""
+    topic: str = ""
+    attributes: dict = field(default_factory=dict)
+
+
+def normalise_id(value, length, what):
+    """Lower-case hex, left-padded to ``length`` (Zipkin allows 64-bit trace ids beside 128-bit ones)."""
+    text = (value or "").strip().lower()
+    if not text or len(text) > length or not _HEX.match(text) or not text.strip("0"):
+        raise SpanRejected("bad_id", f"{what} {str(value)[:64]!r} is not a non-zero hex id of {length} digits")
+    return text.rjust(length, "0")
+
+
+def check_attribute_count(count):
+    if count > MAX_ATTRIBUTES_ACCEPTED:
+        raise SpanRejected("too_many_attributes", f"{count} attributes (at most {MAX_ATTRIBUTES_ACCEPTED})")
+
+
+def bounded_attributes(attributes):
+    check_attribute_count(len(attributes))
+    kept = {}
+    for key, value in attributes.items():
+        if len(kept) == MAX_ATTRIBUTES:
+            kept["meshscope.dropped_attributes"] = len(attributes) - MAX_ATTRIBUTES
+            break
+        if isinstance(value, str):
+            value = _printable(value)
+            if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+                value = value[:MAX_ATTRIBUTE_VALUE_CHARS] + "…"
+        elif not isinstance(value, (int, float, bool)) and value is not None:
+            value = _printable(str(value))[:MAX_ATTRIBUTE_VALUE_CHARS]
+        kept[_printable(str(key))[:MAX_NAME_CHARS]] = value
+    return kept
+
+
+def check_times(start_us, duration_us, max_age_seconds):
+    now_us = time.time() * 1_000_000
+    if not isinstance(start_us, int) or start_us <= 0:
+        raise SpanRejected("bad_timestamp", f"start {start_us!r} is not a positive integer")
+    if start_us > now_us + MAX_FUTURE_SECONDS * 1_000_000:
+        raise SpanRejected("bad_timestamp", f"start {start_us} µs is more than {MAX_FUTURE_SECONDS} s in the future")
+    if start_us < now_us - max_age_seconds * 1_000_000:
+        raise SpanRejected("bad_timestamp", f"start {start_us} µs is older than the span retention")
+    if not isinstance(duration_us, int) or duration_us < 0 or duration_us > 86_400_000_000:
+        raise SpanRejected("bad_timestamp", f"duration {duration_us!r} µs is negative or over a day")
+
+
+def _printable(value):
+    # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch.
+    return value.replace("\x00", "")
+
+
+def text(value, what, required=False):
+    value = "" if value is None else _printable(str(value)).strip()
+    if required and not value:
+        raise SpanRejected("missing_field", f"{what} is missing")
+    return value[:MAX_NAME_CHARS]
+
+
+def protocol_of(attributes):
+    if attributes.get("rpc.system") == "grpc" or any(key.startswith("rpc.grpc") for key in attributes):
+        return "grpc"
+    if "messaging.system" in attributes or "messaging.destination.name" in attributes or "kafka.topic" in attributes:
+        return "messaging"
+    if any(key.startswith("http.") for key in attributes):
+        return "http"
+    return "other"
+
+
+def peer_of(attributes):
+    """The callee a CLIENT or PRODUCER span names, for when the callee itself sends no spans."""
+    peer = attributes.get("peer.service")
+    if peer:
+        return str(peer)
+    address = attributes.get("server.address") or attributes.get("net.peer.name")
+    if address:
+        port = attributes.get("server.port") or attributes.get("net.peer.port")
+        return f"{address}:{port}" if port else str(address)
+    return ""
+
+
+def topic_of(attributes):
+    return str(attributes.get("messaging.destination.name") or attributes.get("messaging.destination") or attributes.get("kafka.topic") or "")
+
+
+def status_code_of(attributes):
+    for key in ("http.response.status_code", "http.status_code", "rpc.grpc.status_code"):
+        if key in attributes:
+            return str(attributes[key])[:32]
+    return ""

@@ -1,0 +1,95 @@
+"""Zipkin's JSON v2: a message holds a JSON list of spans, as Zipkin's Kafka sender writes them.
+
+Model: https://zipkin.io/zipkin-api/#/default/post_spans (Span: traceId, id, parentId, name, kind,
+timestamp and duration in microseconds, localEndpoint, remoteEndpoint, tags, shared).
+"""
+
+import hashlib
+import json
+
+from collectors.formats.record import (
+    SpanRecord,
+    SpanRejected,
+    bounded_attributes,
+    check_times,
+    normalise_id,
+    peer_of,
+    protocol_of,
+    status_code_of,
+    text,
+    topic_of,
+)
+
+KINDS = {"CLIENT": "client", "SERVER": "server", "PRODUCER": "producer", "CONSUMER": "consumer"}
+
+
+def parse(payload):
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SpanRejected("not_decodable", f"not JSON: {error}") from None
+    if not isinstance(document, list):
+        raise SpanRejected("wrong_shape", "Zipkin JSON v2 needs a list of spans")
+    return document
+
+
+def records(spans, max_age_seconds):
+    for span in spans:
+        try:
+            yield _record(span, max_age_seconds)
+        except SpanRejected as rejected:
+            yield rejected
+
+
+def _endpoint(span, key):
+    endpoint = span.get(key) or {}
+    if not isinstance(endpoint, dict):
+        raise SpanRejected("wrong_shape", f"{key} is not an object")
+    return endpoint
+
+
+def _address(endpoint):
+    host = endpoint.get("ipv4") or endpoint.get("ipv6") or ""
+    port = endpoint.get("port")
+    return f"{host}:{port}" if host and port else str(host)
+
+
+def _record(span, max_age_seconds):
+    if not isinstance(span, dict):
+        raise SpanRejected("wrong_shape", "a span is not an object")
+    tags = span.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise SpanRejected("wrong_shape", "tags is not an object")
+    timestamp, duration = span.get("timestamp"), span.get("duration", 0)
+    check_times(timestamp, duration, max_age_seconds)
+    local, remote = _endpoint(span, "localEndpoint"), _endpoint(span, "remoteEndpoint")
+    kind = KINDS.get(span.get("kind"), "internal")
+    trace_id = normalise_id(span.get("traceId"), 32, "traceId")
+    span_id = normalise_id(span.get("id"), 16, "id")
+    parent_id = normalise_id(span.get("parentId"), 16, "parentId") if span.get("parentId") else ""
+    if span.get("shared") and kind == "server":
+        # B3 single-host spans: the server half shares the client's id. Give it an id of its own,
+        # derived so that a redelivery gets the same one, and make it the client's child.
+        parent_id = span_id
+        span_id = hashlib.blake2b(f"{trace_id}/{span_id}/shared".encode(), digest_size=8).hexdigest()
+    attributes = {str(key): value for key, value in tags.items()}
+    peer = ""
+    if kind in ("client", "producer"):
+        peer = remote.get("serviceName") or peer_of(attributes) or _address(remote)
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        service=text(local.get("serviceName"), "localEndpoint.serviceName", required=True),
+        instance=text(_address(local), "localEndpoint"),
+        kind=kind,
+        name=text(span.get("name"), "name") or "(unnamed)",
+        protocol=protocol_of(attributes),
+        start_us=timestamp,
+        duration_us=duration,
+        status_code=status_code_of(attributes),
+        error="error" in tags or tags.get("otel.status_code") == "ERROR",
+        peer=text(peer, "peer"),
+        topic=text(topic_of(attributes), "topic"),
+        attributes=bounded_attributes(attributes),
+    )

@@ -1,0 +1,156 @@
+"""Consumes trace spans from Kafka into the database, at least once.
+
+Offsets are committed only after the transaction holding their spans has committed, so a worker
+killed mid-batch redelivers the batch, and the span table's uniqueness keeps it from counting twice.
+One bad message is dead-lettered and skipped; it never stops its partition.
+
+Every process that runs a SpanConsumer is one member of the KAFKA_CONSUMER_GROUP, so scaling out is
+starting more of them (see the README: a Celery worker on the ``spans`` queue with the solo pool).
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from kafka import KafkaConsumer, OffsetAndMetadata
+from kafka.errors import KafkaError
+
+from collectors.formats import SpanRejected, decode
+from dashboard.live import announce_change
+from topology.ingestion import store_spans
+from topology.models import DeadLetter, SourceStatus
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_HEAD_BYTES = 1024
+MAX_BACKOFF_SECONDS = 30
+
+
+def consumer_config(**overrides):
+    config = {
+        "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+        "group_id": settings.KAFKA_CONSUMER_GROUP,
+        "client_id": "meshscope-spans",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 1000,
+        "max_poll_interval_ms": 60_000,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        **settings.KAFKA_SECURITY,
+    }
+    config.update(overrides)
+    return config
+
+
+def payload_head(payload):
+    head = (payload or b"")[:PAYLOAD_HEAD_BYTES]
+    return head.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+class SpanConsumer:
+    def __init__(self, topics=None, **consumer_overrides):
+        self.topics = dict(topics or settings.TRACE_TOPICS)
+        self.consumer = KafkaConsumer(*self.topics, **consumer_config(**consumer_overrides))
+        self.failures = 0
+
+    def close(self):
+        self.consumer.close()
+
+    def run(self, seconds, poll_timeout_ms=500):
+        """Consumes for about ``seconds``; returns the number of new spans stored."""
+        deadline = time.monotonic() + seconds
+        stored = 0
+        while time.monotonic() < deadline:
+            stored += self.poll_once(poll_timeout_ms)
+        return stored
+
+    def poll_once(self, timeout_ms=500):
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as error:
+            self._back_off("kafka", error)
+            return 0
+        if not polled:
+            return 0
+        try:
+            stored = self.process(polled)
+        except (OperationalError, InterfaceError) as error:
+            # The database is away: nothing was committed, so read the batch again once it is back.
+            for partition, messages in polled.items():
+                self.consumer.seek(partition, messages[0].offset)
+            self._back_off("database", error)
+            return 0
+        self.consumer.commit({tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()})
+        if self.failures:
+            self.failures = 0
+            SourceStatus.record_success("kafka")
+        if stored:
+            for view in ("topology", "routes", "balancers"):
+                announce_change(view)
+        return stored
+
+    def process(self, polled):
+        messages = [message for batch in polled.values() for message in batch]
+        decoded = [self._decode(message) for message in messages]
+        try:
+            with transaction.atomic():
+                return self._store(decoded)
+        except (OperationalError, InterfaceError):
+            raise
+        except DatabaseError:
+            log.exception("A batch of %d messages failed to store; storing them one by one", len(messages))
+        # Somewhere in the batch is a message the database refuses: isolate it rather than block.
+        stored = 0
+        for item in decoded:
+            try:
+                with transaction.atomic():
+                    stored += self._store([item])
+            except (OperationalError, InterfaceError):
+                raise
+            except DatabaseError as error:
+                message, _, _ = item
+                self._dead_letter(message, "unstorable", f"{type(error).__name__}: {error}")
+        return stored
+
+    def _decode(self, message):
+        try:
+            fmt = self.topics.get(message.topic, "auto")
+            result = decode(message.value, fmt, settings.SPAN_MAX_MESSAGE_BYTES, settings.SPAN_RETENTION_HOURS * 3600)
+            return message, result, None
+        except SpanRejected as rejected:
+            return message, None, rejected
+
+    def _store(self, decoded):
+        spans, dead = [], []
+        for message, result, rejected in decoded:
+            if rejected is not None:
+                dead.append(self._dead_letter_row(message, rejected.reason, rejected.detail, message.value))
+                continue
+            spans.extend(result.spans)
+            for span_rejected in result.rejected:
+                dead.append(self._dead_letter_row(message, span_rejected.reason, span_rejected.detail, message.value))
+        DeadLetter.objects.bulk_create(dead)
+        return store_spans(spans, messages=len(decoded), rejected=len(dead)).new_spans
+
+    def _dead_letter_row(self, message, reason, detail, payload):
+        log.warning("Dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition, message.offset, detail)
+        return DeadLetter(
+            reason=reason,
+            detail=str(detail)[:2000],
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            payload_head=payload_head(payload),
+        )
+
+    def _dead_letter(self, message, reason, detail):
+        self._dead_letter_row(message, reason, detail, message.value).save()
+
+    def _back_off(self, source, error):
+        self.failures += 1
+        log.warning("Span consumer: %s failed (%s); retrying", source, error)
+        if source == "kafka":
+            SourceStatus.record_failure("kafka", f"Span consumer: {error}")
+        time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(self.failures, 6)))

@@ -1,0 +1,32 @@
+"""The Celery tasks of the collectors. Beat's schedule is in dashboard/celery.py."""
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+
+from collectors.kafka_spans import SpanConsumer
+from topology import retention
+from topology.ingestion import resolve_unpaired
+
+_span_consumer = None
+
+
+@shared_task(name="collectors.consume_spans", ignore_result=True)
+def consume_spans():
+    """Consumes spans for SPAN_CONSUMER_RUN_SECONDS. The consumer outlives the task so that the
+    worker stays in the consumer group between runs; run it on a solo-pool worker (README)."""
+    global _span_consumer
+    if _span_consumer is None:
+        _span_consumer = SpanConsumer()
+    return _span_consumer.run(settings.SPAN_CONSUMER_RUN_SECONDS)
+
+
+@shared_task(name="collectors.resolve_unpaired_spans", ignore_result=True)
+def resolve_unpaired_spans():
+    with transaction.atomic():
+        return resolve_unpaired(settings.SPAN_PAIRING_GRACE_SECONDS)
+
+
+@shared_task(name="collectors.prune", ignore_result=True)
+def prune():
+    return retention.prune()

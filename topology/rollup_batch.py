@@ -1,0 +1,100 @@
+"""Adds a batch of observations to the per-minute rollups in a few statements.
+
+Rows are created when missing, then locked in primary-key order and updated, so that several
+workers adding to the same minute neither lose an increment nor deadlock.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import reduce
+from operator import or_
+
+from django.db.models import Q
+
+from topology.latency import LatencyHistogram
+from topology.models import EdgeRollup, InstanceRollup, RouteRollup
+
+KEYS = {
+    EdgeRollup: ("minute", "source_id", "target_id", "protocol", "topic"),
+    InstanceRollup: ("minute", "instance_id", "caller_id"),
+    RouteRollup: ("minute", "service_id", "operation"),
+}
+
+
+def minute_of(start_us):
+    return datetime.fromtimestamp(start_us // 60_000_000 * 60, UTC)
+
+
+@dataclass
+class Delta:
+    count: int = 0
+    errors: int = 0
+    latency_sum_ms: float = 0.0
+    negative_delays: int = 0
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def add(self, latency_ms, error):
+        self.count += 1
+        self.errors += bool(error)
+        if latency_ms < 0:
+            # Clock skew between producer and consumer: counted apart, never folded into the histogram.
+            self.negative_delays += 1
+        else:
+            self.latency_sum_ms += latency_ms
+            self.histogram.add(latency_ms)
+
+
+class RollupBatch:
+    def __init__(self):
+        self.deltas = {model: defaultdict(Delta) for model in KEYS}
+
+    def add_edge(self, start_us, source_id, target_id, protocol, topic, latency_ms, error):
+        self.deltas[EdgeRollup][(minute_of(start_us), source_id, target_id, protocol, topic)].add(latency_ms, error)
+
+    def add_instance(self, start_us, instance_id, caller_id, latency_ms, error):
+        self.deltas[InstanceRollup][(minute_of(start_us), instance_id, caller_id)].add(latency_ms, error)
+
+    def add_route(self, start_us, service_id, operation, latency_ms, error):
+        self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].add(latency_ms, error)
+
+    def __bool__(self):
+        return any(self.deltas.values())
+
+    def save(self):
+        """Call inside the transaction that inserted the spans these observations came from."""
+        for model, deltas in self.deltas.items():
+            if deltas:
+                _apply(model, KEYS[model], deltas)
+
+
+def _lookup(model, fields, keys):
+    conditions = [Q(**dict(zip(fields, key))) for key in keys]
+    rows = model.objects.select_for_update().filter(reduce(or_, conditions)).order_by("pk")
+    found = {}
+    for row in rows:
+        found.setdefault(tuple(getattr(row, name) for name in fields), row)
+    return found
+
+
+def _apply(model, fields, deltas):
+    keys = sorted(deltas, key=repr)
+    rows = _lookup(model, fields, keys)
+    missing = [key for key in keys if key not in rows]
+    if missing:
+        model.objects.bulk_create([model(**dict(zip(fields, key))) for key in missing], ignore_conflicts=True)
+        rows.update(_lookup(model, fields, missing))
+    changed = []
+    for key, delta in deltas.items():
+        row = rows[key]
+        row.count += delta.count
+        row.errors += delta.errors
+        row.latency_sum_ms += delta.latency_sum_ms
+        row.latency_buckets = row.histogram.merge(delta.histogram).to_json()
+        if delta.negative_delays:
+            row.negative_delays += delta.negative_delays
+        changed.append(row)
+    update_fields = ["count", "errors", "latency_sum_ms", "latency_buckets"]
+    if model is EdgeRollup:
+        update_fields.append("negative_delays")
+    model.objects.bulk_update(changed, update_fields)
