@@ -4,8 +4,366 @@ CONTRACT (used by collectors; owned and implemented by the live-dashboard work):
 ``announce_change(view)`` where view is one of "topology", "routes", "balancers", "lag", "services".
 It is cheap, never raises, never blocks the caller for long, and may be called after every batch:
 coalescing to about one broadcast per second per view happens behind it.
+
+How it works
+------------
+Coalescing is shared by every process through Redis (the channel layer's Redis, under its prefix):
+
+* ``announce_change`` marks the view dirty (``SET dirty``) and tries to take the view's one-second
+  slot (``SET slot NX PX 1000``). Whoever takes the slot broadcasts now (the leading edge); whoever
+  does not schedules one more attempt for when the slot expires (the trailing edge). The attempt
+  that takes the slot consumes the dirty mark (``GETDEL``), so a burst of announcements from any
+  number of processes gives one broadcast now and at most one per second after it, and the last
+  change of a burst is never lost.
+* The broadcast runs on a background thread, so the collector only pays for two Redis round trips.
+* A broadcaster computes the view once per watched window, diffs it against the last state stored in
+  Redis, stores the new state with the next sequence number, and ``group_send``s the delta, already
+  encoded as JSON text, to everyone watching. Consumers forward the text without recomputing it.
+
+Views with a registered builder (``topology``) get snapshot + seq-numbered deltas. The others get
+an ``invalidate`` message with a sequence number; their pages then refetch their REST endpoint.
+
+Delta protocol (websocket JSON messages, server to client)::
+
+    {"type": "snapshot", "view", "window", "seq", "data": {...full view...}}
+    {"type": "delta", "view", "window", "seq", "prev", "changes": {key: change}}
+    {"type": "invalidate", "view", "seq"}
+
+A change for a list of records with an ``id`` (or ``name``) is ``{"upsert": [records],
+"remove": [ids]}``; for anything else it is ``{"set": value}``. A client applies a delta only when
+``prev`` equals the sequence number it holds; otherwise it sends ``{"type": "resync"}``.
 """
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("topology", "routes", "balancers", "lag", "services")
+WINDOWS = (300, 900, 3600)
+DEFAULT_WINDOW = 300
+COALESCE_MS = 1000
+WATCH_TTL_SECONDS = 120
+STATE_TTL_SECONDS = 24 * 3600
+COMPUTE_LOCK_MS = 15000
+
+
+# --- views that have a snapshot ---------------------------------------------------------------
+
+
+def _topology(window):
+    from topology.graph import topology_snapshot
+
+    return topology_snapshot(window_seconds=window)
+
+
+BUILDERS = {"topology": _topology}
+
+
+def group_name(view, window=None):
+    """The channel-layer group of a view (and window, for views with snapshots)."""
+    if view in BUILDERS:
+        return f"live.{view}.{int(window or DEFAULT_WINDOW)}"
+    return f"live.{view}"
+
+
+def normalise_window(value):
+    try:
+        window = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_WINDOW
+    return window if window in WINDOWS else DEFAULT_WINDOW
+
+
+# --- the delta protocol (pure functions, unit tested) -----------------------------------------
+
+
+def _record_key(record):
+    if isinstance(record, dict):
+        if "id" in record:
+            return str(record["id"])
+        if "name" in record:
+            return str(record["name"])
+    return None
+
+
+def _is_keyed_list(value):
+    return isinstance(value, list) and all(_record_key(item) is not None for item in value)
+
+
+IGNORED_KEYS = {"generated_at"}  # changes on every computation; sent as the delta's own field
+
+
+def diff(old, new):
+    """The changes that turn ``old`` into ``new``: only what differs, by record for keyed lists."""
+    changes = {}
+    old = old or {}
+    for key, value in new.items():
+        if key in IGNORED_KEYS:
+            continue
+        before = old.get(key)
+        if before == value:
+            continue
+        if _is_keyed_list(value) and _is_keyed_list(before if before is not None else []):
+            before_map = {_record_key(item): item for item in (before or [])}
+            new_map = {_record_key(item): item for item in value}
+            upsert = [item for k, item in new_map.items() if before_map.get(k) != item]
+            remove = [k for k in before_map if k not in new_map]
+            if upsert or remove:
+                changes[key] = {"upsert": upsert, "remove": remove}
+        else:
+            changes[key] = {"set": value}
+    for key in old:
+        if key not in new and key not in IGNORED_KEYS:
+            changes[key] = {"set": None}
+    return changes
+
+
+def apply(state, changes):
+    """Applies ``changes`` from :func:`diff` to ``state`` (a copy is returned). Mirrors static/js/live.js."""
+    state = dict(state or {})
+    for key, change in changes.items():
+        if "set" in change:
+            if change["set"] is None:
+                state.pop(key, None)
+            else:
+                state[key] = change["set"]
+            continue
+        records = {_record_key(item): item for item in state.get(key) or []}
+        for k in change.get("remove", []):
+            records.pop(k, None)
+        for item in change.get("upsert", []):
+            records[_record_key(item)] = item
+        state[key] = list(records.values())
+    return state
+
+
+def encode(message):
+    return json.dumps(message, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def _plain(data):
+    """The view as JSON would carry it (datetimes as strings), so stored and fresh states compare."""
+    return json.loads(encode(data))
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+_clients = {}
+_clients_lock = threading.Lock()
+
+
+def _layer_config():
+    config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+    hosts = config.get("hosts") or [settings.REDIS_URL]
+    host = hosts[0]
+    if isinstance(host, dict):
+        host = host.get("address", settings.REDIS_URL)
+    return host, config.get("prefix", "asgi")
+
+
+def redis_client():
+    import redis
+
+    url, _prefix = _layer_config()
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+            _clients[url] = client
+        return client
+
+
+def _key(*parts):
+    _url, prefix = _layer_config()
+    return ":".join([prefix, "live", *[str(p) for p in parts]])
+
+
+# --- announcing -------------------------------------------------------------------------------
+
+_pending = set()
+_pending_lock = threading.Lock()
 
 
 def announce_change(view):
+    """Says that ``view``'s data changed. Cheap, never raises; broadcasts are coalesced."""
+    try:
+        if view not in VIEWS:
+            logger.warning("announce_change: unknown view %r", view)
+            return None
+        client = redis_client()
+        client.set(_key("dirty", view), "1", ex=60)
+        _attempt(view, client)
+    except Exception:  # the contract: never raise into a collector
+        logger.exception("announce_change(%r) failed", view)
     return None
+
+
+def _attempt(view, client):
+    """Takes the view's slot and broadcasts, or schedules a trailing attempt for when it frees."""
+    if client.set(_key("slot", view), "1", nx=True, px=COALESCE_MS):
+        if client.getdel(_key("dirty", view)):
+            _run_in_background(view, broadcast, view)
+        return
+    wait_ms = client.pttl(_key("slot", view))
+    _schedule(view, max(wait_ms, 20) / 1000 + 0.01)
+
+
+def _schedule(view, delay):
+    with _pending_lock:
+        if view in _pending:
+            return
+        _pending.add(view)
+    timer = threading.Timer(delay, _trailing, args=(view,))
+    timer.daemon = True
+    timer.start()
+
+
+def _trailing(view):
+    with _pending_lock:
+        _pending.discard(view)
+    try:
+        client = redis_client()
+        if client.exists(_key("dirty", view)):
+            _attempt(view, client)
+    except Exception:
+        logger.exception("trailing broadcast of %r failed", view)
+
+
+def _run_in_background(view, func, *args):
+    def run():
+        from django.db import close_old_connections
+
+        try:
+            func(*args)
+        except Exception:
+            logger.exception("broadcast of %r failed", view)
+        finally:
+            close_old_connections()
+
+    thread = threading.Thread(target=run, name=f"meshscope-live-{view}", daemon=True)
+    thread.start()
+    return thread
+
+
+# --- broadcasting -----------------------------------------------------------------------------
+
+
+def watch(view, window):
+    """Called by consumers: someone is watching ``view`` in ``window``, so broadcasts compute it."""
+    if view in BUILDERS:
+        redis_client().set(_key("watch", view, normalise_window(window)), "1", ex=WATCH_TTL_SECONDS)
+
+
+def watched_windows(view):
+    client = redis_client()
+    windows = [DEFAULT_WINDOW]
+    for window in WINDOWS:
+        if window != DEFAULT_WINDOW and client.exists(_key("watch", view, window)):
+            windows.append(window)
+    return windows
+
+
+def broadcast(view):
+    """Computes the view once per watched window and sends every watcher the delta. Returns the messages."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    sent = []
+    if view not in BUILDERS:
+        seq = redis_client().incr(_key("seq", view))
+        message = {"type": "invalidate", "view": view, "seq": seq, "sent_at": time.time()}
+        async_to_sync(layer.group_send)(group_name(view), {"type": "live.message", "text": encode(message)})
+        return [message]
+    for window in watched_windows(view):
+        message = refresh_state(view, window)
+        if message is not None:
+            async_to_sync(layer.group_send)(
+                group_name(view, window), {"type": "live.message", "text": encode(message)}
+            )
+            sent.append(message)
+    return sent
+
+
+def _load_state(view, window):
+    raw = redis_client().get(_key("state", view, window))
+    if not raw:
+        return None
+    stored = json.loads(raw)
+    return stored
+
+
+def refresh_state(view, window):
+    """Recomputes the view, stores it with the next sequence number and returns the delta message
+    (None when another process is computing it right now)."""
+    client = redis_client()
+    lock = _key("compute", view, window)
+    token = str(time.monotonic_ns())
+    if not client.set(lock, token, nx=True, px=COMPUTE_LOCK_MS):
+        client.set(_key("dirty", view), "1", ex=60)
+        _schedule(view, 0.25)
+        return None
+    try:
+        started = time.perf_counter()
+        data = _plain(BUILDERS[view](window))
+        compute_ms = (time.perf_counter() - started) * 1000
+        stored = _load_state(view, window) or {"seq": 0, "data": {}}
+        changes = diff(stored["data"], data)
+        seq = stored["seq"] + 1
+        client.set(
+            _key("state", view, window),
+            encode({"seq": seq, "data": data, "stored_at": time.time()}),
+            ex=STATE_TTL_SECONDS,
+        )
+        return {
+            "type": "delta",
+            "view": view,
+            "window": window,
+            "seq": seq,
+            "prev": stored["seq"],
+            "generated_at": data.get("generated_at") or datetime.now(timezone.utc).isoformat(),
+            "compute_ms": round(compute_ms, 1),
+            "sent_at": time.time(),
+            "changes": changes,
+        }
+    finally:
+        if client.get(lock) == token.encode():
+            client.delete(lock)
+
+
+def snapshot(view, window, max_age=5.0):
+    """The state a new client starts from: ``{"type": "snapshot", ...}``.
+
+    The stored state is used when it is recent; otherwise the view is recomputed, stored and its delta
+    broadcast, so everyone stays on the same sequence."""
+    window = normalise_window(window)
+    if view not in BUILDERS:
+        raw = redis_client().get(_key("seq", view))
+        return {"type": "invalidate", "view": view, "seq": int(raw or 0)}
+    stored = _load_state(view, window)
+    if stored is None or time.time() - stored.get("stored_at", 0) > max_age:
+        message = refresh_state(view, window)
+        if message is not None and message["changes"]:
+            from asgiref.sync import async_to_sync
+            from channels.layers import get_channel_layer
+
+            async_to_sync(get_channel_layer().group_send)(
+                group_name(view, window), {"type": "live.message", "text": encode(message)}
+            )
+        stored = _load_state(view, window)
+        if stored is None:  # another process holds the compute lock: wait for it briefly
+            for _ in range(50):
+                time.sleep(0.1)
+                stored = _load_state(view, window)
+                if stored is not None:
+                    break
+            else:
+                stored = {"seq": 0, "data": _plain(BUILDERS[view](window))}
+    return {"type": "snapshot", "view": view, "window": window, "seq": stored["seq"], "data": stored["data"]}

@@ -1,0 +1,81 @@
+"""The services list and the topology page's side panels (a node, an edge)."""
+
+from datetime import datetime
+
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from topology import service_detail
+
+WINDOWS = (300, 900, 3600)
+
+
+def _window(request):
+    try:
+        window = int(request.query_params.get("window", 300))
+    except ValueError:
+        raise ValidationError({"window": "An integer number of seconds."}) from None
+    if not 60 <= window <= 7 * 24 * 3600:
+        raise ValidationError({"window": "Between 60 s and 7 days."})
+    return window
+
+
+def _until(request):
+    value = request.query_params.get("until")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError({"until": "An ISO 8601 time."}) from None
+    if moment.tzinfo is None:
+        raise ValidationError({"until": "Give a time zone."})
+    return moment
+
+
+class ServiceListView(APIView):
+    """Every known service: name, source, tags, instance health counts and the admin link."""
+
+    def get(self, request):
+        return Response(
+            {
+                "services": service_detail.services_list(
+                    query=request.query_params.get("q", "").strip(),
+                    health=request.query_params.get("health", "").strip(),
+                )
+            }
+        )
+
+
+class ServiceDetailView(APIView):
+    """One node's side panel: ``?name=&window=&until=``."""
+
+    def get(self, request):
+        name = request.query_params.get("name")
+        if not name:
+            raise ValidationError({"name": "Required."})
+        detail = service_detail.service_detail(name, _window(request), _until(request))
+        if detail is None:
+            raise NotFound("No such service.")
+        return Response(detail)
+
+
+class EdgeDetailView(APIView):
+    """One edge's series and sample traces: ``?source=&target=&protocol=&topic=&window=&until=``."""
+
+    def get(self, request):
+        params = request.query_params
+        if not params.get("source") or not params.get("target"):
+            raise ValidationError({"source": "source and target are required."})
+        detail = service_detail.edge_detail(
+            params["source"],
+            params["target"],
+            protocol=params.get("protocol", ""),
+            topic=params.get("topic", ""),
+            window_seconds=_window(request),
+            until=_until(request),
+        )
+        if detail is None:
+            raise NotFound("No such edge.")
+        return Response(detail)

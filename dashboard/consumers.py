@@ -1,0 +1,75 @@
+"""Websocket consumers of the live dashboard.
+
+``/ws/live/<view>/?window=300``: a logged-in user gets a snapshot of the view, then the deltas every
+broadcast carries (see dashboard/live.py for the protocol). Anonymous sockets are refused before the
+handshake completes; AllowedHostsOriginValidator (dashboard/asgi.py) has already checked the origin.
+
+Client messages: ``{"type": "resync"}`` (send a fresh snapshot), ``{"type": "ping"}`` (keeps the
+window watched; answered with ``pong``).
+"""
+
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from dashboard import live
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_UNKNOWN_VIEW = 4404
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            # Closing before accept rejects the handshake (HTTP 403): nothing is sent to the socket.
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.view = self.scope["url_route"]["kwargs"]["view"]
+        if self.view not in live.VIEWS:
+            await self.close(code=CLOSE_UNKNOWN_VIEW)
+            return
+        self.window = live.normalise_window(_query_param(self.scope, "window"))
+        self.group = live.group_name(self.view, self.window)
+        # Join before the snapshot, so no delta falls between them; the client drops the ones the
+        # snapshot already contains (seq <= snapshot seq).
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_snapshot()
+
+    async def disconnect(self, code):
+        group = getattr(self, "group", None)
+        if group:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def send_snapshot(self):
+        try:
+            await database_sync_to_async(live.watch)(self.view, self.window)
+            message = await database_sync_to_async(live.snapshot)(self.view, self.window)
+        except Exception:
+            logger.exception("snapshot of %s failed", self.view)
+            await self.send_json({"type": "error", "message": "The snapshot could not be computed."})
+            return
+        await self.send(text_data=live.encode(message))
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "resync":
+            await self.send_snapshot()
+        elif kind == "ping":
+            await database_sync_to_async(live.watch)(self.view, self.window)
+            await self.send_json({"type": "pong"})
+
+    async def live_message(self, event):
+        # Already encoded once by the broadcaster, for every client.
+        await self.send(text_data=event["text"])
+
+
+def _query_param(scope, name):
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None

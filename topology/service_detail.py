@@ -1,0 +1,271 @@
+"""What the topology page's side panels show: one service, one edge.
+
+``service_detail``: a service's instances (health, weights, share of the traffic), top operations,
+callers and callees over a window. ``edge_detail``: an edge's rate, errors and latency per minute
+and sample traces. Both read the per-minute rollups and, for operations and samples, the spans.
+"""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.utils import timezone
+
+from topology.latency import LatencyHistogram
+from topology.models import EdgeRollup, Instance, InstanceRollup, Service, Span
+
+TOP_OPERATIONS = 10
+SAMPLE_TRACES = 10
+
+
+def window_bounds(window_seconds, until=None):
+    until = until or timezone.now()
+    return until - timedelta(seconds=window_seconds), until
+
+
+def _minute_floor(moment):
+    return moment.replace(second=0, microsecond=0)
+
+
+def _rollup_stats(rows, window_seconds):
+    count = errors = 0
+    histogram = LatencyHistogram()
+    for row in rows:
+        count += row["count"]
+        errors += row["errors"]
+        histogram.merge(row["latency_buckets"] or {})
+    return {
+        "count": count,
+        "errors": errors,
+        "rps": round(count / window_seconds, 3),
+        "error_rate": round(errors / count, 4) if count else 0.0,
+        **histogram.percentiles_ms(),
+    }
+
+
+def service_detail(name, window_seconds=300, until=None):
+    """The side panel of one node, or None when the service is unknown."""
+    service = Service.objects.filter(name=name).first()
+    if service is None:
+        return None
+    start, until = window_bounds(window_seconds, until)
+    first_minute = _minute_floor(start)
+
+    instances = list(Instance.objects.filter(service=service, deregistered_at__isnull=True).order_by("identity"))
+    served = defaultdict(int)
+    served_errors = defaultdict(int)
+    for row in (
+        InstanceRollup.objects.filter(instance__service=service, minute__gte=first_minute, minute__lte=until)
+        .values("instance_id")
+        .annotate(count=Sum("count"), errors=Sum("errors"))
+    ):
+        served[row["instance_id"]] = row["count"] or 0
+        served_errors[row["instance_id"]] = row["errors"] or 0
+    total_served = sum(served.values())
+    instance_rows = []
+    for instance in instances:
+        weight = instance.weight_warning if instance.health == "warning" else instance.weight_passing
+        instance_rows.append(
+            {
+                "identity": instance.identity,
+                "address": instance.host_port,
+                "node": instance.node,
+                "health": "maintenance" if instance.in_maintenance else instance.health,
+                "weight": weight,
+                "weight_passing": instance.weight_passing,
+                "weight_warning": instance.weight_warning,
+                "requests": served[instance.id],
+                "errors": served_errors[instance.id],
+                "share": round(served[instance.id] / total_served, 4) if total_served else None,
+            }
+        )
+
+    operations = _top_operations(service, start, until)
+
+    edges = EdgeRollup.objects.filter(minute__gte=first_minute, minute__lte=until)
+    callers = _neighbours(edges.filter(target=service), "source__name", window_seconds)
+    callees = _neighbours(edges.filter(source=service), "target__name", window_seconds)
+
+    return {
+        "name": service.name,
+        "source": service.source,
+        "datacenter": service.datacenter,
+        "tags": service.tags,
+        "balancing_policy": service.balancing_policy or "",
+        "first_seen": service.first_seen,
+        "last_seen": service.last_seen,
+        "admin_url": admin_url(service.pk),
+        "window": window_seconds,
+        "until": until,
+        "instances": instance_rows,
+        "operations": operations,
+        "callers": callers,
+        "callees": callees,
+    }
+
+
+def _top_operations(service, start, until):
+    spans = Span.objects.filter(
+        service=service, started_at__gte=start, started_at__lte=until, kind__in=("server", "consumer")
+    )
+    top = list(
+        spans.values("name", "kind")
+        .annotate(count=Count("id"), errors=Count("id", filter=Q(error=True)))
+        .order_by("-count", "name")[:TOP_OPERATIONS]
+    )
+    window_seconds = max((until - start).total_seconds(), 1)
+    for row in top:
+        histogram = LatencyHistogram()
+        durations = spans.filter(name=row["name"], kind=row["kind"]).values_list("duration_us", flat=True)[:5000]
+        for duration in durations:
+            histogram.add(duration / 1000)
+        row.update(
+            rps=round(row["count"] / window_seconds, 3),
+            error_rate=round(row["errors"] / row["count"], 4) if row["count"] else 0.0,
+            **histogram.percentiles_ms(),
+        )
+    return top
+
+
+def _neighbours(queryset, name_field, window_seconds):
+    grouped = defaultdict(list)
+    for row in queryset.values(name_field, "protocol", "topic", "count", "errors", "latency_buckets"):
+        grouped[(row[name_field], row["protocol"], row["topic"])].append(row)
+    result = []
+    for (name, protocol, topic), rows in grouped.items():
+        result.append(
+            {
+                "service": name,
+                "protocol": protocol,
+                "topic": topic,
+                "sync": "async" if topic else "sync",
+                **_rollup_stats(rows, window_seconds),
+            }
+        )
+    result.sort(key=lambda item: (-item["count"], item["service"]))
+    return result
+
+
+def edge_detail(source, target, protocol="", topic="", window_seconds=300, until=None):
+    """Rate, errors and p95 per minute of one edge, and sample traces through it; None if unknown."""
+    services = dict(Service.objects.filter(name__in=[source, target]).values_list("name", "id"))
+    if source not in services or target not in services:
+        return None
+    start, until = window_bounds(window_seconds, until)
+    rollups = EdgeRollup.objects.filter(
+        source_id=services[source],
+        target_id=services[target],
+        minute__gte=_minute_floor(start),
+        minute__lte=until,
+    )
+    if protocol:
+        rollups = rollups.filter(protocol=protocol)
+    rollups = rollups.filter(topic=topic or "")
+    per_minute = defaultdict(list)
+    for row in rollups.values("minute", "count", "errors", "latency_buckets"):
+        per_minute[row["minute"]].append(row)
+    series = []
+    minute = _minute_floor(start)
+    while minute <= until:
+        stats = _rollup_stats(per_minute.get(minute, []), 60)
+        series.append({"minute": minute, **stats})
+        minute += timedelta(minutes=1)
+    totals = _rollup_stats([row for rows in per_minute.values() for row in rows], window_seconds)
+    return {
+        "source": source,
+        "target": target,
+        "protocol": protocol,
+        "topic": topic or "",
+        "sync": "async" if topic else "sync",
+        "window": window_seconds,
+        "until": until,
+        "totals": totals,
+        "series": series,
+        "samples": edge_samples(services[source], services[target], topic, start, until),
+    }
+
+
+def edge_samples(source_id, target_id, topic, start, until, limit=SAMPLE_TRACES):
+    """Traces in which ``source`` called ``target``: recent ones, then the slowest and failed ones."""
+    child_kind = "consumer" if topic else "server"
+    parents = Span.objects.filter(
+        trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_id"), service_id=source_id
+    )
+    calls = Span.objects.filter(
+        service_id=target_id, kind=child_kind, started_at__gte=start, started_at__lte=until
+    ).filter(Exists(parents))
+    fields = ("trace_id", "span_id", "name", "started_at", "duration_us", "error")
+    picked = {}
+    for label, queryset in (
+        ("failed", calls.filter(error=True).order_by("-started_at")),
+        ("slow", calls.order_by("-duration_us")),
+        ("recent", calls.order_by("-started_at")),
+    ):
+        for row in queryset.values(*fields)[:limit]:
+            picked.setdefault(row["trace_id"], {**row, "why": label})
+    samples = [
+        {
+            "trace_id": row["trace_id"],
+            "operation": row["name"],
+            "started_at": row["started_at"],
+            "duration_ms": round(row["duration_us"] / 1000, 3),
+            "error": row["error"],
+            "why": row["why"],
+        }
+        for row in picked.values()
+    ]
+    samples.sort(key=lambda item: item["started_at"], reverse=True)
+    return samples[: limit * 2]
+
+
+def admin_url(pk):
+    """The Django admin page of a service, or "" while the admin does not register services."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse("admin:topology_service_change", args=[pk])
+    except NoReverseMatch:
+        return ""
+
+
+def services_list(query="", health=""):
+    """The services page: every known service with its instance health counts."""
+    services = Service.objects.all().order_by("name")
+    if query:
+        services = services.filter(Q(name__icontains=query) | Q(tags__icontains=query))
+    counts = defaultdict(lambda: defaultdict(int))
+    for row in (
+        Instance.objects.filter(deregistered_at__isnull=True, service__in=services)
+        .values("service_id", "health")
+        .annotate(n=Count("id"))
+    ):
+        counts[row["service_id"]][row["health"]] += row["n"]
+    result = []
+    for service in services:
+        health_counts = dict(counts[service.id])
+        overall = _overall_health(health_counts)
+        if health and overall != health:
+            continue
+        result.append(
+            {
+                "id": service.pk,
+                "name": service.name,
+                "source": service.source,
+                "datacenter": service.datacenter,
+                "tags": service.tags,
+                "instances": sum(health_counts.values()),
+                "health_counts": health_counts,
+                "health": overall,
+                "last_seen": service.last_seen,
+                "deregistered": service.deregistered_at is not None,
+                "admin_url": admin_url(service.pk),
+            }
+        )
+    return result
+
+
+def _overall_health(counts):
+    for level in ("critical", "warning", "passing"):
+        if counts.get(level):
+            return level
+    return "unknown"
