@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("MESHSCOPE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name, default=False):
@@ -93,6 +94,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not memory, so that a collector started by a test in another process sees the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -150,6 +153,9 @@ KAFKA_SECURITY = {
     }.items()
     if value
 }
+# Group membership timeouts of the span consumer (kafka-python's max_poll_interval_ms, session_timeout_ms).
+KAFKA_MAX_POLL_INTERVAL_MS = int(os.environ.get("KAFKA_MAX_POLL_INTERVAL_MS", "60000"))
+KAFKA_SESSION_TIMEOUT_MS = int(os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "10000"))
 # How long one run of the span consumer task polls before it hands the worker back to Celery.
 SPAN_CONSUMER_RUN_SECONDS = float(os.environ.get("SPAN_CONSUMER_RUN_SECONDS", "10"))
 SPAN_MAX_MESSAGE_BYTES = int(os.environ.get("SPAN_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)))
