@@ -1,0 +1,80 @@
+"""Bad messages are dead-lettered by reason, with where they came from; the partition keeps flowing."""
+
+import json
+import time
+
+import pytest
+from django.db.models import Count
+
+from tests.kafka_helpers import consume_until, create_topic, produce, span_consumer
+from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf, zipkin_json, zipkin_span
+from topology.models import DeadLetter, Span
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def zipkin(**overrides):
+    span = {"traceId": "4e441824ec2b6a44ffdc9bb9a6453df3", "id": "ffdc9bb9a6453df3", "name": "get", "kind": "SERVER",
+            "timestamp": int(time.time() * 1e6), "duration": 1200, "localEndpoint": {"serviceName": "api"}}  # fmt: skip
+    span.update(overrides)
+    return json.dumps([span]).encode()
+
+
+BAD_MESSAGES = {
+    "not_decodable": b"\xff\xfe definitely not json",
+    "wrong_shape": b'{"spans": "not a list"}',
+    "too_large": b"[" + b" " * (300 * 1024) + b"]",
+    "bad_id": zipkin(traceId="<script>alert(1)</script>"),
+    "bad_timestamp": zipkin(timestamp=int((time.time() + 86400 * 365) * 1e6)),
+    "missing_field": zipkin(localEndpoint={"ipv4": "10.0.0.9"}),
+    "too_many_attributes": zipkin(tags={f"k{i}": "v" for i in range(5000)}),
+}
+
+
+def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_still_arrive(kafka_bootstrap, topic_name, settings):
+    settings.SPAN_MAX_MESSAGE_BYTES = 200 * 1024
+    old = zipkin(timestamp=int((time.time() - 86400 * 30) * 1e6), id="aaaaaaaaaaaaaaaa")
+    good = zipkin_json([zipkin_span("api", "get /ok", "server", "abcdef0123456789", "0123456789abcdef")])
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [*BAD_MESSAGES.values(), old, good])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "auto"})
+    assert consume_until(consumer, lambda: Span.objects.filter(name="get /ok").exists())
+    consumer.close()
+
+    by_reason = dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")))
+    assert by_reason == {**{reason: 1 for reason in BAD_MESSAGES}, "bad_timestamp": 2}
+    letter = DeadLetter.objects.get(reason="bad_id")
+    assert (letter.topic, letter.partition, letter.offset) == (topic_name, 0, 3)
+    assert letter.payload_head.startswith('[{"traceId": "<script>')
+    assert len(DeadLetter.objects.get(reason="too_large").payload_head) <= 1024
+
+
+def test_one_bad_span_is_dead_lettered_while_the_rest_of_its_message_is_kept(kafka_bootstrap, topic_name):
+    traces = OtelTraces()
+    start = now_ns()
+    traces.span("api", "api-1", "GET /fine", "server", start, 10)
+    traces.span("api", "api-1", "GET /future", "server", start + 3600 * 10**9, 10)
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [otlp_protobuf(traces.finished())])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "otlp_proto"})
+    assert consume_until(consumer, lambda: DeadLetter.objects.exists() and Span.objects.exists())
+    consumer.close()
+
+    assert list(Span.objects.values_list("name", flat=True)) == ["GET /fine"]
+    assert DeadLetter.objects.get().reason == "bad_timestamp"
+
+
+def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap, topic_name):
+    hostile = '<img src=x onerror=alert(1)>\x00svc'
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [zipkin(localEndpoint={"serviceName": hostile}, tags={"k\x00": "v\x00"})])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "zipkin_json"})
+    assert consume_until(consumer, lambda: Span.objects.exists())
+    consumer.close()
+
+    span = Span.objects.get()
+    assert span.service.name == "<img src=x onerror=alert(1)>svc"
+    assert span.attributes == {"k": "v"}
