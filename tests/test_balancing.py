@@ -1,0 +1,264 @@
+"""Balancer statistics against ground truth: simulated balancers whose true shares are known."""
+
+import math
+import random
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from topology.balancing import (
+    BALANCED,
+    SIGNIFICANCE,
+    SKEWED,
+    TOO_FEW_REQUESTS,
+    BalancerWindow,
+    BalanceStatistics,
+)
+from topology.chi_square import chi_square_p_value, regularized_upper_gamma
+from topology.models import Instance, InstanceRollup, Service
+
+NOW = timezone.now().replace(second=30, microsecond=0)
+
+
+# --- χ² p-value: the incomplete gamma against known values -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statistic, dof, p_value",
+    [
+        (3.841458820694124, 1, 0.05),  # the textbook critical values
+        (6.634896601021214, 1, 0.01),
+        (5.991464547107979, 2, 0.05),
+        (18.307038053275146, 10, 0.05),
+        (124.34211340400407, 100, 0.05),
+        (0.0, 4, 1.0),
+        (2.0, 2, math.exp(-1)),  # with 2 degrees of freedom the p-value is exp(-x/2)
+    ],
+)
+def test_chi_square_p_value_matches_tables(statistic, dof, p_value):
+    assert chi_square_p_value(statistic, dof) == pytest.approx(p_value, rel=1e-9, abs=1e-12)
+
+
+def test_regularized_upper_gamma_matches_closed_forms():
+    for x in (0.01, 0.5, 1.5, 4.0, 30.0):
+        assert regularized_upper_gamma(1, x) == pytest.approx(math.exp(-x), rel=1e-12)
+        assert regularized_upper_gamma(0.5, x) == pytest.approx(math.erfc(math.sqrt(x)), rel=1e-10)
+
+
+def test_regularized_upper_gamma_rejects_nonsense():
+    with pytest.raises(ValueError):
+        regularized_upper_gamma(0, 1)
+    with pytest.raises(ValueError):
+        regularized_upper_gamma(1, -1)
+
+
+# --- Pure statistics ----------------------------------------------------------------------------
+
+
+def choose(weights, n, seed):
+    rng = random.Random(seed)
+    counts = [0] * len(weights)
+    for index in rng.choices(range(len(weights)), weights=weights, k=n):
+        counts[index] += 1
+    return counts
+
+
+def test_random_choice_is_not_flagged_by_chi_square_over_repeated_seeds():
+    p_values, verdicts = [], []
+    for seed in range(200):
+        counts = choose([1, 1, 1, 1], 4000, seed)
+        stats = BalanceStatistics("random", ["a", "b", "c", "d"], counts, [1, 1, 1, 1])
+        p_values.append(stats.p_value)
+        verdicts.append(stats.verdict["status"])
+    assert sum(p < SIGNIFICANCE for p in p_values) <= 1
+    assert set(verdicts) == {BALANCED}
+    # The p-values of chance are uniform: about 5 % of them fall under 0.05.
+    assert 0.01 <= sum(p < 0.05 for p in p_values) / len(p_values) <= 0.10
+
+
+def test_random_balancer_sending_twice_the_share_to_one_instance_is_flagged_by_name():
+    counts = choose([2, 1, 1, 1], 4000, seed=7)
+    verdict = BalanceStatistics("random", ["a", "b", "c", "d"], counts, [1, 1, 1, 1]).verdict
+    assert verdict["status"] == SKEWED
+    assert verdict["instance"] == "a"
+    assert verdict["share"] == pytest.approx(0.4, abs=0.02)
+
+
+def test_strict_round_robin_is_balanced_and_far_more_even_than_chance():
+    stats = BalanceStatistics("round_robin", ["a", "b", "c"], [1000, 1001, 999], [1, 1, 1])
+    assert stats.verdict["status"] == BALANCED
+    assert stats.p_value > 0.99
+    assert stats.jain_index == pytest.approx(1.0, abs=1e-5)
+
+
+def test_jain_index_is_one_over_n_when_one_instance_gets_everything():
+    stats = BalanceStatistics("round_robin", ["a", "b", "c", "d"], [400, 0, 0, 0], [1, 1, 1, 1])
+    assert stats.jain_index == pytest.approx(0.25)
+    assert stats.verdict == {**stats.verdict, "status": SKEWED, "instance": "a"}
+
+
+def test_few_requests_are_too_few_to_tell():
+    assert BalanceStatistics("round_robin", ["a", "b", "c"], [12, 9, 9], [1, 1, 1]).verdict["status"] == TOO_FEW_REQUESTS
+    assert BalanceStatistics("round_robin", ["a", "b"], [0, 0], [1, 1]).verdict["status"] == TOO_FEW_REQUESTS
+
+
+def test_a_blatant_skew_is_called_even_on_few_requests():
+    verdict = BalanceStatistics("round_robin", ["a", "b", "c"], [30, 0, 0], [1, 1, 1]).verdict
+    assert (verdict["status"], verdict["instance"]) == (SKEWED, "a")
+
+
+# --- Reports built from the database ------------------------------------------------------------------
+
+
+def make_service(name, policy, weights, health="passing"):
+    service = Service.objects.create(name=name, balancing_policy=policy, in_consul=True)
+    instances = [
+        Instance.objects.create(
+            service=service,
+            identity=f"{name}-{i}",
+            weight_passing=weight,
+            weight_warning=1,
+            health=health,
+            in_consul=True,
+            first_seen=NOW - timedelta(hours=1),
+        )
+        for i, weight in enumerate(weights)
+    ]
+    return service, instances
+
+
+def store_requests(instances, counts, caller=None, minutes=10):
+    """Spreads each instance's requests over the last ``minutes`` whole minutes."""
+    start = NOW.replace(second=0) - timedelta(minutes=minutes)
+    for instance, count in zip(instances, counts):
+        for m in range(minutes):
+            share = count // minutes + (1 if m < count % minutes else 0)
+            if share:
+                InstanceRollup.objects.create(
+                    minute=start + timedelta(minutes=m), instance=instance, caller=caller, count=share
+                )
+
+
+@pytest.mark.django_db
+def test_weights_one_two_five_over_ten_thousand_requests_measure_within_two_points():
+    service, instances = make_service("checkout", "weighted", [1, 2, 5])
+    store_requests(instances, choose([1, 2, 5], 10_000, seed=42))
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    truth = [1 / 8, 2 / 8, 5 / 8]
+    for row, expected in zip(report["instances"], truth):
+        assert row["expected_share"] == pytest.approx(expected)
+        assert abs(row["share"] - expected) < 0.02
+    assert report["requests"] == 10_000
+    assert report["verdict"]["status"] == BALANCED
+    assert report["policy_assumed"] is False
+
+
+@pytest.mark.django_db
+def test_weighted_uses_the_warning_weight_of_an_instance_whose_checks_warn():
+    service, instances = make_service("search", "weighted", [4, 4])
+    Instance.objects.filter(pk=instances[1].pk).update(health="warning", weight_warning=1)
+    store_requests(instances, [800, 200])
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert [row["expected_share"] for row in report["instances"]] == pytest.approx([0.8, 0.2])
+    assert report["verdict"]["status"] == BALANCED
+
+
+@pytest.mark.django_db
+def test_an_instance_given_twice_its_share_is_flagged_by_name():
+    service, instances = make_service("cart", "round_robin", [1, 1, 1, 1])
+    store_requests(instances, [1000, 500, 500, 500])
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert report["verdict"]["status"] == SKEWED
+    assert report["verdict"]["instance"] == "cart-0"
+    assert "cart-0 gets 40.0%" in report["verdict"]["summary"]
+    assert report["max_abs_deviation"] == pytest.approx(0.15)
+
+
+@pytest.mark.django_db
+def test_traffic_to_a_deregistered_instance_is_flagged():
+    service, instances = make_service("payments", "round_robin", [1, 1, 1])
+    deregistered = instances[2]
+    Instance.objects.filter(pk=deregistered.pk).update(deregistered_at=NOW - timedelta(minutes=20))
+    store_requests(instances, [600, 600, 90])
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert report["flags"] == [
+        {"instance": "payments-2", "reason": "deregistered", "requests": 90, "since": NOW - timedelta(minutes=20)}
+    ]
+    row = report["instances"][2]
+    assert (row["expected_share"], row["ineligible_reason"]) == (0, "deregistered")
+    # The healthy two still split their part evenly.
+    assert report["verdict"]["status"] == BALANCED
+
+
+@pytest.mark.django_db
+def test_critical_and_maintenance_instances_still_receiving_traffic_are_flagged():
+    service, instances = make_service("users", "round_robin", [1, 1, 1, 1])
+    Instance.objects.filter(pk=instances[2].pk).update(health="critical")
+    Instance.objects.filter(pk=instances[3].pk).update(in_maintenance=True)
+    store_requests(instances, [500, 500, 40, 40])
+
+    flags = BalancerWindow(minutes=15, now=NOW).report(service)["flags"]
+
+    assert {(f["instance"], f["reason"]) for f in flags} == {("users-2", "critical"), ("users-3", "in_maintenance")}
+
+
+@pytest.mark.django_db
+def test_no_policy_means_round_robin_and_says_it_is_assumed():
+    service, instances = make_service("inventory", "", [3, 1])
+    store_requests(instances, [500, 500])
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert (report["policy"], report["policy_assumed"]) == ("round_robin", True)
+    assert [row["expected_share"] for row in report["instances"]] == [0.5, 0.5]
+
+
+@pytest.mark.django_db
+def test_per_caller_breakdown_shows_skews_that_cancel_out_overall():
+    service, instances = make_service("ledger", "round_robin", [1, 1])
+    web = Service.objects.create(name="web")
+    batch = Service.objects.create(name="batch")
+    store_requests(instances, [900, 300], caller=web)
+    store_requests(instances, [300, 900], caller=batch)
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert report["verdict"]["status"] == BALANCED
+    by_caller = {c["caller"]: c["verdict"] for c in report["callers"]}
+    assert (by_caller["web"]["status"], by_caller["web"]["instance"]) == (SKEWED, "ledger-0")
+    assert (by_caller["batch"]["status"], by_caller["batch"]["instance"]) == (SKEWED, "ledger-1")
+
+
+@pytest.mark.django_db
+def test_an_instance_that_joined_mid_window_is_owed_its_part_of_the_window():
+    service, instances = make_service("quotes", "round_robin", [1, 1])
+    Instance.objects.filter(pk=instances[1].pk).update(first_seen=NOW - timedelta(minutes=5))
+    store_requests(instances[:1], [1000], minutes=15)
+    store_requests(instances[1:], [200], minutes=5)
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    # Present for a third of the window: owed a third of the even split's weight.
+    assert report["instances"][1]["expected_share"] == pytest.approx(0.25)
+
+
+@pytest.mark.django_db
+def test_overview_lists_every_callee_with_its_verdict():
+    service, instances = make_service("orders", "random", [1, 1])
+    store_requests(instances, choose([1, 1], 2000, seed=1))
+    make_service("idle", "random", [1, 1])
+
+    overview = BalancerWindow(minutes=15, now=NOW).overview()
+
+    assert [s["service"] for s in overview["services"]] == ["orders"]
+    assert overview["services"][0]["verdict"]["status"] == BALANCED
+    assert overview["services"][0]["chi_square_applies"] is True

@@ -1,0 +1,291 @@
+"""How evenly each service's instances share its requests, compared with what its policy promises.
+
+The pure part, ``BalanceStatistics``, takes request counts and expected weights and gives the shares,
+the largest deviation, Pearson's χ², Jain's fairness index and a verdict. ``BalancerWindow`` reads
+Instance and InstanceRollup rows for a time window and builds the per-service reports the API serves.
+"""
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
+
+from topology.chi_square import chi_square_p_value, pearson_chi_square
+from topology.models import Instance, InstanceRollup, Service
+from topology.models.services import BalancingPolicy, Health
+
+# Random balancing is called skewed only when χ² says chance explains the counts less than once in
+# a thousand windows: a dashboard that refreshes all day must not cry wolf every twentieth time.
+SIGNIFICANCE = 0.001
+# A share off its expectation by less than a fifth of it is within what operators tolerate.
+RELATIVE_TOLERANCE = 0.2
+# For round robin and weighted balancing, a deviation beyond three standard deviations of a random
+# split cannot be chance: real balancers are at least that even.
+NOISE_SIGMAS = 3
+# An unhealthy instance "still receives traffic" when it served requests in the window's last minutes.
+RECENT_MINUTES = 2
+
+BALANCED = "balanced"
+SKEWED = "skewed"
+TOO_FEW_REQUESTS = "too_few_requests"
+
+
+@dataclass
+class BalanceStatistics:
+    """The balance of one set of instances. ``weights`` are expected weights: 0 for an instance that
+    should get no traffic (it is then left out of the figures and reported through its flags)."""
+
+    policy: str
+    names: list
+    requests: list
+    weights: list
+    total: int = field(init=False)
+    eligible_total: int = field(init=False)
+    expected_shares: list = field(init=False)
+    eligible_shares: list = field(init=False)
+
+    def __post_init__(self):
+        weight_sum = sum(self.weights)
+        self.total = sum(self.requests)
+        self.expected_shares = [w / weight_sum if weight_sum else 0.0 for w in self.weights]
+        self.eligible_total = sum(r for r, w in zip(self.requests, self.weights) if w > 0)
+        self.eligible_shares = [
+            (r / self.eligible_total if self.eligible_total else 0.0) if w > 0 else None
+            for r, w in zip(self.requests, self.weights)
+        ]
+
+    @property
+    def _eligible(self):
+        return [i for i, w in enumerate(self.weights) if w > 0]
+
+    def deviation(self, i):
+        """Share among the requests that eligible instances served, minus the expected share."""
+        if self.weights[i] <= 0 or not self.eligible_total:
+            return None
+        return self.eligible_shares[i] - self.expected_shares[i]
+
+    @property
+    def max_abs_deviation(self):
+        deviations = [abs(d) for d in map(self.deviation, range(len(self.names))) if d is not None]
+        return max(deviations) if deviations else None
+
+    @property
+    def chi_square(self):
+        eligible = self._eligible
+        if len(eligible) < 2 or not self.eligible_total:
+            return None
+        observed = [self.requests[i] for i in eligible]
+        expected = [self.expected_shares[i] * self.eligible_total for i in eligible]
+        return pearson_chi_square(observed, expected)
+
+    @property
+    def p_value(self):
+        statistic = self.chi_square
+        if statistic is None:
+            return None
+        return chi_square_p_value(statistic, len(self._eligible) - 1)
+
+    @property
+    def jain_index(self):
+        """Jain's fairness index of the allocations measured ÷ expected: 1 when every instance gets
+        exactly its due, 1/n when one instance gets everything."""
+        if not self.eligible_total:
+            return None
+        ratios = [self.eligible_shares[i] / self.expected_shares[i] for i in self._eligible]
+        squares = sum(x * x for x in ratios)
+        return sum(ratios) ** 2 / (len(ratios) * squares) if squares else None
+
+    def _noise(self, i):
+        e = self.expected_shares[i]
+        return math.sqrt(e * (1 - e) / self.eligible_total)
+
+    def _is_skewed(self, i):
+        deviation = abs(self.deviation(i))
+        if deviation <= RELATIVE_TOLERANCE * self.expected_shares[i]:
+            return False
+        if self.policy == BalancingPolicy.RANDOM:
+            return self.p_value is not None and self.p_value < SIGNIFICANCE
+        return deviation > NOISE_SIGMAS * self._noise(i)
+
+    def _can_resolve_tolerance(self):
+        """Whether this many requests would reveal a deviation of RELATIVE_TOLERANCE on the
+        instance with the smallest expected share."""
+        smallest = min(self._eligible, key=lambda i: self.expected_shares[i])
+        return NOISE_SIGMAS * self._noise(smallest) <= RELATIVE_TOLERANCE * self.expected_shares[smallest]
+
+    @property
+    def verdict(self):
+        if not self.eligible_total:
+            return {"status": TOO_FEW_REQUESTS, "summary": "No requests reached a healthy instance."}
+        skewed = [i for i in self._eligible if self._is_skewed(i)]
+        if skewed:
+            # Name the most over-served instance; a starved one only when none is over-served enough.
+            worst = max(skewed, key=lambda i: self.deviation(i) / self.expected_shares[i])
+            share, expected = self.eligible_shares[worst], self.expected_shares[worst]
+            return {
+                "status": SKEWED,
+                "instance": self.names[worst],
+                "share": share,
+                "expected_share": expected,
+                "summary": f"{self.names[worst]} gets {share:.1%} of the requests where {expected:.1%} is expected "
+                f"({share / expected:.2f}× its share).",
+            }
+        if not self._can_resolve_tolerance():
+            return {
+                "status": TOO_FEW_REQUESTS,
+                "summary": f"{self.eligible_total} requests are too few to tell a "
+                f"{RELATIVE_TOLERANCE:.0%} imbalance from chance.",
+            }
+        return {"status": BALANCED, "summary": "Every instance gets its expected share."}
+
+    def as_dict(self):
+        return {
+            "requests": self.total,
+            "instances": [
+                {
+                    "instance": name,
+                    "requests": requests,
+                    "share": requests / self.total if self.total else None,
+                    "expected_share": expected,
+                    "deviation": self.deviation(i),
+                }
+                for i, (name, requests, expected) in enumerate(zip(self.names, self.requests, self.expected_shares))
+            ],
+            "max_abs_deviation": self.max_abs_deviation,
+            "chi_square": self.chi_square,
+            "degrees_of_freedom": max(0, len(self._eligible) - 1),
+            "p_value": self.p_value,
+            # χ² assumes independent random choices: for other policies the UI shows it greyed out.
+            "chi_square_applies": self.policy == BalancingPolicy.RANDOM,
+            "jain_index": self.jain_index,
+            "verdict": self.verdict,
+        }
+
+
+def expected_weight(instance, policy, start, end):
+    """What the policy owes the instance over [start, end), and why it owes nothing if it does not.
+
+    Health is only known as it is now; presence (first seen, deregistered) is known in time, so an
+    instance that came or went during the window is owed its part of the window.
+    """
+    if instance.in_maintenance:
+        return 0, "in_maintenance"
+    if instance.health == Health.CRITICAL:
+        return 0, "critical"
+    present_from = max(start, instance.first_seen)
+    present_until = min(end, instance.deregistered_at) if instance.deregistered_at else end
+    if present_until <= start:
+        return 0, "deregistered"
+    presence = max(0.0, (present_until - present_from) / (end - start))
+    if policy == BalancingPolicy.WEIGHTED:
+        weight = instance.weight_warning if instance.health == Health.WARNING else instance.weight_passing
+        if weight <= 0:
+            return 0, "zero_weight"
+    else:
+        weight = 1
+    return weight * presence, ""
+
+
+class BalancerWindow:
+    """The instances and per-minute requests of a time window, from which reports are built."""
+
+    def __init__(self, minutes=15, now=None):
+        self.end = now or timezone.now()
+        self.start = self.end - timedelta(minutes=minutes)
+        self.minutes = minutes
+        self.recent_from = self.end - timedelta(minutes=RECENT_MINUTES)
+        # instance id -> [(caller id or None, minute, count)]
+        self.rows = defaultdict(list)
+        rollups = InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
+        for instance_id, caller_id, minute, count in rollups.values_list("instance_id", "caller_id", "minute", "count"):
+            self.rows[instance_id].append((caller_id, minute, count))
+
+    def service_ids(self):
+        return set(
+            InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
+            .values_list("instance__service_id", flat=True)
+            .distinct()
+        )
+
+    def _instances(self, service):
+        return [
+            instance
+            for instance in Instance.objects.filter(service=service).order_by("identity")
+            if instance.id in self.rows or not (instance.deregistered_at and instance.deregistered_at <= self.start)
+        ]
+
+    def _flags(self, instance, reason):
+        """Why an instance that should get no traffic is a problem: it got some when it should not."""
+        minutes = [(minute, count) for _, minute, count in self.rows.get(instance.id, ())]
+        flags = []
+        if instance.deregistered_at:
+            after = sum(count for minute, count in minutes if minute >= instance.deregistered_at)
+            if after:
+                flags.append({"reason": "deregistered", "requests": after, "since": instance.deregistered_at})
+        for state in ("in_maintenance", "critical"):
+            if reason == state:
+                recent = sum(count for minute, count in minutes if minute >= self.recent_from)
+                if recent:
+                    flags.append({"reason": state, "requests": recent, "since": None})
+        return flags
+
+    def statistics(self, policy, instances, weights, caller_ids=None):
+        requests = [
+            sum(
+                count
+                for caller_id, _, count in self.rows.get(instance.id, ())
+                if caller_ids is None or caller_id in caller_ids
+            )
+            for instance in instances
+        ]
+        return BalanceStatistics(policy, [i.identity for i in instances], requests, weights)
+
+    def report(self, service, per_caller=True):
+        policy = service.balancing_policy or BalancingPolicy.ROUND_ROBIN
+        instances = self._instances(service)
+        owed = [expected_weight(instance, policy, self.start, self.end) for instance in instances]
+        weights = [weight for weight, _ in owed]
+        overall = self.statistics(policy, instances, weights)
+        report = {
+            "service": service.name,
+            "policy": policy,
+            "policy_assumed": not service.balancing_policy,
+            "window": {"start": self.start, "end": self.end, "minutes": self.minutes},
+            **overall.as_dict(),
+            "flags": [
+                {"instance": instance.identity, **flag}
+                for instance, (_, reason) in zip(instances, owed)
+                for flag in self._flags(instance, reason)
+            ],
+        }
+        for row, instance, (_, reason) in zip(report["instances"], instances, owed):
+            row["health"] = instance.health
+            row["ineligible_reason"] = reason
+        if per_caller:
+            caller_ids = {caller_id for i in instances for caller_id, _, _ in self.rows.get(i.id, ())}
+            caller_ids = sorted(caller_ids, key=lambda c: (c is not None, c or 0))
+            names = dict(Service.objects.filter(id__in=[c for c in caller_ids if c]).values_list("id", "name"))
+            report["callers"] = [
+                # An empty caller is an entry request or an uninstrumented client.
+                {"caller": names.get(caller_id), **self.statistics(policy, instances, weights, {caller_id}).as_dict()}
+                for caller_id in caller_ids
+            ]
+        return report
+
+    def overview(self):
+        services = Service.objects.filter(id__in=self.service_ids()).order_by("name")
+        summaries = []
+        for service in services:
+            report = self.report(service, per_caller=False)
+            summaries.append(
+                {
+                    key: report[key]
+                    for key in (
+                        "service", "policy", "policy_assumed", "requests", "max_abs_deviation",
+                        "p_value", "chi_square_applies", "jain_index", "verdict", "flags",
+                    )
+                }
+            )
+        return {"window": {"start": self.start, "end": self.end, "minutes": self.minutes}, "services": summaries}
