@@ -1,0 +1,116 @@
+"""The JSON API: login required everywhere, and the topology, traces and routes it derives."""
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from collectors.formats import decode
+from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
+from topology.ingestion import resolve_unpaired, store_spans
+
+pytestmark = pytest.mark.django_db
+
+ENDPOINTS = [
+    "/api/topology/", "/api/routes/", "/api/routes/tree/?service=a&operation=b", "/api/traces/",
+    "/api/traces/0af7651916cd43dd8448eb211c80319c/", "/api/ingest/", "/api/services/", "/api/balancers/",
+    "/api/balancers/orders/", "/api/lag/", "/api/flows/", "/api/schema/",
+]  # fmt: skip
+
+
+def ingest(spans):
+    with transaction.atomic():
+        return store_spans(decode(otlp_protobuf(spans), "otlp_proto", 10**7, 86400).spans)
+
+
+def shop_traces(count=3, slow_every=None):
+    traces = OtelTraces()
+    for i in range(count):
+        start = now_ns()
+        root = traces.span("gateway", "gateway-1", "GET /api/orders", "server", start, 100 if slow_every and i % slow_every == 0 else 20)
+        call = traces.span("gateway", "gateway-1", "GET", "client", start + 10**6, 15, parent=root, attributes={"http.request.method": "GET"})
+        served = traces.span("orders", "orders-1", "GET /orders", "server", start + 2 * 10**6, 10, parent=call, error=i == 0)
+        send = traces.span("orders", "orders-1", "order-events publish", "producer", start + 3 * 10**6, 1, parent=served, attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"})
+        traces.span("inventory", "inventory-1", "order-events process", "consumer", start + 53 * 10**6, 2, parent=send, attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"})
+        traces.span("gateway", "gateway-1", "GET", "client", start + 5 * 10**6, 3, parent=root, attributes={"peer.service": "legacy-billing"})
+    return traces.finished()
+
+
+@pytest.fixture
+def api():
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("sre"))
+    return client
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+def test_every_endpoint_refuses_a_request_without_login(client, url):
+    response = client.get(url)
+    assert response.status_code in (401, 403)
+    assert b"nodes" not in response.content and b"trace_id" not in response.content
+
+
+def test_a_token_opens_the_api(client):
+    token = Token.objects.create(user=User.objects.create_user("robot"))
+    assert client.get("/api/topology/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    assert client.get("/api/topology/", HTTP_AUTHORIZATION="Token wrong").status_code == 401
+
+
+def test_topology_has_nodes_with_rates_and_sync_async_and_peer_edges(api):
+    ingest(shop_traces(3))
+    with transaction.atomic():
+        resolve_unpaired(grace_seconds=-60)  # the uninstrumented legacy-billing never sends spans
+
+    body = api.get("/api/topology/?window=300").json()
+
+    edges = {(e["source"], e["target"]): e for e in body["edges"]}
+    assert set(edges) == {("gateway", "orders"), ("orders", "inventory"), ("gateway", "legacy-billing")}
+    call = edges[("gateway", "orders")]
+    assert (call["sync"], call["protocol"], call["rps"], call["error_rate"]) == ("sync", "http", 0.01, 0.3333)
+    assert 13.5 <= call["p50_ms"] <= 16.5
+    flow = edges[("orders", "inventory")]
+    assert (flow["sync"], flow["topic"]) == ("async", "order-events")
+    assert 45 <= flow["p95_ms"] <= 55
+    nodes = {n["name"]: n for n in body["nodes"]}
+    assert set(nodes) == {"gateway", "orders", "inventory", "legacy-billing"}
+    assert (nodes["orders"]["rps"], nodes["orders"]["error_rate"], nodes["orders"]["source"]) == (0.01, 0.3333, "traces")
+
+
+def test_a_bad_window_is_a_clear_400(api):
+    response = api.get("/api/topology/?window=abc")
+    assert response.status_code == 400
+    assert "window" in response.json()
+
+
+def test_traces_filter_by_duration_and_error_and_a_trace_comes_back_as_a_tree(api):
+    ingest(shop_traces(4, slow_every=2))
+
+    slow = api.get("/api/traces/?service=gateway&min_duration_ms=50").json()
+    assert len(slow) == 2 and all(t["duration_ms"] == 100 for t in slow)
+    failed = api.get("/api/traces/?error=true").json()
+    assert len(failed) == 1 and failed[0]["span_count"] == 6
+
+    tree = api.get(f"/api/traces/{failed[0]['trace_id']}/").json()
+    (root,) = tree["spans"]
+    assert root["name"] == "GET /api/orders"
+    served = root["children"][0]["children"][0]
+    assert (served["service"], served["instance"], served["error"]) == ("orders", "orders-1", True)
+    assert served["children"][0]["children"][0]["service"] == "inventory"
+    assert api.get("/api/traces/ffffffffffffffffffffffffffffffff/").status_code == 404
+
+
+def test_a_route_lists_its_rate_and_merges_its_call_tree_across_traces(api):
+    ingest(shop_traces(5))
+
+    (route,) = api.get("/api/routes/").json()
+    assert (route["service"], route["operation"], route["count"]) == ("gateway", "GET /api/orders", 5)
+
+    body = api.get("/api/routes/tree/", {"service": "gateway", "operation": "GET /api/orders"}).json()
+    tree = body["tree"]
+    assert (tree["service"], tree["count"]) == ("gateway", 5)
+    (orders,) = tree["children"]
+    assert (orders["service"], orders["operation"], orders["count"], orders["errors"]) == ("orders", "GET /orders", 5, 1)
+    assert orders["children"][0]["service"] == "inventory"
+    assert len(body["recent"]) == 5 and len(body["failed"]) == 1

@@ -1,0 +1,162 @@
+"""Traces and entry routes: the list of traces, one trace as a tree, and a route's aggregated call tree."""
+
+from django.db.models import Count, Exists, OuterRef, Subquery
+
+from topology.latency import LatencyHistogram
+from topology.models import RouteRollup, Span
+
+MAX_TRACES = 500
+ROUTE_TREE_SAMPLE = 200
+
+
+def trace_list(service="", operation="", min_duration_ms=None, error=None, limit=50, since=None):
+    roots = Span.objects.filter(parent_id="").select_related("service")
+    if service:
+        roots = roots.filter(service__name=service)
+    if operation:
+        roots = roots.filter(name=operation)
+    if min_duration_ms is not None:
+        roots = roots.filter(duration_us__gte=int(min_duration_ms * 1000))
+    if since is not None:
+        roots = roots.filter(started_at__gte=since)
+    in_trace = Span.objects.filter(trace_id=OuterRef("trace_id"))
+    roots = roots.annotate(
+        has_error=Exists(in_trace.filter(error=True)),
+        span_count=Subquery(in_trace.order_by().values("trace_id").annotate(n=Count("id")).values("n")[:1]),
+    )
+    if error is not None:
+        roots = roots.filter(has_error=error)
+    return [_trace_summary(root) for root in roots.order_by("-started_at")[: min(limit, MAX_TRACES)]]
+
+
+def _trace_summary(root):
+    return {
+        "trace_id": root.trace_id,
+        "root_service": root.service.name,
+        "root_operation": root.name,
+        "started_at": root.started_at,
+        "duration_ms": root.duration_ms,
+        "span_count": root.span_count,
+        "error": root.has_error,
+    }
+
+
+def trace_tree(trace_id):
+    """The spans of one trace nested under their parents (orphans, whose parent never came, are roots).
+    Returns None for an unknown trace."""
+    spans = list(Span.objects.filter(trace_id=trace_id).select_related("service", "instance").order_by("started_at"))
+    if not spans:
+        return None
+    origin = spans[0].started_at
+    nodes = {}
+    for span in spans:
+        nodes[span.span_id] = {
+            "span_id": span.span_id,
+            "parent_id": span.parent_id,
+            "service": span.service.name,
+            "instance": span.instance.identity if span.instance else "",
+            "kind": span.kind,
+            "name": span.name,
+            "protocol": span.protocol,
+            "started_at": span.started_at,
+            "start_offset_ms": (span.started_at - origin).total_seconds() * 1000,
+            "duration_ms": span.duration_ms,
+            "error": span.error,
+            "status_code": span.status_code,
+            "attributes": span.attributes,
+            "children": [],
+        }
+    roots = []
+    for node in nodes.values():
+        parent = nodes.get(node["parent_id"])
+        (parent["children"] if parent else roots).append(node)
+    return {"trace_id": trace_id, "span_count": len(spans), "spans": roots}
+
+
+def routes(window):
+    rows = (
+        RouteRollup.objects.filter(**window.minutes())
+        .values_list("service__name", "operation", "count", "errors", "latency_buckets")
+        .order_by()
+    )
+    merged = {}
+    for service, operation, count, errors, buckets in rows:
+        entry = merged.setdefault((service, operation), [0, 0, LatencyHistogram()])
+        entry[0] += count
+        entry[1] += errors
+        entry[2].merge(buckets)
+    return [
+        {
+            "service": service,
+            "operation": operation,
+            "count": count,
+            "rps": window.per_second(count),
+            "error_rate": round(errors / count, 4) if count else 0.0,
+            **histogram.percentiles_ms(),
+        }
+        for (service, operation), (count, errors, histogram) in sorted(merged.items(), key=lambda item: -item[1][0])
+    ]
+
+
+def route_tree(service, operation, window):
+    """The call tree of an entry route, merged over its recent traces: each hop is a SERVER or CONSUMER
+    span (or the root), keyed by its path of (service, operation) from the root."""
+    roots = Span.objects.filter(parent_id="", service__name=service, name=operation, started_at__gte=window.since, started_at__lte=window.until)
+    trace_ids = list(roots.order_by("-started_at").values_list("trace_id", flat=True)[:ROUTE_TREE_SAMPLE])
+    spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
+        "trace_id", "span_id", "parent_id", "kind", "service__name", "name", "duration_us", "error"
+    )
+    by_trace = {}
+    for trace_id, span_id, parent_id, kind, service_name, name, duration_us, error in spans:
+        by_trace.setdefault(trace_id, {})[span_id] = (parent_id, kind, service_name, name, duration_us, error)
+    tree = _hop(service, operation)
+    for trace_spans in by_trace.values():
+        for span_id, (parent_id, kind, service_name, name, duration_us, error) in trace_spans.items():
+            if parent_id and kind not in ("server", "consumer"):
+                continue
+            path = _hop_path(span_id, trace_spans)
+            if path is None:
+                continue
+            node = tree
+            for hop_service, hop_name in path[1:]:
+                node = node["_children"].setdefault((hop_service, hop_name), _hop(hop_service, hop_name))
+            node["count"] += 1
+            node["errors"] += bool(error)
+            node["_histogram"].add(duration_us / 1000)
+    return {
+        "tree": _finish(tree),
+        "recent": trace_list(service, operation, limit=20, since=window.since),
+        "slow": sorted(trace_list(service, operation, limit=200, since=window.since), key=lambda t: -t["duration_ms"])[:10],
+        "failed": trace_list(service, operation, error=True, limit=10, since=window.since),
+    }
+
+
+def _hop(service, operation):
+    return {"service": service, "operation": operation, "count": 0, "errors": 0, "_histogram": LatencyHistogram(), "_children": {}}
+
+
+def _hop_path(span_id, spans):
+    """(service, operation) of each hop from the root down to this span, skipping client/internal spans;
+    None when a parent on the way never arrived."""
+    path = []
+    seen = set()
+    while span_id not in seen:
+        if span_id not in spans:
+            return None
+        seen.add(span_id)
+        parent_id, kind, service, name, _, _ = spans[span_id]
+        if not parent_id or kind in ("server", "consumer"):
+            path.append((service, name))
+        if not parent_id:
+            return list(reversed(path))
+        span_id = parent_id
+    return None
+
+
+def _finish(node):
+    histogram = node.pop("_histogram")
+    children = node.pop("_children")
+    node.update(histogram.percentiles_ms())
+    node["children"] = [_finish(child) for child in sorted(children.values(), key=lambda c: -c["count"])]
+    return node
+

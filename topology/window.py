@@ -1,0 +1,51 @@
+"""The time window a view covers: the last N seconds up to ``until`` (now, or a replay moment)."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+MAX_WINDOW_SECONDS = 14 * 86400
+
+
+class WindowError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Window:
+    seconds: int
+    until: datetime
+
+    @classmethod
+    def from_params(cls, window=None, until=None, default=300):
+        try:
+            seconds = int(window) if window not in (None, "") else default
+        except ValueError:
+            raise WindowError("window must be a whole number of seconds") from None
+        if not 60 <= seconds <= MAX_WINDOW_SECONDS:
+            raise WindowError(f"window must be between 60 and {MAX_WINDOW_SECONDS} seconds")
+        end = timezone.now()
+        if until not in (None, ""):
+            end = parse_datetime(until) if not str(until).replace(".", "").isdigit() else datetime.fromtimestamp(float(until), UTC)
+            if end is None:
+                raise WindowError("until must be an ISO 8601 time or epoch seconds")
+            if timezone.is_naive(end):
+                end = timezone.make_aware(end, UTC)
+        return cls(seconds, end)
+
+    @property
+    def since(self):
+        return self.until - timedelta(seconds=self.seconds)
+
+    @property
+    def first_minute(self):
+        return self.since.replace(second=0, microsecond=0)
+
+    def minutes(self):
+        """Filter for per-minute rollups: every minute that overlaps the window."""
+        return {"minute__gte": self.first_minute, "minute__lte": self.until}
+
+    def per_second(self, count):
+        return round(count / self.seconds, 3)
