@@ -1,0 +1,46 @@
+"""Raw spans go after SPAN_RETENTION_HOURS and rollups after ROLLUP_RETENTION_DAYS, in bounded batches."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from topology import retention
+from topology.models import DeadLetter, EdgeRollup, Service, Span
+
+pytestmark = pytest.mark.django_db
+
+
+def make_span(service, index, started_at):
+    return Span(trace_id=f"{index:032x}", span_id=f"{index + 1:016x}", service=service, kind="server",
+                name="GET /", protocol="http", started_at=started_at, duration_us=1000, paired=True)  # fmt: skip
+
+
+def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(settings):
+    settings.SPAN_RETENTION_HOURS = 24
+    settings.ROLLUP_RETENTION_DAYS = 14
+    now = timezone.now()
+    service = Service.objects.create(name="api")
+    Span.objects.bulk_create(
+        [make_span(service, i, now - timedelta(hours=30)) for i in range(25)]
+        + [make_span(service, 100 + i, now - timedelta(hours=1)) for i in range(5)]
+    )
+    minute = now.replace(second=0, microsecond=0)
+    EdgeRollup.objects.create(minute=minute - timedelta(days=15), source=service, target=service, protocol="http", count=1)
+    EdgeRollup.objects.create(minute=minute - timedelta(days=13), source=service, target=service, protocol="http", count=2)
+    DeadLetter.objects.create(reason="bad_id", topic="t", partition=0, offset=1, received_at=now - timedelta(days=20))
+
+    deleted = retention.prune(now)
+
+    assert deleted["spans"] == 25 and Span.objects.count() == 5
+    assert list(EdgeRollup.objects.values_list("count", flat=True)) == [2]
+    assert not DeadLetter.objects.exists()
+
+
+def test_deletion_goes_in_batches_and_stops_at_its_bound():
+    service = Service.objects.create(name="api")
+    old = timezone.now() - timedelta(days=3)
+    Span.objects.bulk_create([make_span(service, i, old) for i in range(30)])
+
+    assert retention.delete_older_than(Span.objects.all(), batch=7, max_batches=2) == 14
+    assert Span.objects.count() == 16
