@@ -34,6 +34,10 @@ class ConsumerPartitionLag(models.Model):
     lag_seconds_method = models.CharField(max_length=16, choices=LagSecondsMethod.choices)
     # Kafka does not say when an offset was committed; this is when sampling first saw its value.
     offset_moved_at = models.DateTimeField()
+    commit_window = models.JSONField(
+        default=list,
+        help_text="The commits Burrow's rules judged this sample on, oldest first: [offset, lag, epoch seconds].",
+    )
     group_state = models.CharField(max_length=32, blank=True, help_text="As the coordinator reports it.")
     status = models.CharField(max_length=8, choices=LagStatus.choices)
 
