@@ -59,8 +59,9 @@ COMPUTE_LOCK_MS = 15000
 
 def _topology(window):
     from topology.graph import topology_snapshot
+    from topology.window import Window
 
-    return topology_snapshot(window_seconds=window)
+    return topology_snapshot(Window.from_params(window))
 
 
 BUILDERS = {"topology": _topology}
@@ -238,14 +239,14 @@ def _trailing(view):
 
 def _run_in_background(view, func, *args):
     def run():
-        from django.db import close_old_connections
+        from django.db import connections
 
         try:
             func(*args)
         except Exception:
             logger.exception("broadcast of %r failed", view)
         finally:
-            close_old_connections()
+            connections.close_all()  # this thread's own connections: the thread ends here
 
     thread = threading.Thread(target=run, name=f"meshscope-live-{view}", daemon=True)
     thread.start()

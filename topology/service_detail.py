@@ -269,3 +269,34 @@ def _overall_health(counts):
         if counts.get(level):
             return level
     return "unknown"
+
+
+def instance_share_series(name, window_seconds=900, until=None):
+    """Each instance's share of a service's requests per minute: the balancers page's chart."""
+    service = Service.objects.filter(name=name).first()
+    if service is None:
+        return None
+    start, until = window_bounds(window_seconds, until)
+    per_minute = defaultdict(lambda: defaultdict(int))
+    identities = dict(Instance.objects.filter(service=service).values_list("id", "identity"))
+    for row in (
+        InstanceRollup.objects.filter(instance__service=service, minute__gte=_minute_floor(start), minute__lte=until)
+        .values("minute", "instance_id")
+        .annotate(count=Sum("count"))
+    ):
+        per_minute[row["minute"]][row["instance_id"]] += row["count"] or 0
+    seen = sorted({instance_id for counts in per_minute.values() for instance_id in counts}, key=identities.get)
+    minutes = []
+    minute = _minute_floor(start)
+    while minute <= until:
+        counts = per_minute.get(minute, {})
+        total = sum(counts.values())
+        minutes.append(
+            {
+                "minute": minute,
+                "requests": total,
+                "shares": {identities[i]: (round(counts.get(i, 0) / total, 4) if total else None) for i in seen},
+            }
+        )
+        minute += timedelta(minutes=1)
+    return {"service": service.name, "instances": [identities[i] for i in seen], "series": minutes}

@@ -79,3 +79,16 @@ class EdgeDetailView(APIView):
         if detail is None:
             raise NotFound("No such edge.")
         return Response(detail)
+
+
+class ServiceSharesView(APIView):
+    """Each instance's share of a service's requests per minute: ``?name=&window=``."""
+
+    def get(self, request):
+        name = request.query_params.get("name")
+        if not name:
+            raise ValidationError({"name": "Required."})
+        series = service_detail.instance_share_series(name, _window(request), _until(request))
+        if series is None:
+            raise NotFound("No such service.")
+        return Response(series)

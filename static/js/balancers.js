@@ -1,0 +1,122 @@
+// Balancers: per service, each instance's weight, expected and actual share, deviation and the
+// fairness figures (χ², Jain's index), with the shares per minute as a chart.
+import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock } from "./util.js";
+import { livePage } from "./page.js";
+
+const box = qs("#balancers");
+const params = new URLSearchParams(location.search);
+const open = new Set(params.get("service") ? [params.get("service")] : []);
+let services = [];
+let filter = (params.get("service") || "").toLowerCase();
+const details = new Map();
+
+function verdictBadge(verdict) {
+  const status = (verdict && verdict.status) || "unknown";
+  const cls = /balanced/i.test(status) ? "passing" : /skew/i.test(status) ? "critical" : "unknown";
+  return h("span", { class: `badge badge-${cls}`, title: (verdict && verdict.summary) || "", text: status.replaceAll("_", " ") });
+}
+
+function figure(label, value, title, dim) {
+  return h("div", { class: "figure", title: title || "", style: dim ? { opacity: 0.45 } : {} }, h("b", { text: value }), h("span", { text: label }));
+}
+
+function instanceTable(report) {
+  return h("table", { class: "grid" },
+    h("thead", {}, h("tr", {}, ["Instance", "Health", "Requests", "Expected", "Actual", "Deviation", ""].map((t, i) => h("th", { class: i >= 2 && i <= 5 ? "num" : "", text: t })))),
+    h("tbody", {}, (report.instances || []).map((i) => {
+      const dev = i.deviation;
+      return h("tr", { dataset: { instance: i.instance } },
+        h("td", { class: "mono", text: i.instance }),
+        h("td", {}, h("span", { class: `badge badge-${i.health || "unknown"}`, text: i.health || "unknown" }),
+          i.ineligible_reason ? h("span", { class: "muted small", text: ` ${i.ineligible_reason.replaceAll("_", " ")}` }) : null),
+        h("td", { class: "num", text: fmtNum(i.requests) }),
+        h("td", { class: "num", text: fmtPct(i.expected_share) }),
+        h("td", { class: "num", text: fmtPct(i.share) }),
+        h("td", { class: `num ${dev > 0 ? "dev-pos" : dev < 0 ? "dev-neg" : ""}`, text: dev === null || dev === undefined ? "–" : `${dev > 0 ? "+" : ""}${(dev * 100).toFixed(1)} pt` }),
+        h("td", {}, h("span", { class: "share-bar", style: { width: `${Math.round((i.share || 0) * 120)}px` } })),
+      );
+    })),
+  );
+}
+
+function sharesChart(series) {
+  if (!series || !series.series) return h("p", { class: "muted", text: "Loading chart…" });
+  const lines = series.instances.map((name, index) => ({
+    label: name,
+    class: `series-${(index % 4) + 1}`,
+    points: series.series.map((m) => [new Date(m.minute).getTime(), m.shares[name]]),
+  }));
+  return chartBlock("Share per minute", series.instances.join(" · "), lineChart(lines, { format: fmtPct, height: 120, label: "share per minute" }));
+}
+
+function card(summary) {
+  const name = summary.service;
+  const detail = details.get(name);
+  const expanded = open.has(name);
+  const node = h("section", { class: "card balancer", dataset: { service: name } },
+    h("div", { class: "toolbar" },
+      h("button", { type: "button", class: "btn btn-small toggle", dataset: { service: name }, text: expanded ? "−" : "+" }),
+      h("h1", { class: "svc-name", text: name }),
+      verdictBadge(summary.verdict),
+      h("span", { class: "muted", text: `${summary.policy}${summary.policy_assumed ? " (assumed)" : ""}` }),
+      (summary.flags || []).map((f) => h("span", { class: "badge badge-critical", title: `${f.instance}: ${f.requests} requests`, text: `${f.instance} ${f.reason.replaceAll("_", " ")}` })),
+    ),
+    h("div", { class: "figures" },
+      figure("requests", fmtNum(summary.requests)),
+      figure("max deviation", summary.max_abs_deviation === null || summary.max_abs_deviation === undefined ? "–" : `${(summary.max_abs_deviation * 100).toFixed(1)} pt`),
+      figure("χ² p-value", summary.p_value === null || summary.p_value === undefined ? "–" : summary.p_value.toPrecision(2),
+        summary.chi_square_applies ? "Chi-square test against the expected shares" : "χ² assumes random choices: not meaningful for this policy", !summary.chi_square_applies),
+      figure("Jain's index", summary.jain_index === null || summary.jain_index === undefined ? "–" : summary.jain_index.toFixed(3), "1 is perfectly fair"),
+      h("div", { class: "figure grow muted", text: (summary.verdict && summary.verdict.summary) || "" }),
+    ),
+  );
+  if (expanded) {
+    node.append(detail && detail.report
+      ? h("div", { class: "bal-grid" }, h("div", {}, instanceTable(detail.report),
+          (detail.report.callers || []).length > 1 ? h("details", {}, h("summary", { class: "muted", text: "Per caller" }),
+            detail.report.callers.map((c) => h("div", {}, h("h3", { text: c.caller || "(entry or uninstrumented)" }), instanceTable(c)))) : null),
+        h("div", {}, sharesChart(detail.shares)))
+      : h("p", { class: "muted", text: "Loading…" }));
+  }
+  return node;
+}
+
+function render() {
+  clear(box);
+  const shown = services.filter((s) => !filter || s.service.toLowerCase().includes(filter));
+  for (const summary of shown) box.append(card(summary));
+  qs("#balancers-empty").hidden = shown.length > 0;
+}
+
+async function loadDetail(name) {
+  const [report, shares] = await Promise.all([
+    getJSON(`/api/balancers/${encodeURIComponent(name)}/?${query({ window: currentWindow() })}`),
+    getJSON(`/api/services/shares/?${query({ name, window: currentWindow() })}`).catch(() => null),
+  ]);
+  details.set(name, { report, shares });
+}
+
+async function load() {
+  const data = await getJSON(`/api/balancers/?${query({ window: currentWindow() })}`);
+  services = data.services || [];
+  if (services.length <= 4) services.forEach((s) => open.add(s.service));
+  render();
+  await Promise.all(Array.from(open).filter((n) => services.some((s) => s.service === n)).map(loadDetail));
+  render();
+}
+
+box.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.toggle");
+  if (!button) return;
+  const name = button.dataset.service;
+  if (open.has(name)) open.delete(name);
+  else open.add(name);
+  render();
+  if (open.has(name)) {
+    await loadDetail(name);
+    render();
+  }
+});
+qs("#filter-text").addEventListener("input", debounce((e) => { filter = e.target.value.trim().toLowerCase(); render(); }, 100));
+const currentWindow = windowSelector(() => page.refresh());
+const page = livePage({ view: "balancers", load, minIntervalMs: 5000 });

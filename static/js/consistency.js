@@ -1,0 +1,105 @@
+// Consistency: Kafka consumer groups (lag per partition, status, trend) and asynchronous flows
+// (propagation delay percentiles over time).
+import { h, qs, clear, getJSON, query, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock, setSources } from "./util.js";
+import { livePage } from "./page.js";
+
+const expanded = new Set();
+
+function seconds(value) {
+  if (value === null || value === undefined) return "–";
+  return value < 1 ? `${Math.round(value * 1000)} ms` : value < 120 ? `${value.toFixed(1)} s` : value < 7200 ? `${(value / 60).toFixed(1)} min` : `${(value / 3600).toFixed(1)} h`;
+}
+
+function trend(value) {
+  if (value === null || value === undefined) return h("span", { class: "muted", text: "–" });
+  if (Math.abs(value) < 0.01) return h("span", { class: "muted", text: "→ steady" });
+  return h("span", { class: value > 0 ? "trend-up" : "trend-down", text: `${value > 0 ? "↑" : "↓"} ${fmtNum(Math.abs(value))} msg/s` });
+}
+
+function renderLag(data) {
+  const box = clear(qs("#lag"));
+  const groups = data.groups || [];
+  qs("#lag-empty").hidden = groups.length > 0;
+  if (!groups.length) return;
+  const table = h("table", { class: "grid" },
+    h("thead", {}, h("tr", {}, ["", "Group", "Status", "Lag (msgs)", "Lag (time)", "Trend", "Catch up", "Sampled", "Lag over time"].map((t, i) => h("th", { class: i >= 3 && i <= 6 ? "num" : "", text: t })))),
+  );
+  const body = h("tbody");
+  for (const g of groups) {
+    const points = (g.series || []).map((p) => [new Date(p.at).getTime(), p.lag_messages]);
+    body.append(h("tr", { class: "lag-group", dataset: { group: g.group } },
+      h("td", {}, h("button", { type: "button", class: "btn btn-small toggle", dataset: { group: g.group }, text: expanded.has(g.group) ? "−" : "+" })),
+      h("td", { class: "mono", text: g.group }),
+      h("td", {}, h("span", { class: `badge badge-${g.status}`, text: g.status })),
+      h("td", { class: "num", text: fmtNum(g.lag_messages) }),
+      h("td", { class: "num", text: seconds(g.lag_seconds) }),
+      h("td", { class: "num" }, trend(g.trend_messages_per_second)),
+      h("td", { class: "num", text: seconds(g.seconds_to_catch_up) }),
+      h("td", { class: "muted", text: fmtAgo(g.sampled_at) }),
+      h("td", { style: { width: "220px" } }, lineChart([{ points }], { height: 36, width: 220, label: "lag" })),
+    ));
+    if (expanded.has(g.group)) {
+      body.append(h("tr", {}, h("td", {}), h("td", { colspan: 8 }, h("table", { class: "grid" },
+        h("thead", {}, h("tr", {}, ["Topic", "Partition", "Committed", "End", "Lag (msgs)", "Lag (time)", "Status", "Trend"].map((t) => h("th", { text: t })))),
+        h("tbody", {}, (g.partitions || []).map((p) => h("tr", {},
+          h("td", { class: "mono", text: p.topic }), h("td", { class: "num", text: String(p.partition) }),
+          h("td", { class: "num", text: String(p.committed_offset ?? "–") }), h("td", { class: "num", text: String(p.end_offset ?? "–") }),
+          h("td", { class: "num", text: fmtNum(p.lag_messages) }), h("td", { class: "num", title: p.lag_seconds_method || "", text: seconds(p.lag_seconds) }),
+          h("td", {}, h("span", { class: `badge badge-${p.status}`, text: p.status })), h("td", {}, trend(p.trend_messages_per_second)),
+        ))),
+      ))));
+    }
+  }
+  table.append(body);
+  box.append(table);
+}
+
+function renderFlows(data) {
+  const box = clear(qs("#flows"));
+  const flows = data.flows || [];
+  qs("#flows-empty").hidden = flows.length > 0;
+  for (const f of flows) {
+    const t = (m) => new Date(m.minute).getTime();
+    box.append(h("div", { class: "card flow", dataset: { topic: f.topic } },
+      h("div", { class: "toolbar" },
+        h("span", { class: "svc-name", text: f.producer }), h("span", { class: "muted", text: "→" }),
+        h("span", { class: "tag", text: `⇢ ${f.topic}` }), h("span", { class: "muted", text: "→" }),
+        h("span", { class: "svc-name", text: f.consumer }),
+        f.clock_skew_suspected ? h("span", { class: "badge badge-warning", title: "Some consumers started before their producer: clocks disagree", text: `${f.negative_delays} negative delays` }) : null),
+      h("div", { class: "bal-grid" },
+        h("div", { class: "figures" },
+          h("div", { class: "figure" }, h("b", { text: fmtNum(f.count) }), h("span", { text: "messages" })),
+          h("div", { class: "figure" }, h("b", { text: fmtMs(f.p50_ms) }), h("span", { text: "p50 delay" })),
+          h("div", { class: "figure" }, h("b", { text: fmtMs(f.p95_ms) }), h("span", { text: "p95 delay" })),
+          h("div", { class: "figure" }, h("b", { text: fmtMs(f.p99_ms) }), h("span", { text: "p99 delay" }))),
+        chartBlock("Propagation delay", "p50 · p95 · p99", lineChart([
+          { points: (f.series || []).map((m) => [t(m), m.p50_ms]), class: "series-4", label: "p50" },
+          { points: (f.series || []).map((m) => [t(m), m.p95_ms]), class: "series-1", label: "p95" },
+          { points: (f.series || []).map((m) => [t(m), m.p99_ms]), class: "series-3", label: "p99" },
+        ], { format: fmtMs, height: 80, label: "propagation delay" })),
+      ),
+    ));
+  }
+}
+
+async function load() {
+  const [lag, flows] = await Promise.all([
+    getJSON(`/api/lag/?${query({ window: currentWindow() })}`),
+    getJSON(`/api/flows/?${query({ window: currentWindow() })}`),
+  ]);
+  renderLag(lag);
+  renderFlows(flows);
+  lastLag = lag;
+}
+
+let lastLag = null;
+qs("#lag").addEventListener("click", (event) => {
+  const button = event.target.closest("button.toggle");
+  if (!button) return;
+  const group = button.dataset.group;
+  if (expanded.has(group)) expanded.delete(group);
+  else expanded.add(group);
+  if (lastLag) renderLag(lastLag);
+});
+const currentWindow = windowSelector(() => page.refresh());
+const page = livePage({ view: "lag", load, minIntervalMs: 3000 });

@@ -1,0 +1,41 @@
+// Pages whose data comes from REST endpoints: fetch, render, and refetch when the live socket says
+// the view changed (coalesced server side to about once a second; throttled here as well).
+import { setUpdated, setStatus, setSources, getJSON } from "./util.js";
+import { LiveSocket } from "./live.js";
+
+export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
+  let running = false, again = false, last = 0, timer = null;
+  async function refresh() {
+    if (running) { again = true; return; }
+    const wait = last + minIntervalMs - Date.now();
+    if (wait > 0) { clearTimeout(timer); timer = setTimeout(refresh, wait); return; }
+    running = true;
+    try {
+      await load();
+      setUpdated();
+    } catch (error) {
+      setStatus("reconnecting", `Loading failed: ${error.message}`);
+    } finally {
+      running = false;
+      last = Date.now();
+      if (again) { again = false; refresh(); }
+    }
+  }
+  const socket = view ? new LiveSocket({ view, onInvalidate: refresh }) : null;
+  if (socket) socket.connect();
+  // Rollups slide with time even when nothing is announced.
+  setInterval(() => { if (!socket || !socket.paused) refresh(); }, pollMs);
+  refreshSources();
+  setInterval(refreshSources, pollMs);
+  refresh();
+  return { refresh, socket };
+}
+
+async function refreshSources() {
+  try {
+    const data = await getJSON("/api/topology/?window=60");
+    setSources(data.sources);
+  } catch (error) {
+    /* the header keeps the server-rendered sources */
+  }
+}

@@ -1,0 +1,46 @@
+import { h, qs, clear, getJSON, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce } from "./util.js";
+import { livePage } from "./page.js";
+
+let rows = [];
+let sortKey = "rps", sortDir = -1, filter = "";
+const body = qs("#routes-table tbody");
+
+function render() {
+  const shown = rows
+    .filter((r) => !filter || `${r.service} ${r.operation}`.toLowerCase().includes(filter))
+    .sort((a, b) => {
+      const x = a[sortKey], y = b[sortKey];
+      return (typeof x === "string" ? String(x).localeCompare(String(y)) : (x ?? -1) - (y ?? -1)) * sortDir;
+    });
+  clear(body);
+  for (const r of shown) {
+    const href = `/routes/detail/?${query({ service: r.service, operation: r.operation, window: currentWindow() })}`;
+    body.append(h("tr", {},
+      h("td", {}, h("a", { href: `/?${query({ focus: r.service })}`, class: "svc-name", text: r.service })),
+      h("td", {}, h("a", { href, class: "mono route-link", text: r.operation })),
+      h("td", { class: "num", text: fmtRate(r.rps) }),
+      h("td", { class: r.error_rate > 0 ? "num err" : "num", text: fmtPct(r.error_rate) }),
+      h("td", { class: "num", text: fmtMs(r.p50_ms) }),
+      h("td", { class: "num", text: fmtMs(r.p95_ms) }),
+      h("td", { class: "num", text: fmtMs(r.p99_ms) }),
+    ));
+  }
+  qs("#routes-empty").hidden = shown.length > 0;
+}
+
+async function load() {
+  const data = await getJSON(`/api/routes/?${query({ window: currentWindow() })}`);
+  rows = Array.isArray(data) ? data : data.routes || [];
+  render();
+}
+
+const currentWindow = windowSelector(() => page.refresh());
+qs("#filter-text").addEventListener("input", debounce((e) => { filter = e.target.value.trim().toLowerCase(); render(); }, 100));
+qs("#routes-table thead").addEventListener("click", (e) => {
+  const th = e.target.closest("th[data-sort]");
+  if (!th) return;
+  sortDir = sortKey === th.dataset.sort ? -sortDir : (th.dataset.sort === "service" || th.dataset.sort === "operation" ? 1 : -1);
+  sortKey = th.dataset.sort;
+  render();
+});
+const page = livePage({ view: "routes", load });

@@ -1,0 +1,581 @@
+// The live service graph (cytoscape.js, vendored). Labels are cytoscape data: drawn on canvas as text.
+import {
+  h, qs, clear, getJSON, query, fmtRate, fmtPct, fmtMs, fmtTime, fmtAgo, setUpdated, setSources, setStatus,
+  windowSelector, lineChart, chartBlock, debounce, traceLink,
+} from "./util.js";
+import { LiveSocket } from "./live.js";
+
+const COLORS = { passing: "#2e9d57", warning: "#d89614", critical: "#d6394b", unknown: "#8b93a3" };
+const ASYNC = "#7b4fd0";
+const container = qs("#graph");
+const params = new URLSearchParams(location.search);
+
+const model = { nodes: new Map(), edges: new Map(), meta: {} };
+const ui = {
+  text: qs("#filter-text").value.trim().toLowerCase(),
+  health: "",
+  group: "",
+  hideIdle: false,
+  focus: container.dataset.focus || "",
+  replayMinutes: 0,
+  selected: null, // {kind: "node"|"edge", id}
+};
+const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null };
+window.meshscope = meshscope;
+
+const cy = cytoscape({
+  container,
+  elements: [],
+  layout: { name: "preset" },
+  minZoom: 0.03,
+  maxZoom: 3,
+  wheelSensitivity: 0.3,
+  textureOnViewport: true,
+  motionBlur: false,
+  pixelRatio: 1,
+  style: [
+    {
+      selector: "node",
+      style: {
+        label: "data(label)",
+        "background-color": "data(color)",
+        width: "data(size)",
+        height: "data(size)",
+        "border-width": 2,
+        "border-color": "data(border)",
+        "font-size": 11,
+        color: "#1d2330",
+        "text-valign": "bottom",
+        "text-margin-y": 4,
+        "text-wrap": "ellipsis",
+        "text-max-width": 160,
+        "min-zoomed-font-size": 7,
+        "text-background-color": "#ffffff",
+        "text-background-opacity": 0.75,
+        "text-background-padding": 1,
+      },
+    },
+    { selector: "node.group", style: { shape: "round-rectangle", "border-style": "double", "border-width": 4, "font-weight": "bold" } },
+    { selector: "node.focus", style: { "border-color": "#2f6fdf", "border-width": 4 } },
+    { selector: "node:selected", style: { "border-color": "#2f6fdf", "border-width": 4, "overlay-opacity": 0 } },
+    {
+      selector: "edge",
+      style: {
+        width: "data(width)",
+        "line-color": "data(color)",
+        "target-arrow-color": "data(color)",
+        "target-arrow-shape": "triangle",
+        "arrow-scale": 0.8,
+        "curve-style": "bezier",
+        label: "data(label)",
+        "font-size": 9,
+        color: "#4a5263",
+        "text-rotation": "autorotate",
+        "text-background-color": "#ffffff",
+        "text-background-opacity": 0.85,
+        "text-background-padding": 1,
+        "min-zoomed-font-size": 8,
+        opacity: 0.85,
+      },
+    },
+    { selector: "edge.async", style: { "line-style": "dashed", "line-dash-pattern": [6, 4], "target-arrow-shape": "vee" } },
+    { selector: "edge.large", style: { "curve-style": "straight" } },
+    { selector: "edge:selected", style: { "line-color": "#2f6fdf", "target-arrow-color": "#2f6fdf", opacity: 1 } },
+    { selector: ".faded", style: { opacity: 0.12, "text-opacity": 0 } },
+  ],
+});
+meshscope.cy = cy;
+
+// --- the model: snapshot and deltas -------------------------------------------------------------
+
+function load(data) {
+  model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), n]));
+  model.edges = new Map((data.edges || []).map((e) => [String(e.id), e]));
+  model.meta = { window: data.window, until: data.until, generated_at: data.generated_at, sources: data.sources };
+  draw();
+  setUpdated(data.generated_at || data.until);
+  setSources(data.sources);
+}
+
+// --- what is visible: filters, focus, grouping ------------------------------------------------
+
+function nodeHealth(node) {
+  if (node.health === "critical" || node.error_rate >= 0.05) return "critical";
+  if (node.health === "warning" || node.error_rate >= 0.01) return "warning";
+  return node.health || "unknown";
+}
+
+function matches(node) {
+  if (ui.text) {
+    const hay = [node.name, ...(node.tags || [])].join("\n").toLowerCase();
+    if (!hay.includes(ui.text)) return false;
+  }
+  if (ui.health === "errors" && !(node.error_rate > 0)) return false;
+  if (ui.health && ui.health !== "errors" && (node.health || "unknown") !== ui.health) return false;
+  if (ui.hideIdle && !(node.rps > 0)) return false;
+  return true;
+}
+
+function groupOf(node) {
+  if (ui.group === "prefix") return String(node.name).split(/[-._/:]/)[0] || node.name;
+  if (ui.group === "tag") return (node.tags && node.tags.length ? String(node.tags[0]) : "untagged");
+  return null;
+}
+
+function visible() {
+  let nodes = Array.from(model.nodes.values());
+  let edges = Array.from(model.edges.values());
+  if (ui.focus && model.nodes.has(ui.focus)) {
+    const near = new Set([ui.focus]);
+    for (const e of edges) {
+      if (e.source === ui.focus) near.add(e.target);
+      if (e.target === ui.focus) near.add(e.source);
+    }
+    nodes = nodes.filter((n) => near.has(n.id));
+  }
+  nodes = nodes.filter((n) => matches(n) || n.id === ui.focus);
+  const keep = new Set(nodes.map((n) => n.id));
+  edges = edges.filter((e) => keep.has(e.source) && keep.has(e.target));
+  if (!ui.group || ui.focus) return { nodes: nodes.map(nodeElement), edges: edges.map(edgeElement), grouped: false };
+
+  // Collapse groups into one node each; edges between groups are summed.
+  const groups = new Map();
+  const member = new Map();
+  for (const n of nodes) {
+    const key = groupOf(n);
+    member.set(n.id, `group:${key}`);
+    const g = groups.get(key) || { key, count: 0, rps: 0, errors: 0, worst: "passing", tags: [] };
+    g.count += 1;
+    g.rps += n.rps || 0;
+    g.errors += (n.rps || 0) * (n.error_rate || 0);
+    const rank = { critical: 3, warning: 2, unknown: 1, passing: 0 };
+    if (rank[nodeHealth(n)] > rank[g.worst]) g.worst = nodeHealth(n);
+    groups.set(key, g);
+  }
+  const gEdges = new Map();
+  for (const e of edges) {
+    const s = member.get(e.source), t = member.get(e.target);
+    const id = `${s}->${t}:${e.sync}`;
+    const g = gEdges.get(id) || { id, source: s, target: t, sync: e.sync, rps: 0, errors: 0, p95_ms: 0, count: 0, grouped: true };
+    g.rps += e.rps || 0;
+    g.errors += (e.rps || 0) * (e.error_rate || 0);
+    g.p95_ms = Math.max(g.p95_ms, e.p95_ms || 0);
+    g.count += 1;
+    gEdges.set(id, g);
+  }
+  const gNodes = Array.from(groups.values()).map((g) => ({
+    data: {
+      id: `group:${g.key}`, group: g.key, label: `${g.key} (${g.count})`, color: COLORS[g.worst], border: COLORS[g.worst],
+      size: 34 + Math.min(30, Math.log10(1 + g.rps) * 10), rps: g.rps,
+    },
+    classes: "group",
+  }));
+  const edgeEls = Array.from(gEdges.values()).map((g) =>
+    edgeElement({ ...g, error_rate: g.rps ? g.errors / g.rps : 0, protocol: `${g.count} edges` }),
+  );
+  return { nodes: gNodes, edges: edgeEls, grouped: true };
+}
+
+function nodeElement(n) {
+  const health = nodeHealth(n);
+  return {
+    data: {
+      id: n.id,
+      name: n.name,
+      label: n.rps > 0 ? `${n.name}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : n.name,
+      color: COLORS[n.health] || COLORS.unknown,
+      border: n.error_rate > 0 ? COLORS[health] : "#ffffff",
+      size: 22 + Math.min(26, Math.log10(1 + (n.rps || 0)) * 12),
+      rps: n.rps || 0,
+    },
+    classes: n.id === ui.focus ? "focus" : "",
+  };
+}
+
+function edgeElement(e) {
+  const color = e.error_rate >= 0.05 ? COLORS.critical : e.error_rate >= 0.01 ? COLORS.warning : e.sync === "async" ? ASYNC : "#8792a6";
+  const parts = [fmtRate(e.rps)];
+  if (e.error_rate > 0) parts.push(fmtPct(e.error_rate));
+  if (e.p95_ms !== null && e.p95_ms !== undefined) parts.push(`p95 ${fmtMs(e.p95_ms)}`);
+  if (e.sync === "async" && e.topic) parts.unshift(`⇢ ${e.topic}`);
+  return {
+    data: {
+      id: `edge:${e.id}`, edge: e.id, source: e.source, target: e.target, label: parts.join(" · "), color,
+      width: 1 + Math.min(9, Math.log2(1 + (e.rps || 0)) * 1.5), grouped: Boolean(e.grouped),
+    },
+    classes: [e.sync === "async" ? "async" : "", model.edges.size > 1500 ? "large" : ""].join(" ").trim(),
+  };
+}
+
+// --- layout: layered left to right, in O(nodes + edges), stable for the same graph -------------------
+
+function layeredPositions(nodes, edges) {
+  const ids = nodes.map((n) => n.data.id);
+  const out = new Map(ids.map((id) => [id, []]));
+  const indeg = new Map(ids.map((id) => [id, 0]));
+  for (const e of edges) {
+    if (e.data.source === e.data.target || !out.has(e.data.source) || !indeg.has(e.data.target)) continue;
+    out.get(e.data.source).push(e.data.target);
+    indeg.set(e.data.target, indeg.get(e.data.target) + 1);
+  }
+  const rank = new Map();
+  const sorted = [...ids].sort();
+  const isolated = sorted.filter((id) => indeg.get(id) === 0 && out.get(id).length === 0);
+  const isolatedSet = new Set(isolated);
+  // Breadth first from the roots (callers nobody calls), then from whatever a cycle kept unreached.
+  const bfs = (starts) => {
+    const queue = [...starts];
+    for (const id of starts) rank.set(id, 0);
+    for (let i = 0; i < queue.length; i++) {
+      const id = queue[i];
+      for (const next of out.get(id)) {
+        if (!rank.has(next)) {
+          rank.set(next, rank.get(id) + 1);
+          queue.push(next);
+        }
+      }
+    }
+  };
+  bfs(sorted.filter((id) => indeg.get(id) === 0 && !isolatedSet.has(id)));
+  for (const id of sorted) if (!rank.has(id) && !isolatedSet.has(id)) bfs([id]);
+
+  const columns = [];
+  for (const id of sorted) {
+    if (isolatedSet.has(id)) continue;
+    const r = rank.get(id);
+    (columns[r] = columns[r] || []).push(id);
+  }
+  const positions = new Map();
+  const perColumn = Math.max(10, Math.ceil(Math.sqrt(ids.length) * 1.2));
+  const yOf = new Map();
+  let x = 0;
+  const dx = 230, dy = 78;
+  for (const column of columns) {
+    if (!column) continue;
+    // Order by the mean position of the callers already placed: fewer crossings, cheaply.
+    const weight = (id) => {
+      let sum = 0, n = 0;
+      for (const e of edges) if (e.data.target === id && yOf.has(e.data.source)) { sum += yOf.get(e.data.source); n += 1; }
+      return n ? sum / n : Infinity;
+    };
+    const keyed = column.length * edges.length < 2e6 ? column.map((id) => [weight(id), id]) : column.map((id) => [0, id]);
+    keyed.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
+    const slices = Math.ceil(keyed.length / perColumn);
+    for (let s = 0; s < slices; s++) {
+      const slice = keyed.slice(s * perColumn, (s + 1) * perColumn);
+      const top = -((slice.length - 1) * dy) / 2;
+      slice.forEach(([, id], i) => {
+        const y = top + i * dy + (s % 2 ? dy / 2 : 0);
+        positions.set(id, { x, y });
+        yOf.set(id, y);
+      });
+      x += dx;
+    }
+  }
+  // Services without edges: a grid under the graph.
+  const maxY = Math.max(0, ...Array.from(positions.values()).map((p) => p.y));
+  const cols = Math.max(4, Math.ceil(Math.sqrt(isolated.length * 2)));
+  isolated.forEach((id, i) => positions.set(id, { x: (i % cols) * 170, y: maxY + 140 + Math.floor(i / cols) * 64 }));
+  return positions;
+}
+
+// --- drawing: add, update and remove elements, keeping the user's viewport ------------------------
+
+let structureKey = "";
+
+function draw() {
+  const started = performance.now();
+  const { nodes, edges } = visible();
+  const key = nodes.map((n) => n.data.id).join("\u0000") + "\u0001" + edges.map((e) => e.data.source + ">" + e.data.target).join("\u0000");
+  const relayout = key !== structureKey;
+  structureKey = key;
+  const wanted = new Set([...nodes, ...edges].map((el) => el.data.id));
+  cy.batch(() => {
+    cy.elements().forEach((el) => {
+      if (!wanted.has(el.id())) el.remove();
+    });
+    const add = [];
+    for (const el of [...nodes, ...edges]) {
+      const existing = cy.getElementById(el.data.id);
+      if (existing.nonempty()) {
+        existing.data(el.data);
+        existing.classes(el.classes || "");
+      } else {
+        add.push({ group: el.data.source ? "edges" : "nodes", ...el });
+      }
+    }
+    if (add.length) cy.add(add);
+    if (relayout) {
+      const positions = layeredPositions(nodes, edges);
+      cy.nodes().forEach((n) => {
+        const p = positions.get(n.id());
+        if (p) n.position(p);
+      });
+    }
+  });
+  if (relayout) cy.fit(undefined, 30);
+  if (ui.selected) cy.getElementById(ui.selected.elementId).select();
+  qs("#graph-empty").hidden = model.nodes.size > 0;
+  qs("#graph-counts").textContent = `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
+  qs("#focus-box").hidden = !ui.focus;
+  qs("#focus-name").textContent = ui.focus;
+  meshscope.draws += 1;
+  cy.one("render", () => {
+    requestAnimationFrame(() => {
+      meshscope.drawnMs = performance.now();
+      meshscope.lastDrawMs = performance.now() - started;
+      document.body.dataset.draws = String(meshscope.draws);
+    });
+  });
+  cy.forceRender ? cy.forceRender() : null;
+}
+
+// --- side panel -----------------------------------------------------------------------------------
+
+const panel = qs("#panel");
+const panelBody = qs("#panel-body");
+
+function windowParams() {
+  const until = ui.replayMinutes ? new Date(Date.now() + ui.replayMinutes * 60000).toISOString() : "";
+  return { window: currentWindow(), until };
+}
+
+function openPanel(content) {
+  clear(panelBody).append(content);
+  panel.hidden = false;
+  cy.resize();
+}
+
+function closePanel() {
+  panel.hidden = true;
+  ui.selected = null;
+  cy.elements().unselect();
+  cy.resize();
+}
+
+function statsTable(headers, rows) {
+  return h("table", { class: "grid" },
+    h("thead", {}, h("tr", {}, headers.map(([label, num]) => h("th", { class: num ? "num" : "", text: label })))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "muted", text: "none in this window" }))),
+  );
+}
+
+function neighbourRows(list) {
+  return list.map((n) =>
+    h("tr", {},
+      h("td", {}, h("a", { href: `?focus=${encodeURIComponent(n.service)}`, class: "svc-link", dataset: { service: n.service }, text: n.service }),
+        n.topic ? h("span", { class: "tag", title: "async via Kafka", text: `⇢ ${n.topic}` }) : h("span", { class: "muted small", text: ` ${n.protocol}` })),
+      h("td", { class: "num", text: fmtRate(n.rps) }),
+      h("td", { class: n.error_rate > 0 ? "num err" : "num", text: fmtPct(n.error_rate) }),
+      h("td", { class: "num", text: fmtMs(n.p95_ms) }),
+    ),
+  );
+}
+
+async function showNode(name) {
+  ui.selected = { kind: "node", id: name, elementId: name };
+  openPanel(h("p", { class: "muted", text: "Loading…" }));
+  let d;
+  try {
+    d = await getJSON(`/api/services/detail/?${query({ name, ...windowParams() })}`);
+  } catch (error) {
+    openPanel(h("p", { class: "error-text", text: `Could not load ${name}: ${error.message}` }));
+    return;
+  }
+  if (!ui.selected || ui.selected.id !== name) return;
+  const node = model.nodes.get(name) || {};
+  openPanel(h("div", { class: "node-panel", dataset: { service: d.name } },
+    h("h1", { class: "svc-name", text: d.name }),
+    h("div", {}, h("span", { class: `badge badge-${node.health || "unknown"}`, text: node.health || "unknown" }), " ",
+      (d.tags || []).map((t) => h("span", { class: "tag", text: t }))),
+    h("dl", { class: "kv" },
+      h("dt", { text: "Rate" }), h("dd", { text: `${fmtRate(node.rps)} · errors ${fmtPct(node.error_rate)}` }),
+      h("dt", { text: "Source" }), h("dd", { text: d.source }),
+      d.datacenter ? [h("dt", { text: "Datacenter" }), h("dd", { text: d.datacenter })] : null,
+      h("dt", { text: "Balancing" }), h("dd", { text: d.balancing_policy || "not set (round robin assumed)" }),
+      h("dt", { text: "Last seen" }), h("dd", { text: fmtAgo(d.last_seen) }),
+    ),
+    h("div", {},
+      h("a", { href: `?focus=${encodeURIComponent(d.name)}`, class: "focus-link", dataset: { service: d.name }, text: "Focus neighbourhood" }), " · ",
+      h("a", { href: `/traces/?${query({ service: d.name })}`, text: "Traces" }), " · ",
+      h("a", { href: `/balancers/?${query({ service: d.name })}`, text: "Balancer" }),
+      d.admin_url ? [" · ", h("a", { href: d.admin_url, text: "Admin" })] : null,
+    ),
+    h("h3", { text: `Instances (${d.instances.length})` }),
+    statsTable([["Instance"], ["Health"], ["Weight", 1], ["Share", 1]], d.instances.map((i) =>
+      h("tr", {},
+        h("td", { class: "mono", title: i.address || "", text: i.identity }),
+        h("td", {}, h("span", { class: `badge badge-${i.health}`, text: i.health })),
+        h("td", { class: "num", text: String(i.weight) }),
+        h("td", { class: "num" }, i.share === null ? "–" : [h("span", { class: "share-bar", style: { width: `${Math.round(i.share * 50)}px` } }), ` ${fmtPct(i.share)}`]),
+      ))),
+    h("h3", { text: "Top operations" }),
+    statsTable([["Operation"], ["Rate", 1], ["Err", 1], ["p95", 1]], d.operations.map((o) =>
+      h("tr", {},
+        h("td", { class: "mono", text: o.name }),
+        h("td", { class: "num", text: fmtRate(o.rps) }),
+        h("td", { class: o.error_rate > 0 ? "num err" : "num", text: fmtPct(o.error_rate) }),
+        h("td", { class: "num", text: fmtMs(o.p95_ms) }),
+      ))),
+    h("h3", { text: "Callers" }),
+    statsTable([["Service"], ["Rate", 1], ["Err", 1], ["p95", 1]], neighbourRows(d.callers)),
+    h("h3", { text: "Callees" }),
+    statsTable([["Service"], ["Rate", 1], ["Err", 1], ["p95", 1]], neighbourRows(d.callees)),
+  ));
+}
+
+async function showEdge(edge) {
+  ui.selected = { kind: "edge", id: edge.id, elementId: `edge:${edge.id}` };
+  openPanel(h("p", { class: "muted", text: "Loading…" }));
+  let d;
+  try {
+    d = await getJSON(`/api/edges/detail/?${query({ source: edge.source, target: edge.target, protocol: edge.protocol, topic: edge.topic, ...windowParams() })}`);
+  } catch (error) {
+    openPanel(h("p", { class: "error-text", text: `Could not load the edge: ${error.message}` }));
+    return;
+  }
+  if (!ui.selected || ui.selected.id !== edge.id) return;
+  const t = (row) => new Date(row.minute).getTime();
+  openPanel(h("div", { class: "edge-panel" },
+    h("h1", {}, h("span", { class: "svc-name", text: d.source }), " → ", h("span", { class: "svc-name", text: d.target })),
+    h("div", { class: "muted" }, d.sync === "async" ? `asynchronous via Kafka topic ${d.topic} (propagation delay)` : `synchronous ${d.protocol}`),
+    h("div", { class: "figures" },
+      h("div", { class: "figure" }, h("b", { text: fmtRate(d.totals.rps) }), h("span", { text: "rate" })),
+      h("div", { class: "figure" }, h("b", { class: d.totals.error_rate > 0 ? "err" : "", text: fmtPct(d.totals.error_rate) }), h("span", { text: "errors" })),
+      h("div", { class: "figure" }, h("b", { text: fmtMs(d.totals.p50_ms) }), h("span", { text: "p50" })),
+      h("div", { class: "figure" }, h("b", { text: fmtMs(d.totals.p95_ms) }), h("span", { text: "p95" })),
+      h("div", { class: "figure" }, h("b", { text: fmtMs(d.totals.p99_ms) }), h("span", { text: "p99" })),
+    ),
+    chartBlock("Rate per minute", "", lineChart([{ points: d.series.map((r) => [t(r), r.rps]) }], { format: fmtRate, label: "rate" })),
+    chartBlock("Errors", "", lineChart([{ points: d.series.map((r) => [t(r), r.error_rate]), class: "series-2" }], { format: fmtPct, label: "errors" })),
+    chartBlock(d.sync === "async" ? "Propagation delay p95" : "Latency p95", "", lineChart([{ points: d.series.map((r) => [t(r), r.p95_ms]), class: "series-3" }], { format: fmtMs, label: "p95" })),
+    h("h3", { text: "Sample traces" }),
+    d.samples.length
+      ? h("ul", { class: "trace-list" }, d.samples.map((sample) => h("li", {},
+          traceLink(sample.trace_id),
+          h("span", { class: "grow mono", title: sample.operation, text: sample.operation }),
+          sample.error ? h("span", { class: "badge badge-error", text: "error" }) : h("span", { class: "muted small", text: sample.why }),
+          h("span", { class: "num", text: fmtMs(sample.duration_ms) }),
+        )))
+      : h("p", { class: "muted", text: "No stored spans for this edge in the window." }),
+  ));
+}
+
+cy.on("tap", "node", (event) => {
+  const data = event.target.data();
+  if (data.group !== undefined) {
+    // Open a group: show its members.
+    ui.group = "";
+    qs("#group-by").value = "";
+    qs("#filter-text").value = data.group;
+    ui.text = String(data.group).toLowerCase();
+    draw();
+    return;
+  }
+  showNode(data.id);
+});
+cy.on("tap", "edge", (event) => {
+  const data = event.target.data();
+  if (data.grouped) return;
+  const edge = model.edges.get(data.edge);
+  if (edge) showEdge(edge);
+});
+cy.on("tap", (event) => {
+  if (event.target === cy) closePanel();
+});
+cy.on("mouseover", "node", (event) => {
+  const hood = event.target.closedNeighborhood();
+  cy.batch(() => cy.elements().not(hood).addClass("faded"));
+});
+cy.on("mouseout", "node", () => cy.batch(() => cy.elements().removeClass("faded")));
+
+qs("#panel-close").addEventListener("click", closePanel);
+panelBody.addEventListener("click", (event) => {
+  const link = event.target.closest("a.svc-link, a.focus-link");
+  if (!link) return;
+  event.preventDefault();
+  setFocus(link.dataset.service);
+  if (link.classList.contains("svc-link")) showNode(link.dataset.service);
+});
+
+function setFocus(name) {
+  ui.focus = name || "";
+  const url = new URL(location.href);
+  if (ui.focus) url.searchParams.set("focus", ui.focus);
+  else url.searchParams.delete("focus");
+  history.replaceState(null, "", url);
+  draw();
+}
+
+qs("#focus-clear").addEventListener("click", () => setFocus(""));
+qs("#filter-text").addEventListener("input", debounce((event) => {
+  ui.text = event.target.value.trim().toLowerCase();
+  draw();
+}, 150));
+qs("#filter-health").addEventListener("change", (event) => { ui.health = event.target.value; draw(); });
+qs("#group-by").addEventListener("change", (event) => { ui.group = event.target.value; draw(); });
+qs("#hide-idle").addEventListener("change", (event) => { ui.hideIdle = event.target.checked; draw(); });
+qs("#fit").addEventListener("click", () => cy.fit(undefined, 30));
+
+// --- live updates, window, replay -------------------------------------------------------------------
+
+const currentWindow = windowSelector((window) => {
+  if (ui.replayMinutes) replay();
+  else socket.setWindow(window);
+  refreshPanel();
+});
+
+const refreshPanel = debounce(() => {
+  if (panel.hidden || !ui.selected) return;
+  if (ui.selected.kind === "node") showNode(ui.selected.id);
+  else if (model.edges.has(ui.selected.id)) showEdge(model.edges.get(ui.selected.id));
+}, 300);
+
+let lastPanelRefresh = 0;
+const socket = new LiveSocket({
+  view: "topology",
+  window: currentWindow(),
+  onData: (state, message) => {
+    if (ui.replayMinutes) return;
+    load(state);
+    meshscope.seq = socket.seq;
+    if (message.type === "delta" && Date.now() - lastPanelRefresh > 5000) {
+      lastPanelRefresh = Date.now();
+      refreshPanel();
+    }
+  },
+});
+meshscope.socket = socket;
+
+const replayInput = qs("#replay");
+const replayLabel = qs("#replay-label");
+
+async function replay() {
+  const until = new Date(Date.now() + ui.replayMinutes * 60000);
+  try {
+    const data = await getJSON(`/api/topology/?${query({ window: currentWindow(), until: until.toISOString() })}`);
+    if (!ui.replayMinutes) return;
+    load(data);
+    setStatus("replay", `Showing the ${currentWindow() / 60} minutes up to ${until.toLocaleTimeString()}`);
+  } catch (error) {
+    setStatus("replay", `Replay failed: ${error.message}`);
+  }
+}
+
+replayInput.addEventListener("input", () => {
+  ui.replayMinutes = Number(replayInput.value);
+  replayLabel.textContent = ui.replayMinutes ? `${-ui.replayMinutes} min ago` : "live";
+});
+replayInput.addEventListener("change", () => {
+  ui.replayMinutes = Number(replayInput.value);
+  if (ui.replayMinutes) {
+    socket.setPaused(true);
+    replay();
+  } else {
+    socket.setPaused(false);
+    if (socket.state) load(socket.state);
+  }
+  refreshPanel();
+});
+
+socket.connect();

@@ -1,0 +1,195 @@
+"""The websocket consumer end to end through the ASGI application: auth, origin, snapshot, deltas."""
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from dashboard import live
+from dashboard.asgi import application
+from tests import seed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
+
+
+@pytest.fixture
+def session_cookie():
+    user = get_user_model().objects.create_user("sre", password="pw-123456")
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+def communicator(path, cookie=None, origin=ORIGIN):
+    headers = [HOST]
+    if origin:
+        headers.append(origin)
+    if cookie:
+        headers.append((b"cookie", cookie))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+def run(coroutine_function):
+    async_to_sync(coroutine_function)()
+
+
+def test_a_websocket_without_a_session_is_refused():
+    async def scenario():
+        ws = communicator("/ws/live/topology/")
+        connected, _ = await ws.connect()
+        assert not connected
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_websocket_from_another_origin_is_refused(session_cookie):
+    async def scenario():
+        ws = communicator("/ws/live/topology/", session_cookie, origin=(b"origin", b"http://evil.example"))
+        connected, _ = await ws.connect()
+        assert not connected
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_an_unknown_view_is_closed(session_cookie):
+    async def scenario():
+        ws = communicator("/ws/live/nothing/", session_cookie)
+        connected, _ = await ws.connect()
+        assert not connected
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_snapshot_then_seq_numbered_deltas_that_rebuild_the_view(session_cookie):
+    seed.seed_mesh(traces=3)
+
+    async def scenario():
+        ws = communicator("/ws/live/topology/?window=300", session_cookie)
+        connected, _ = await ws.connect()
+        assert connected
+        snapshot = await ws.receive_json_from(timeout=5)
+        assert snapshot["type"] == "snapshot" and snapshot["window"] == 300
+        names = {node["id"] for node in snapshot["data"]["nodes"]}
+        assert {"gateway", "orders", "payments", "inventory"} <= names
+        edges = {(e["source"], e["target"], e["sync"]) for e in snapshot["data"]["edges"]}
+        assert ("orders", "inventory", "async") in edges and ("gateway", "orders", "sync") in edges
+
+        # A new service starts calling: the next broadcast carries it, and only what changed.
+        trace = seed.Trace()
+        root = trace.span("orders", "orders-1", "GET /orders", "server", 0, 20)
+        call = trace.span("orders", "orders-1", "GET", "client", 2, 10, parent=root, peer="shipping")
+        trace.span("shipping", "shipping-1", "GET /quote", "server", 3, 8, parent=call)
+        await database_sync_to_async(seed.store)(trace)
+        await database_sync_to_async(live.broadcast)("topology")
+
+        delta = await ws.receive_json_from(timeout=5)
+        while delta["type"] != "delta" or delta["seq"] <= snapshot["seq"]:
+            delta = await ws.receive_json_from(timeout=5)
+        assert delta["prev"] == snapshot["seq"] and delta["seq"] == snapshot["seq"] + 1
+        upserted = {node["id"] for node in delta["changes"]["nodes"]["upsert"]}
+        assert "shipping" in upserted
+        assert "gateway" not in upserted, "unchanged nodes are not resent"
+
+        state = live.apply(snapshot["data"], delta["changes"])
+        from topology.graph import topology_snapshot
+        from topology.window import Window
+
+        fresh = live._plain(await database_sync_to_async(topology_snapshot)(Window.from_params(300)))
+        key = lambda items: sorted(items, key=lambda item: item["id"])  # noqa: E731
+        assert key(state["nodes"]) == key(fresh["nodes"])
+        assert key(state["edges"]) == key(fresh["edges"])
+
+        # A client that saw a gap asks for a resync and gets the current sequence.
+        await ws.send_json_to({"type": "resync"})
+        again = await ws.receive_json_from(timeout=5)
+        assert again["type"] == "snapshot" and again["seq"] >= delta["seq"]
+        await ws.send_json_to({"type": "ping"})
+        assert (await ws.receive_json_from(timeout=5)) == {"type": "pong"}
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_the_view_is_computed_once_per_broadcast_however_many_clients(session_cookie, monkeypatch):
+    seed.seed_mesh(traces=1)
+    calls = []
+    original = live.BUILDERS["topology"]
+
+    def counting(window):
+        calls.append(window)
+        return original(window)
+
+    monkeypatch.setitem(live.BUILDERS, "topology", counting)
+
+    async def scenario():
+        clients = [communicator("/ws/live/topology/", session_cookie) for _ in range(5)]
+        seqs = []
+        for ws in clients:
+            assert (await ws.connect())[0]
+            seqs.append((await ws.receive_json_from(timeout=5))["seq"])
+        await database_sync_to_async(seed.store)(seed.checkout())
+        calls.clear()
+        await database_sync_to_async(live.broadcast)("topology")
+        assert calls == [300]
+        texts = []
+        for ws, seq in zip(clients, seqs):
+            message = await ws.receive_json_from(timeout=5)
+            while message["seq"] <= seq:
+                message = await ws.receive_json_from(timeout=5)
+            texts.append(message)
+        assert all(message == texts[0] for message in texts)
+        for ws in clients:
+            await ws.disconnect()
+
+    run(scenario)
+
+
+def test_rest_views_get_invalidations_with_sequence_numbers(session_cookie):
+    async def scenario():
+        ws = communicator("/ws/live/balancers/", session_cookie)
+        assert (await ws.connect())[0]
+        first = await ws.receive_json_from(timeout=5)
+        assert first["type"] == "invalidate"
+        await database_sync_to_async(live.broadcast)("balancers")
+        second = await ws.receive_json_from(timeout=5)
+        assert second == {**second, "type": "invalidate", "view": "balancers", "seq": first["seq"] + 1}
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_announce_change_reaches_an_open_socket_within_a_second(session_cookie):
+    seed.seed_mesh(traces=1)
+
+    async def scenario():
+        import time
+
+        ws = communicator("/ws/live/topology/", session_cookie)
+        assert (await ws.connect())[0]
+        snapshot = await ws.receive_json_from(timeout=5)
+        trace = seed.Trace()
+        root = trace.span("gateway", "gateway-1", "GET /api/cart", "server", 0, 20)
+        call = trace.span("gateway", "gateway-1", "GET", "client", 2, 10, parent=root, peer="cart")
+        trace.span("cart", "cart-1", "GET /cart", "server", 3, 8, parent=call)
+        await database_sync_to_async(seed.store)(trace)
+        await database_sync_to_async(live.redis_client().delete)(live._key("slot", "topology"))
+        started = time.monotonic()
+        await database_sync_to_async(live.announce_change)("topology")
+        while True:
+            message = await ws.receive_json_from(timeout=3)
+            if message["type"] == "delta" and message["seq"] > snapshot["seq"]:
+                ids = {node["id"] for node in message["changes"].get("nodes", {}).get("upsert", [])}
+                if "cart" in ids:
+                    break
+        assert time.monotonic() - started < 1.0
+        await ws.disconnect()
+
+    run(scenario)
