@@ -15,4 +15,6 @@ app.conf.beat_schedule = {
     "consume-spans": {"task": "collectors.consume_spans", "schedule": 1.0, "options": {"expires": 2}},
     "resolve-unpaired-spans": {"task": "collectors.resolve_unpaired_spans", "schedule": 15.0, "options": {"expires": 15}},
     "prune": {"task": "collectors.prune", "schedule": 600.0, "options": {"expires": 600}},
+    # Burrow's window is 10 samples: at 5 s, a consumer silent for about 45 s is STOP.
+    "sample-consumer-lag": {"task": "collectors.sample_consumer_lag", "schedule": 5.0, "options": {"expires": 5}},
 }

@@ -57,15 +57,24 @@ def test_rule_4_an_offset_that_went_back_is_rewind():
 
 
 def test_rule_5_offsets_that_never_move_are_stall():
-    assert status([(100, 5), (100, 5), (100, 9)]) == "STALL"
+    assert status([(100, 5)] * 9 + [(100, 9)]) == "STALL"
 
 
 def test_rule_6_moving_offsets_with_a_lag_that_never_decreased_is_warn():
-    assert status([(100, 5), (110, 5), (120, 8), (130, 12)]) == "WARN"
+    assert status([(100 + 10 * i, 5 + i // 2) for i in range(10)]) == "WARN"
 
 
 def test_rule_7_otherwise_ok():
-    assert status([(100, 5), (110, 9), (120, 3)]) == "OK"
+    assert status([(100 + 10 * i, 5 + i % 3) for i in range(10)]) == "OK"
+
+
+def test_stall_and_warn_wait_for_a_full_window():
+    assert status([(100, 5), (100, 5), (100, 9)]) == "OK"
+    assert status([(100, 5), (110, 5), (120, 8)]) == "OK"
+
+
+def test_rewind_is_judged_at_once():
+    assert status([(100, 5), (90, 15)]) == "REWIND"
 
 
 def test_a_single_fresh_commit_is_not_judged_beyond_its_lag():

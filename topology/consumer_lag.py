@@ -42,14 +42,16 @@ def partition_status(window, current_lag, now):
     span = window[-1].at - window[0].at
     if now - window[-1].at > span:
         return LagStatus.STOP
-    if len(window) < 2:
-        # One commit says nothing about movement: rules 3 to 6 need pairs.
-        return LagStatus.OK
     if any(entry.lag == 0 for entry in window):
         return LagStatus.OK
     pairs = list(zip(window, window[1:]))
     if any(later.offset < earlier.offset for earlier, later in pairs):
         return LagStatus.REWIND
+    if len(window) < WINDOW_SAMPLES:
+        # "Never moved" and "never decreased" mean little over two or three commits: a healthy
+        # consumer sampled twice with a lag of 3 then 4 is not slow (Burrow calls such a window
+        # incomplete). A window fills in WINDOW_SAMPLES commits.
+        return LagStatus.OK
     if all(entry.offset == window[-1].offset for entry in window):
         return LagStatus.STALL
     if all(later.lag >= earlier.lag for earlier, later in pairs):
