@@ -1,0 +1,102 @@
+"""The balancer, lag and flow endpoints: login required, and the shapes the UI reads."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from topology.consumer_lag import Observation, record_samples
+from topology.latency import LatencyHistogram
+from topology.models import EdgeRollup, Instance, InstanceRollup, Service
+
+ENDPOINTS = ["/api/balancers/", "/api/balancers/checkout/", "/api/lag/", "/api/flows/"]
+
+
+@pytest.fixture
+def user_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("ops", password="x" * 12))
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ENDPOINTS)
+def test_endpoints_require_login(client, url):
+    assert client.get(url).status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_balancer_endpoints_report_verdicts_flags_and_callers(user_client):
+    now = timezone.now()
+    checkout = Service.objects.create(name="checkout", balancing_policy="", in_consul=True)
+    web = Service.objects.create(name="web")
+    instances = [
+        Instance.objects.create(
+            service=checkout, identity=f"checkout-{i}", health="passing", first_seen=now - timedelta(hours=1)
+        )
+        for i in range(3)
+    ]
+    Instance.objects.filter(pk=instances[2].pk).update(deregistered_at=now - timedelta(hours=1))
+    minute = (now - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    for instance, count in zip(instances, [1000, 500, 20]):
+        InstanceRollup.objects.create(minute=minute, instance=instance, caller=web, count=count)
+
+    listing = user_client.get("/api/balancers/").json()
+    [summary] = listing["services"]
+    assert summary["service"] == "checkout"
+    assert (summary["policy"], summary["policy_assumed"]) == ("round_robin", True)
+    assert summary["verdict"]["status"] == "skewed"
+    assert summary["verdict"]["instance"] == "checkout-0"
+    assert summary["flags"][0]["instance"] == "checkout-2"
+
+    detail = user_client.get("/api/balancers/checkout/?window=600").json()
+    assert detail["window"]["minutes"] == 10
+    assert [row["instance"] for row in detail["instances"]] == ["checkout-0", "checkout-1", "checkout-2"]
+    assert detail["instances"][2]["ineligible_reason"] == "deregistered"
+    assert [c["caller"] for c in detail["callers"]] == ["web"]
+    assert set(detail) >= {"max_abs_deviation", "chi_square", "p_value", "jain_index", "degrees_of_freedom"}
+
+    assert user_client.get("/api/balancers/nobody/").status_code == 404
+    assert user_client.get("/api/balancers/?window=5").status_code == 400
+
+
+@pytest.mark.django_db
+def test_lag_endpoint_lists_groups_with_partitions_and_series(user_client):
+    start = timezone.now() - timedelta(seconds=20)
+    for step in range(3):
+        record_samples(
+            [Observation("billing", "orders", 0, 10 * step, 40 + 10 * step, None, "Stable")],
+            now=start + timedelta(seconds=5 * step),
+        )
+
+    body = user_client.get("/api/lag/").json()
+
+    [group] = body["groups"]
+    assert (group["group"], group["lag_messages"], group["status"]) == ("billing", 40, "OK")
+    [partition] = group["partitions"]
+    assert partition["lag_seconds_method"] == "extrapolated"  # offset 20 is older than the end offsets seen
+    assert partition["trend_messages_per_second"] == pytest.approx(0)
+    assert len(group["series"]) == 3
+
+
+@pytest.mark.django_db
+def test_flows_endpoint_shows_negative_delays(user_client):
+    orders, billing = Service.objects.create(name="orders"), Service.objects.create(name="billing")
+    histogram = LatencyHistogram()
+    for delay_ms in [5, 7, 9, 11, -2]:
+        histogram.add(delay_ms)
+    EdgeRollup.objects.create(
+        minute=(timezone.now() - timedelta(minutes=2)).replace(second=0, microsecond=0),
+        source=orders, target=billing, protocol="messaging", topic="invoices",
+        count=5, negative_delays=1, latency_buckets=histogram.to_json(),
+    )
+    EdgeRollup.objects.create(  # a synchronous edge is not a flow
+        minute=(timezone.now() - timedelta(minutes=2)).replace(second=0, microsecond=0),
+        source=orders, target=billing, protocol="http", count=3,
+    )
+
+    [flow] = user_client.get("/api/flows/").json()["flows"]
+
+    assert (flow["producer"], flow["topic"], flow["consumer"]) == ("orders", "invoices", "billing")
+    assert (flow["count"], flow["negative_delays"], flow["clock_skew_suspected"]) == (5, 1, True)
+    assert flow["p50_ms"] == pytest.approx(7, rel=0.1)
+    assert len(flow["series"]) == 1
