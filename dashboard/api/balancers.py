@@ -27,7 +27,7 @@ def window_minutes(request, default_seconds=900):
 class BalancerListView(APIView):
     """Per callee service: policy, requests, largest deviation, χ², Jain's index, verdict, flags."""
 
-    @extend_schema(parameters=[WINDOW_PARAMETER], responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="balancers_list", parameters=[WINDOW_PARAMETER], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         return Response(BalancerWindow(minutes=window_minutes(request)).overview())
 
