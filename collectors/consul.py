@@ -1,0 +1,247 @@
+"""The Consul collector: services, instances, health and weights, from every configured datacenter.
+
+One run of the ``sync_consul`` task is one round of blocking queries; beat starts the next. Per
+datacenter a round sends two blocking queries with the indexes the last round kept
+(``ConsulDatacenter``), and Consul holds each until something changes or the wait ends:
+
+- ``/v1/catalog/services`` moves when an instance is registered or deregistered. Then every service of
+  the datacenter is read again from ``/v1/health/service/:service``; only those whose own index moved
+  are reconciled.
+- ``/v1/health/state/any`` moves when a check changes. The checks say which services they belong to, so
+  only those services are read again.
+
+While nothing changes, a round is these two requests per datacenter, whatever the number of services.
+An index that goes backwards (a rebuilt cluster, a restored snapshot) or is 0 forces a full resync, as
+https://developer.hashicorp.com/consul/api-docs/features/blocking asks.
+
+When Consul cannot be reached, times out, answers 5xx or refuses the token, nothing in the database
+changes: ``SourceStatus`` "consul:<dc>" says since when and why the data is stale, and the datacenter
+is not asked again before an exponential backoff has passed.
+"""
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from collectors.consul_client import CONSUL_ERRORS, connect, describe
+from collectors.consul_reconcile import mark_absent, reconcile
+from dashboard.live import announce_change
+from topology.models import SourceStatus
+from topology.models.services import ConsulDatacenter
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "collectors.consul.sync_consul"
+# Concurrent reads of /v1/health/service when many services changed.
+READERS = 16
+BACKOFF_FIRST_SECONDS = 5
+BACKOFF_MAX_SECONDS = 60
+# A run that died (a killed worker) frees its datacenter after this much longer than a round can take.
+LEASE_MARGIN_SECONDS = 120
+
+
+class UnexpectedAnswer(Exception):
+    """Consul answered, but not with what its documentation describes."""
+
+
+@shared_task(name=TASK_NAME, ignore_result=True)
+def sync_consul():
+    if not settings.CONSUL_HTTP_ADDR:
+        SourceStatus.objects.update_or_create(name="consul", defaults={"configured": False})
+        return
+    SourceStatus.objects.filter(name="consul", configured=False).delete()
+    now = timezone.now()
+    known = list(ConsulDatacenter.objects.all())
+    if known and all(row.retry_after and row.retry_after > now for row in known):
+        return
+    names = settings.CONSUL_DATACENTERS or _discover(known)
+    rows = [row for row in map(_lease, names or []) if row is not None]
+    if not rows:
+        return
+    try:
+        changed = Round(rows).run()
+    finally:
+        ConsulDatacenter.objects.filter(pk__in=[row.pk for row in rows]).update(leased_until=None)
+    if changed:
+        for view in ("services", "topology", "balancers"):
+            announce_change(view)
+
+
+def _discover(known):
+    """Every datacenter the agent knows of, when CONSUL_DATACENTERS does not list them."""
+    try:
+        names = connect().catalog.datacenters()
+    except CONSUL_ERRORS as error:
+        reason = describe(error)
+        for row in known:
+            _back_off(row, reason)
+        if not known:
+            SourceStatus.record_failure("consul", reason)
+        log.warning("Consul datacenters unknown: %s", reason)
+        return []
+    SourceStatus.objects.filter(name="consul").delete()
+    return [name for name in names if isinstance(name, str) and name] if isinstance(names, list) else []
+
+
+def _lease(name):
+    """The datacenter's state, if no other run holds it and its backoff has passed."""
+    now = timezone.now()
+    row, _ = ConsulDatacenter.objects.get_or_create(name=name[:128])
+    if row.retry_after and row.retry_after > now:
+        return None
+    lease = now + timedelta(seconds=2 * settings.CONSUL_BLOCKING_WAIT_SECONDS + LEASE_MARGIN_SECONDS)
+    free = Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    if not ConsulDatacenter.objects.filter(free, pk=row.pk).update(leased_until=lease):
+        return None
+    return row
+
+
+def _back_off(row, reason):
+    failures = SourceStatus.record_failure(f"consul:{row.name}", reason)
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (failures - 1))
+    row.retry_after = timezone.now() + timedelta(seconds=delay)
+    row.save(update_fields=["retry_after"])
+
+
+def _index(value):
+    """X-Consul-Index as a number; anything else counts as 0, which forces a resync."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _check_digests(checks):
+    """{service name: digest of its checks}; node checks, which every service on the node shares, under ""."""
+    by_service = {}
+    for check in checks:
+        if not isinstance(check, dict):
+            continue
+        name = check.get("ServiceName") if isinstance(check.get("ServiceName"), str) else ""
+        fields = [check.get(key) for key in ("Node", "CheckID", "ServiceID", "Status", "Output")]
+        by_service.setdefault(name, []).append(json.dumps(fields, default=str))
+    return {
+        name: hashlib.blake2b("\n".join(sorted(lines)).encode(), digest_size=12).hexdigest()
+        for name, lines in by_service.items()
+    }
+
+
+class Round:
+    """One run: the blocking queries of every leased datacenter, then the reads their answers call for.
+
+    HTTP happens in threads; the database is written from the calling thread only.
+    """
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.failed = set()
+        self.changed = False
+        self.read_at = {}  # (datacenter, service) -> when this round last asked for the service
+        self.local = threading.local()
+        self.readers = None
+
+    def client(self):
+        # One client, and so one HTTP session, per thread: requests' sessions are not shared safely.
+        if not hasattr(self.local, "client"):
+            self.local.client = connect()
+        return self.local.client
+
+    def run(self):
+        wait = f"{int(settings.CONSUL_BLOCKING_WAIT_SECONDS * 1000)}ms"
+        with ThreadPoolExecutor(2 * len(self.rows)) as watchers, ThreadPoolExecutor(READERS) as self.readers:
+            futures = {}
+            for row in self.rows:
+                futures[watchers.submit(self.watch_catalog, row, wait)] = (self.on_catalog, row)
+                futures[watchers.submit(self.watch_checks, row, wait)] = (self.on_checks, row)
+            for future in as_completed(futures):
+                handle, row = futures[future]
+                if row.name in self.failed:
+                    continue
+                try:
+                    handle(row, *future.result())
+                except (*CONSUL_ERRORS, UnexpectedAnswer) as error:
+                    self.failed.add(row.name)
+                    _back_off(row, describe(error))
+                    log.warning("Consul datacenter %s is stale: %s", row.name, describe(error))
+        for row in self.rows:
+            if row.name not in self.failed:
+                SourceStatus.record_success(f"consul:{row.name}")
+                if row.retry_after:
+                    row.retry_after = None
+                    row.save(update_fields=["retry_after"])
+        return self.changed
+
+    # --- the two blocking queries (in threads) ---------------------------------------------------------
+
+    def watch_catalog(self, row, wait):
+        index, services = self.client().catalog.services(index=row.catalog_index or None, wait=wait, dc=row.name)
+        return time.monotonic(), _index(index), services
+
+    def watch_checks(self, row, wait):
+        index, checks = self.client().health.state("any", index=row.checks_index or None, wait=wait, dc=row.name)
+        return time.monotonic(), _index(index), checks
+
+    # --- what their answers call for (in the calling thread) -------------------------------------------
+
+    def on_catalog(self, row, received_at, index, services):
+        if not isinstance(services, dict):
+            raise UnexpectedAnswer(f"/v1/catalog/services answered a {type(services).__name__}, not an object")
+        resync = index == 0 or index < row.catalog_index
+        if index == row.catalog_index and not resync:
+            return
+        names = [name for name in services if isinstance(name, str)]
+        self.read_and_reconcile(row, names, force=resync)
+        self.changed |= mark_absent(row.name, names, timezone.now())
+        row.service_indexes = {name: row.service_indexes[name] for name in names if name in row.service_indexes}
+        # The blocking-queries page: an index must be at least 1, else queries stop blocking.
+        row.catalog_index = max(index, 1)
+        row.save(update_fields=["catalog_index", "service_indexes"])
+
+    def on_checks(self, row, received_at, index, checks):
+        if not isinstance(checks, list):
+            raise UnexpectedAnswer(f"/v1/health/state/any answered a {type(checks).__name__}, not a list")
+        resync = index == 0 or index < row.checks_index
+        if index == row.checks_index and not resync:
+            return
+        digests = _check_digests(checks)
+        if resync or digests.get("") != row.check_digests.get(""):
+            names = set(row.service_indexes) | set(digests)
+        else:
+            names = {name for name in digests.keys() | row.check_digests.keys() if digests.get(name) != row.check_digests.get(name)}
+        # A service read after these checks were current is already up to date.
+        names = [name for name in names if name and self.read_at.get((row.name, name), -1) < received_at]
+        self.read_and_reconcile(row, names, force=resync)
+        row.check_digests = digests
+        row.checks_index = max(index, 1)
+        row.save(update_fields=["checks_index", "check_digests", "service_indexes"])
+
+    def read_and_reconcile(self, row, names, force):
+        answers = {}
+        futures = {}
+        for name in names:
+            self.read_at[(row.name, name)] = time.monotonic()
+            futures[self.readers.submit(self.read_service, row.name, name)] = name
+        try:
+            for future in as_completed(futures):
+                index, entries = future.result()
+                name = futures[future]
+                if force or index == 0 or index != row.service_indexes.get(name):
+                    answers[name] = entries
+                    row.service_indexes[name] = index
+        finally:
+            for future in futures:
+                future.cancel()
+        self.changed |= reconcile(row.name, answers, timezone.now())
+
+    def read_service(self, datacenter, name):
+        index, entries = self.client().health.service(name, dc=datacenter)
+        return _index(index), entries if isinstance(entries, list) else []

@@ -1,0 +1,106 @@
+"""The py-consul client as the settings describe it, and the writes that the admin actions make.
+
+Writes go through the agent API of ``CONSUL_HTTP_ADDR``: Consul owns a service instance on the agent
+that registered it, so these act on the instances registered with that agent (every instance, with
+``consul agent -dev``). Each write raises ``ConsulWriteError`` with Consul's own words when it fails.
+"""
+
+from urllib.parse import urlsplit
+
+import consul
+import requests
+from django.conf import settings
+
+# Seconds to wait for Consul to connect or answer; blocking queries add their wait to it.
+REQUEST_TIMEOUT_SECONDS = 10
+# The service-registration meta key that holds a service's balancing policy (docs/consul.md).
+POLICY_META_KEY = "meshscope-balancing"
+# What the client raises when Consul is down, slow, refuses the token or answers 4xx/5xx.
+CONSUL_ERRORS = (consul.ConsulException, requests.RequestException)
+
+
+class ConsulWriteError(Exception):
+    """A write that Consul refused or could not take; the message is what Consul said."""
+
+
+def connect():
+    address = settings.CONSUL_HTTP_ADDR
+    parts = urlsplit(address if "//" in address else f"//{address}")
+    uses_tls = parts.scheme == "https" or (not parts.scheme and bool(settings.CONSUL_CACERT))
+    cert = None
+    if settings.CONSUL_CLIENT_CERT:
+        cert = (settings.CONSUL_CLIENT_CERT, settings.CONSUL_CLIENT_KEY) if settings.CONSUL_CLIENT_KEY else settings.CONSUL_CLIENT_CERT
+    client = consul.Consul(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 8500,
+        scheme="https" if uses_tls else "http",
+        verify=settings.CONSUL_CACERT or True,
+        cert=cert,
+        connections_timeout=REQUEST_TIMEOUT_SECONDS,
+    )
+    # py-consul lets the process environment override the token it is given; the settings decide here.
+    client.token = settings.CONSUL_HTTP_TOKEN or None
+    return client
+
+
+def describe(error):
+    """Consul's own message for a failed call, for the stale reason and the admin's error message."""
+    if isinstance(error, requests.RequestException):
+        return f"Consul at {settings.CONSUL_HTTP_ADDR} is unreachable: {error.__class__.__name__}: {error}"
+    if isinstance(error, consul.ACLPermissionDenied):
+        return f"Consul refused the token (403): {error}"
+    return f"Consul answered: {error}"
+
+
+def _write(call, *args, **kwargs):
+    try:
+        accepted = call(*args, **kwargs)
+    except CONSUL_ERRORS as error:
+        raise ConsulWriteError(describe(error)) from error
+    if not accepted:
+        # py-consul turns the agent's 404 ("Unknown service ID") into False.
+        raise ConsulWriteError("Consul answered 404: this agent has no service with that ID.")
+
+
+def register(name, service_id, address, port, tags, meta, weights, check=None):
+    client = connect()
+    _write(
+        client.agent.service.register,
+        name,
+        service_id=service_id or None,
+        address=address or None,
+        port=port or None,
+        tags=list(tags),
+        meta=dict(meta),
+        weights=dict(weights),
+        check=check,
+    )
+
+
+def reregister(instance, meta=None, weights=None):
+    """Registers the instance again as it is known, with new meta or weights; Consul keeps its checks."""
+    register(
+        instance.service.name,
+        instance.consul_id,
+        instance.address,
+        instance.port,
+        instance.tags,
+        instance.meta if meta is None else meta,
+        weights or {"Passing": instance.weight_passing, "Warning": instance.weight_warning},
+    )
+
+
+def deregister(instance):
+    _write(connect().agent.service.deregister, instance.consul_id)
+
+
+def set_maintenance(instance, enable, reason=""):
+    _write(connect().agent.service.maintenance, instance.consul_id, "true" if enable else "false", reason or None)
+
+
+def http_check(url, interval="10s", timeout="5s"):
+    return consul.Check.http(url, interval, timeout=timeout)
+
+
+def tcp_check(host, port, interval="10s", timeout="5s"):
+    return consul.Check.tcp(host, port, interval, timeout=timeout)

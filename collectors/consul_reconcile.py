@@ -1,0 +1,218 @@
+"""Turns Consul's answers into Service and Instance rows: upserts, never deletes.
+
+An instance that leaves Consul gets ``deregistered_at``: spans and rollups still point at it. A service
+whose last Consul instance left gets ``deregistered_at`` too and keeps ``in_consul`` as history of where
+it came from; both come back (``deregistered_at`` cleared) when Consul lists them again.
+
+Everything Consul sends is untrusted: fields may be missing, of the wrong type, or huge. What does not
+fit is cut to the column's size or replaced by Consul's default, never trusted as markup.
+"""
+
+import logging
+from collections import Counter, defaultdict
+
+from django.db import transaction
+
+from collectors.consul_client import POLICY_META_KEY
+from topology.models import Instance, Service
+from topology.models.services import BalancingPolicy, Health
+
+log = logging.getLogger(__name__)
+
+BATCH_SERVICES = 500
+MAX_TEXT = 255
+MAX_TAG = 512
+MAX_TAGS = 64
+MAX_META_VALUE = 512
+MAX_OUTPUT = 4096
+HEALTH_ORDER = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.CRITICAL: 3}
+MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
+CONSUL_FIELDS = [
+    "consul_id", "node", "address", "port", "datacenter", "tags", "meta", "weight_passing",
+    "weight_warning", "health", "checks", "in_maintenance", "in_consul", "last_seen", "deregistered_at",
+]  # fmt: skip
+SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_seen", "deregistered_at"]
+
+
+def _text(value, limit=MAX_TEXT):
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _weight(weights, key):
+    value = weights.get(key) if isinstance(weights, dict) else None
+    return value if isinstance(value, int) and 0 <= value <= 2**31 - 1 else 1
+
+
+def _port(value):
+    return value if isinstance(value, int) and 0 < value < 65536 else None
+
+
+def _health(status):
+    return status if status in (Health.PASSING, Health.WARNING, Health.CRITICAL) else Health.UNKNOWN
+
+
+def parse_entry(entry, datacenter):
+    """The Instance fields of one entry of /v1/health/service/:service, or None if it names no instance."""
+    node = entry.get("Node") if isinstance(entry, dict) else None
+    service = entry.get("Service") if isinstance(entry, dict) else None
+    if not isinstance(node, dict) or not isinstance(service, dict) or not _text(service.get("ID")):
+        return None
+    checks = [check for check in entry.get("Checks") or [] if isinstance(check, dict)]
+    statuses = [_health(check.get("Status")) for check in checks]
+    tags = service.get("Tags") if isinstance(service.get("Tags"), list) else []
+    meta = service.get("Meta") if isinstance(service.get("Meta"), dict) else {}
+    return {
+        "consul_id": _text(service["ID"]),
+        "node": _text(node.get("Node")),
+        # Consul's rule: an instance registered without an address is reached at its node's address.
+        "address": _text(service.get("Address")) or _text(node.get("Address")),
+        "port": _port(service.get("Port")),
+        "datacenter": datacenter,
+        "tags": [tag[:MAX_TAG] for tag in tags if isinstance(tag, str)][:MAX_TAGS],
+        "meta": {key[:MAX_TEXT]: value[:MAX_META_VALUE] for key, value in meta.items() if isinstance(value, str)},
+        "weight_passing": _weight(service.get("Weights"), "Passing"),
+        "weight_warning": _weight(service.get("Weights"), "Warning"),
+        "health": max(statuses, key=HEALTH_ORDER.get, default=Health.PASSING),
+        "checks": [
+            {
+                "name": _text(check.get("Name")),
+                "status": _health(check.get("Status")),
+                "output": _text(check.get("Output"), MAX_OUTPUT),
+            }
+            for check in checks
+        ],
+        "in_maintenance": any(
+            _text(check.get("CheckID")).startswith(MAINTENANCE_CHECKS) and check.get("Status") == Health.CRITICAL
+            for check in checks
+        ),
+        "in_consul": True,
+        "deregistered_at": None,
+    }
+
+
+def reconcile(datacenter, answers, now):
+    """Applies /v1/health/service answers, ``{service name: entries}``, for one datacenter.
+
+    Returns whether any row changed.
+    """
+    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT]
+    for name in set(answers) - set(names):
+        log.warning("Consul service name not stored (empty or longer than %s characters): %.80r", MAX_TEXT, name)
+    changed = False
+    for start in range(0, len(names), BATCH_SERVICES):
+        batch = names[start : start + BATCH_SERVICES]
+        with transaction.atomic():
+            changed |= _reconcile_batch(datacenter, {name: answers[name] for name in batch}, now)
+    return changed
+
+
+def mark_absent(datacenter, present, now):
+    """Deregisters, in this datacenter, the instances of every service the catalog no longer lists."""
+    live = Instance.objects.registered().filter(in_consul=True, datacenter=datacenter)
+    gone = set(live.values_list("service__name", flat=True).distinct()) - set(present)
+    if not gone:
+        return False
+    with transaction.atomic():
+        _reconcile_batch(datacenter, dict.fromkeys(gone, []), now)
+    return True
+
+
+def _reconcile_batch(datacenter, answers, now):
+    services = _services(answers, now)
+    instances = defaultdict(list)
+    for instance in Instance.objects.filter(service__in=services.values()):
+        instances[instance.service_id].append(instance)
+
+    to_create, to_update = [], []
+    for name, entries in answers.items():
+        service = services.get(name)
+        if service is None:  # gone before it was ever stored
+            continue
+        rows = instances[service.pk]
+        seen = set()
+        for entry in entries:
+            fields = parse_entry(entry, datacenter)
+            if fields is None:
+                continue
+            fields["last_seen"] = now
+            instance = _match(rows, fields)
+            if instance is None:
+                instance = Instance(service=service, identity=_free_identity(rows, fields), first_seen=now, **fields)
+                rows.append(instance)
+                to_create.append(instance)
+            else:
+                # Only services whose Consul index moved are read, so a read row is worth writing.
+                for key, value in fields.items():
+                    setattr(instance, key, value)
+                to_update.append(instance)
+            seen.add(id(instance))
+        for instance in rows:
+            if (instance.in_consul and instance.datacenter == datacenter and instance.deregistered_at is None
+                    and id(instance) not in seen):
+                instance.deregistered_at = now
+                to_update.append(instance)
+        _summarise(service, rows, now)
+
+    Instance.objects.bulk_create(to_create, batch_size=1000)
+    Instance.objects.bulk_update(to_update, CONSUL_FIELDS, batch_size=500)
+    Service.objects.bulk_update(services.values(), SERVICE_FIELDS, batch_size=500)
+    return bool(to_create or to_update)
+
+
+def _services(answers, now):
+    services = {service.name: service for service in Service.objects.filter(name__in=answers)}
+    missing = [
+        Service(name=name, in_consul=True, first_seen=now, last_seen=now)
+        for name, entries in answers.items()
+        if name not in services and entries
+    ]
+    if missing:
+        Service.objects.bulk_create(missing, ignore_conflicts=True)
+        services.update((service.name, service) for service in Service.objects.filter(name__in=answers))
+    return services
+
+
+def _match(rows, fields):
+    """The row of this Consul instance: the same Consul instance, else the trace-only instance spans named by
+    its service ID or ``address:port``, so that the balancer statistics see one instance, not two."""
+    for row in rows:
+        if (row.in_consul and row.consul_id == fields["consul_id"] and row.node == fields["node"]
+                and row.datacenter == fields["datacenter"]):
+            return row
+    host_port = f"{fields['address']}:{fields['port']}" if fields["address"] and fields["port"] else None
+    for row in rows:
+        if not row.in_consul and row.identity in (fields["consul_id"], host_port):
+            return row
+    return None
+
+
+def _free_identity(rows, fields):
+    """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent)."""
+    taken = {row.identity for row in rows}
+    candidates = (
+        fields["consul_id"],
+        f"{fields['consul_id']}@{fields['node']}",
+        f"{fields['consul_id']}@{fields['node']}.{fields['datacenter']}",
+    )
+    return next((c[:MAX_TEXT] for c in candidates if c[:MAX_TEXT] not in taken), candidates[-1][:MAX_TEXT])
+
+
+def _summarise(service, rows, now):
+    """The service's Consul fields, from its live Consul instances in every datacenter."""
+    live = [row for row in rows if row.in_consul and row.deregistered_at is None]
+    if live:
+        service.in_consul = True
+        service.deregistered_at = None
+        service.last_seen = now
+        service.tags = sorted({tag for row in live for tag in row.tags})
+        service.datacenter = ",".join(sorted({row.datacenter for row in live}))[:128]
+        service.balancing_policy = _policy(live)
+    elif service.in_consul and service.deregistered_at is None:
+        service.deregistered_at = now
+
+
+def _policy(live):
+    """The most common valid ``meshscope-balancing`` value among the instances; empty when none sets it."""
+    votes = Counter(row.meta.get(POLICY_META_KEY) for row in live)
+    votes = [(count, value) for value, count in votes.items() if value in BalancingPolicy.values]
+    return max(votes)[1] if votes else ""

@@ -1,0 +1,473 @@
+"""A Consul HTTP API test server: the endpoints meshscope uses, on the wire, for tests and benchmarks.
+
+No Consul binary can be installed where the tests run, so the collector and the admin actions talk,
+through the real ``py-consul`` client, to this server instead. It follows these pages of the Consul
+documentation:
+
+- Blocking queries, https://developer.hashicorp.com/consul/api-docs/features/blocking : every read
+  answers with ``X-Consul-Index``; ``?index=N`` holds the request until the endpoint's index goes past N
+  or ``?wait=`` elapses (default 5 minutes, at most 10), plus up to wait/16 of random jitter; the index
+  of each datacenter is its own Raft index, and can go backwards when a cluster is rebuilt or restored
+  from a snapshot (``reset_index``).
+- Catalog, https://developer.hashicorp.com/consul/api-docs/catalog : ``GET /v1/catalog/datacenters``
+  and ``GET /v1/catalog/services`` (service names with the union of their tags; its index moves when a
+  service instance is registered or deregistered, not when a check changes).
+- Health, https://developer.hashicorp.com/consul/api-docs/health : ``GET /v1/health/service/:service``
+  (every instance, critical ones included, with its node, its service definition and its checks, node
+  checks included; the index is the service's own) and ``GET /v1/health/state/:state`` (checks, whose
+  index moves when any check changes).
+- Agent services, https://developer.hashicorp.com/consul/api-docs/agent/service :
+  ``PUT /v1/agent/service/register`` (case-insensitive JSON keys, "Missing service name", "Invalid
+  Weights", "Invalid Service Meta"; weights default to Passing 1 / Warning 1; a check starts critical),
+  ``PUT /v1/agent/service/deregister/:service_id`` and ``PUT /v1/agent/service/maintenance/:service_id``
+  (the ``_service_maintenance:<id>`` critical check; 404 "Unknown service ID" for an unknown ID).
+- ACLs, https://developer.hashicorp.com/consul/api-docs/api-structure#authentication : the token comes
+  in ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; an unknown token gets 403 "ACL not
+  found", no token when ACLs are on gets 403 "Permission denied".
+
+The agent the API talks to is the node ``AGENT_NODE`` of the first datacenter. Tests change the state
+directly with ``register``, ``deregister``, ``set_check`` and ``reset_index``, and make the server fail
+on demand with ``fail_with`` (an HTTP status), ``hang`` (no answer for a while) and ``stop`` (connection
+refused). ``requests`` records every request, for tests and for the benchmark's count.
+"""
+
+import json
+import random
+import re
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+AGENT_NODE = "agent-one"
+MAX_WAIT_SECONDS = 600
+DEFAULT_WAIT_SECONDS = 300
+META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
+DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+class HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops the connections of concurrent readers; Go's is the kernel's.
+    request_queue_size = 1024
+
+
+class ConsulError(Exception):
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def parse_wait(value):
+    if not value:
+        return DEFAULT_WAIT_SECONDS
+    if value.isdigit():
+        return int(value)
+    return min(MAX_WAIT_SECONDS, sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value)))
+
+
+class Datacenter:
+    """One datacenter's catalog: its own Raft index, and the index of each table the endpoints read."""
+
+    def __init__(self, name):
+        self.name = name
+        self.raft_index = 1
+        self.services_index = 1  # the catalog's service table
+        self.checks_index = 1
+        self.service_indexes = {}  # per service name, as Consul's "service.<name>" index
+        self.nodes = {}  # node name -> address
+        self.instances = {}  # (node, service ID) -> service definition, as the health endpoint shows it
+        self.checks = {}  # (node, check ID) -> check
+
+    def bump(self):
+        self.raft_index += 1
+        return self.raft_index
+
+    def ensure_node(self, node, address):
+        if node not in self.nodes:
+            self.nodes[node] = address
+            index = self.bump()
+            self.checks[(node, "serfHealth")] = self.check_entry(node, "serfHealth", "Serf Health Status", index)
+            self.checks_index = index
+
+    def check_entry(self, node, check_id, name, index, status="passing", service=None, output="", notes=""):
+        return {
+            "Node": node,
+            "CheckID": check_id,
+            "Name": name,
+            "Status": status,
+            "Notes": notes,
+            "Output": output,
+            "ServiceID": service["ID"] if service else "",
+            "ServiceName": service["Service"] if service else "",
+            "ServiceTags": list(service["Tags"]) if service else [],
+            "Type": "",
+            "Namespace": "default",
+            "CreateIndex": index,
+            "ModifyIndex": index,
+        }
+
+    def touch_service(self, name, index, checks=False):
+        self.service_indexes[name] = index
+        if checks:
+            self.checks_index = index
+
+    def service_index(self, name):
+        return self.service_indexes.get(name, self.services_index)
+
+
+class ConsulTestServer:
+    """Start with ``with ConsulTestServer() as consul:``; ``consul.address`` is the ``host:port``."""
+
+    def __init__(self, datacenters=("dc1",), token="", certfile=None, keyfile=None, cafile=None):
+        self.datacenters = {name: Datacenter(name) for name in datacenters}
+        self.local_dc = datacenters[0]
+        self.token = token
+        self.tls = (certfile, keyfile, cafile) if certfile else None
+        self.changed = threading.Condition()
+        self.requests = []
+        self.failure = None  # ("status", code, body) or ("hang", seconds)
+        self.port = 0
+        self.httpd = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self):
+        server = HTTPServer(("127.0.0.1", self.port), self.handler_class())
+        if self.tls:
+            certfile, keyfile, cafile = self.tls
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile, keyfile)
+            if cafile:
+                context.load_verify_locations(cafile)
+                context.verify_mode = ssl.CERT_REQUIRED
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        self.httpd = server
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self):
+        """Closes the listening socket: until ``start`` again, connections are refused."""
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+        with self.changed:
+            self.changed.notify_all()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    # --- failures on demand ---------------------------------------------------------------------
+
+    def fail_with(self, status, body="rpc error making call: No cluster leader"):
+        self.failure = ("status", status, body)
+
+    def hang(self, seconds):
+        self.failure = ("hang", seconds)
+
+    def recover(self):
+        self.failure = None
+
+    def count(self, prefix=""):
+        return sum(1 for _, path in list(self.requests) if path.startswith(prefix))
+
+    # --- state, as an operator or Consul's anti-entropy would change it --------------------------
+
+    def register(self, name, service_id=None, address="", port=0, tags=(), meta=None, weights=None,
+                 node=AGENT_NODE, node_address="10.0.0.1", dc=None, checks=(), raw_service=None):
+        """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples."""
+        with self.changed:
+            datacenter = self.datacenters[dc or self.local_dc]
+            datacenter.ensure_node(node, node_address)
+            service = {
+                "ID": service_id or name,
+                "Service": name,
+                "Tags": list(tags),
+                "Address": address,
+                "TaggedAddresses": {},
+                "Meta": dict(meta or {}),
+                "Port": port,
+                "Weights": dict(weights or {"Passing": 1, "Warning": 1}),
+                "EnableTagOverride": False,
+                "Namespace": "default",
+            }
+            service.update(raw_service or {})
+            self._put_instance(datacenter, node, service, checks)
+
+    def _put_instance(self, datacenter, node, service, checks):
+        index = datacenter.bump()
+        key = (node, service["ID"])
+        previous = datacenter.instances.get(key)
+        if previous and previous["Service"] != service["Service"]:
+            datacenter.touch_service(previous["Service"], index)
+        service["CreateIndex"] = previous["CreateIndex"] if previous else index
+        service["ModifyIndex"] = index
+        datacenter.instances[key] = service
+        datacenter.services_index = index
+        for number, (check_name, status, output) in enumerate(checks, start=1):
+            check_id = f"service:{service['ID']}" + (f":{number}" if len(checks) > 1 else "")
+            datacenter.checks[(node, check_id)] = datacenter.check_entry(
+                node, check_id, check_name, index, status=status, service=service, output=output
+            )
+        datacenter.touch_service(service["Service"], index, checks=bool(checks))
+        self.changed.notify_all()
+
+    def deregister(self, service_id, node=AGENT_NODE, dc=None):
+        with self.changed:
+            datacenter = self.datacenters[dc or self.local_dc]
+            service = datacenter.instances.pop((node, service_id), None)
+            if service is None:
+                raise ConsulError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+            index = datacenter.bump()
+            datacenter.services_index = index
+            owned = [key for key, check in datacenter.checks.items() if key[0] == node and check["ServiceID"] == service_id]
+            for key in owned:
+                del datacenter.checks[key]
+            datacenter.touch_service(service["Service"], index, checks=bool(owned))
+            self.changed.notify_all()
+
+    def set_check(self, service_id, status, output="", node=AGENT_NODE, dc=None):
+        """Sets the status of every check of an instance, as a check run would."""
+        with self.changed:
+            datacenter = self.datacenters[dc or self.local_dc]
+            index = datacenter.bump()
+            service = datacenter.instances[(node, service_id)]
+            for (check_node, _), check in datacenter.checks.items():
+                if check_node == node and check["ServiceID"] == service_id:
+                    check.update(Status=status, Output=output, ModifyIndex=index)
+            datacenter.touch_service(service["Service"], index, checks=True)
+            self.changed.notify_all()
+
+    def set_maintenance(self, service_id, enable, reason="", node=AGENT_NODE, dc=None):
+        with self.changed:
+            datacenter = self.datacenters[dc or self.local_dc]
+            service = datacenter.instances.get((node, service_id))
+            if service is None:
+                raise ConsulError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+            key = (node, f"_service_maintenance:{service_id}")
+            if enable == (key in datacenter.checks):
+                return
+            index = datacenter.bump()
+            if enable:
+                notes = reason or "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+                datacenter.checks[key] = datacenter.check_entry(
+                    node, key[1], "Service Maintenance Mode", index, status="critical", service=service, notes=notes
+                )
+            else:
+                del datacenter.checks[key]
+            datacenter.touch_service(service["Service"], index, checks=True)
+            self.changed.notify_all()
+
+    def reset_index(self, value=0, dc=None):
+        """Every index of the datacenter drops to ``value``, as after a rebuild or a snapshot restore."""
+        with self.changed:
+            datacenter = self.datacenters[dc or self.local_dc]
+            datacenter.raft_index = datacenter.services_index = datacenter.checks_index = value
+            datacenter.service_indexes = {name: value for name in datacenter.service_indexes}
+            self.changed.notify_all()
+
+    # --- the HTTP API ------------------------------------------------------------------------------
+
+    def handler_class(self):
+        consul = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.dispatch("GET")
+
+            def do_PUT(self):
+                self.dispatch("PUT")
+
+            def dispatch(self, method):
+                url = urlsplit(self.path)
+                query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                consul.requests.append((method, url.path))
+                try:
+                    consul.simulate_failure()
+                    consul.authorize(self.headers, query)
+                    status, payload, index = consul.route(method, unquote(url.path), query, body)
+                except ConsulError as error:
+                    status, payload, index = error.status, error.reason, None
+                self.reply(status, payload, index)
+
+            def reply(self, status, payload, index):
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8" if isinstance(payload, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if index is not None:
+                    self.send_header("X-Consul-Index", str(index))
+                    self.send_header("X-Consul-KnownLeader", "true")
+                    self.send_header("X-Consul-LastContact", "0")
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def simulate_failure(self):
+        failure = self.failure
+        if failure is None:
+            return
+        if failure[0] == "hang":
+            time.sleep(failure[1])
+        else:
+            raise ConsulError(failure[1], failure[2])
+
+    def authorize(self, headers, query):
+        if not self.token:
+            return
+        bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = headers.get("X-Consul-Token") or bearer or query.get("token", "")
+        if not given:
+            raise ConsulError(403, "Permission denied: anonymous token lacks permission")
+        if given != self.token:
+            raise ConsulError(403, "ACL not found")
+
+    def datacenter(self, query):
+        name = query.get("dc") or self.local_dc
+        if name not in self.datacenters:
+            raise ConsulError(500, "No path to datacenter")
+        return self.datacenters[name]
+
+    def route(self, method, path, query, body):
+        if method == "GET" and path == "/v1/catalog/datacenters":
+            return 200, sorted(self.datacenters), None
+        if method == "GET" and path == "/v1/catalog/services":
+            datacenter = self.datacenter(query)
+            return self.blocking(query, lambda: datacenter.services_index, lambda: self.catalog_services(datacenter))
+        if method == "GET" and path.startswith("/v1/health/service/"):
+            datacenter, name = self.datacenter(query), path.removeprefix("/v1/health/service/")
+            return self.blocking(query, lambda: datacenter.service_index(name), lambda: self.health_service(datacenter, name))
+        if method == "GET" and path.startswith("/v1/health/state/"):
+            datacenter, state = self.datacenter(query), path.removeprefix("/v1/health/state/")
+            if state not in {"any", "unknown", "passing", "warning", "critical"}:
+                raise ConsulError(400, f"Bad check state: {state}")
+            return self.blocking(query, lambda: datacenter.checks_index, lambda: self.checks_in_state(datacenter, state))
+        if method == "PUT" and path == "/v1/agent/service/register":
+            self.agent_register(body)
+            return 200, "", None
+        if method == "PUT" and path.startswith("/v1/agent/service/deregister/"):
+            self.deregister(path.removeprefix("/v1/agent/service/deregister/"))
+            return 200, "", None
+        if method == "PUT" and path.startswith("/v1/agent/service/maintenance/"):
+            if "enable" not in query:
+                raise ConsulError(400, "Missing value for enable")
+            enable = query["enable"].lower()
+            if enable not in {"true", "false", "1", "0", "t", "f"}:
+                raise ConsulError(400, "Invalid value for enable")
+            service_id = path.removeprefix("/v1/agent/service/maintenance/")
+            self.set_maintenance(service_id, enable in {"true", "1", "t"}, query.get("reason", ""))
+            return 200, "", None
+        raise ConsulError(404, f"Not found: {path}")
+
+    def blocking(self, query, current_index, render):
+        """Answers at once without ``index``, else once the endpoint's index passes it or the wait ends."""
+        wanted = int(query.get("index") or 0)
+        if wanted > 0:
+            wait = parse_wait(query.get("wait"))
+            deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+            with self.changed:
+                while current_index() <= wanted and self.httpd is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.changed.wait(remaining)
+        with self.changed:
+            return 200, render(), current_index()
+
+    def catalog_services(self, datacenter):
+        services = {}
+        for service in datacenter.instances.values():
+            tags = services.setdefault(service["Service"], [])
+            tags.extend(tag for tag in service["Tags"] if tag not in tags)
+        return services
+
+    def health_service(self, datacenter, name):
+        entries = []
+        for (node, service_id), service in sorted(datacenter.instances.items()):
+            if service["Service"] != name:
+                continue
+            checks = [
+                check for (check_node, _), check in sorted(datacenter.checks.items())
+                if check_node == node and check["ServiceID"] in {"", service_id}
+            ]
+            entries.append({
+                "Node": {"ID": "", "Node": node, "Address": datacenter.nodes[node], "Datacenter": datacenter.name,
+                         "TaggedAddresses": {}, "Meta": {}},
+                "Service": service,
+                "Checks": checks,
+            })
+        return entries
+
+    def checks_in_state(self, datacenter, state):
+        return [check for _, check in sorted(datacenter.checks.items()) if state == "any" or check["Status"] == state]
+
+    def agent_register(self, body):
+        try:
+            definition = {key.lower(): value for key, value in json.loads(body or b"{}").items()}
+        except (ValueError, AttributeError):
+            raise ConsulError(400, "Request decode failed: invalid JSON") from None
+        name = definition.get("name") or ""
+        if not name:
+            raise ConsulError(400, "Missing service name")
+        weights = {key.capitalize(): value for key, value in (definition.get("weights") or {}).items()}
+        weights = {"Passing": weights.get("Passing", 1), "Warning": weights.get("Warning", 1)}
+        if not isinstance(weights["Passing"], int) or weights["Passing"] < 1:
+            raise ConsulError(400, "Invalid Weights: Passing must be greater than 0")
+        if not isinstance(weights["Warning"], int) or weights["Warning"] < 0:
+            raise ConsulError(400, "Invalid Weights: Warning must be greater or equal than 0")
+        meta = definition.get("meta") or {}
+        for key, value in meta.items():
+            if not META_KEY.match(key) or len(key) > 128:
+                raise ConsulError(400, f"Invalid Service Meta: Key contains invalid characters: {key!r}")
+            if len(str(value)) > 512:
+                raise ConsulError(400, f"Invalid Service Meta: Value is too long (limit: 512 characters): {key!r}")
+        checks = [{key.lower(): value for key, value in check.items()} for check in definition.get("checks") or []]
+        service = {
+            "ID": definition.get("id") or name,
+            "Service": name,
+            "Tags": list(definition.get("tags") or []),
+            "Address": definition.get("address") or "",
+            "TaggedAddresses": {},
+            "Meta": meta,
+            "Port": int(definition.get("port") or 0),
+            "Weights": weights,
+            "EnableTagOverride": bool(definition.get("enabletagoverride")),
+            "Namespace": "default",
+        }
+        with self.changed:
+            datacenter = self.datacenters[self.local_dc]
+            datacenter.ensure_node(AGENT_NODE, "127.0.0.1")
+            existing = [key for key, check in datacenter.checks.items()
+                        if key[0] == AGENT_NODE and check["ServiceID"] == service["ID"]]
+            # Without replace-existing-checks, a re-registration keeps the checks it does not mention.
+            keep = checks == [] and existing
+            self._put_instance(
+                datacenter, AGENT_NODE, service,
+                [] if keep else [(check.get("name") or f"Service '{name}' check", check.get("status") or "critical", "")
+                                 for check in checks],
+            )
