@@ -40,7 +40,7 @@ from topology.models.services import ConsulDatacenter
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "collectors.consul.sync_consul"
+TASK_NAME = "collectors.sync_consul"
 # Concurrent reads of /v1/health/service when many services changed.
 READERS = 16
 BACKOFF_FIRST_SECONDS = 5

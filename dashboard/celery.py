@@ -17,4 +17,7 @@ app.conf.beat_schedule = {
     "prune": {"task": "collectors.prune", "schedule": 600.0, "options": {"expires": 600}},
     # Burrow's window is 10 samples: at 5 s, a consumer silent for about 45 s is STOP.
     "sample-consumer-lag": {"task": "collectors.sample_consumer_lag", "schedule": 5.0, "options": {"expires": 5}},
+    # One run is one round of Consul blocking queries (up to CONSUL_BLOCKING_WAIT_SECONDS); a lease per
+    # datacenter turns away the runs offered meanwhile, so a slow Consul never piles them up.
+    "sync-consul": {"task": "collectors.sync_consul", "schedule": 2.0, "options": {"expires": 2}},
 }
