@@ -16,6 +16,8 @@ from topology.models import ConsumerPartitionLag, SourceStatus
 
 RATE = 50  # messages a second
 SAMPLE_EVERY = 0.5
+# With the producer still running, a consumer that keeps up is a poll (100 ms) behind at most.
+CAUGHT_UP = RATE // 5
 
 
 class SteadyProducer(threading.Thread):
@@ -150,7 +152,7 @@ def test_paused_consumer_lag_is_measured_and_judged_then_recovers(kafka_settings
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             catch_up_statuses += sample_for(SAMPLE_EVERY, group)
-            if latest_for_group(group)["lag_messages"] == 0 and catch_up_statuses[-1] == "OK":
+            if latest_for_group(group)["lag_messages"] <= CAUGHT_UP and catch_up_statuses[-1] == "OK":
                 break
 
         after_resume = slow_statuses + catch_up_statuses
@@ -158,7 +160,7 @@ def test_paused_consumer_lag_is_measured_and_judged_then_recovers(kafka_settings
         first_warn = after_resume.index("WARN")
         assert "OK" in after_resume[first_warn:]
         assert after_resume[-1] == "OK"
-        assert latest_for_group(group)["lag_messages"] == 0
+        assert latest_for_group(group)["lag_messages"] <= CAUGHT_UP
         print(
             f"\ntrue lag {true_lag:.0f} msgs, measured {lag['lag_messages']}; true {true_seconds:.2f} s, "
             f"measured {lag['lag_seconds']:.2f} s; paused {paused_statuses}; after resume {after_resume}"
