@@ -1,0 +1,444 @@
+"""Django admin: services and instances as Consul and traces show them, and the actions that write to Consul.
+
+What Consul owns is read-only here: an operator changes it through an action, which asks Consul first,
+on a confirmation page, with a permission of its own (see ``Instance.Meta.permissions``). When Consul
+refuses, the operator reads Consul's own message; when it accepts, the row follows at once and an admin
+log entry records who did what. The collector then confirms the change from Consul.
+"""
+
+import re
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.core.validators import URLValidator
+from django.db.models import Count, Q
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from collectors import consul_client
+from collectors.consul_client import POLICY_META_KEY, ConsulWriteError
+from topology.models import DeadLetter, Instance, Service, SourceStatus
+from topology.models.services import BalancingPolicy
+
+CONFIRMATION_TEMPLATE = "admin/topology/consul_confirmation.html"
+# Consul's rule for service meta keys (https://developer.hashicorp.com/consul/docs/services/configuration/services-configuration-reference#meta).
+META_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+
+
+def has_perm(codename):
+    """A ``has_<codename>_permission`` method for the admin actions of that name."""
+
+    def check(self, request):
+        return request.user.has_perm(f"topology.{codename}")
+
+    return check
+
+
+# --- forms -------------------------------------------------------------------------------------------
+
+
+class WeightsForm(forms.Form):
+    # Consul's rule: Passing at least 1, Warning at least 0.
+    passing = forms.IntegerField(min_value=1, max_value=65535, initial=1)
+    warning = forms.IntegerField(min_value=0, max_value=65535, initial=1)
+
+
+class MaintenanceForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False, help_text="Shown in Consul and here.")
+
+
+class PolicyForm(forms.Form):
+    policy = forms.ChoiceField(choices=BalancingPolicy.choices)
+
+
+class RegisterInstanceForm(WeightsForm):
+    service = forms.CharField(max_length=255)
+    service_id = forms.CharField(max_length=255, required=False, help_text="Defaults to the service name.")
+    address = forms.CharField(max_length=255, required=False, help_text="Defaults to the agent's address.")
+    port = forms.IntegerField(min_value=1, max_value=65535, required=False)
+    tags = forms.CharField(required=False, help_text="Separated by commas.")
+    meta = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, help_text="One key=value a line.")
+    check_type = forms.ChoiceField(choices=[("", "No check"), ("http", "HTTP"), ("tcp", "TCP")], required=False)
+    check_target = forms.CharField(required=False, help_text="A URL for HTTP, host:port for TCP.")
+    check_interval = forms.RegexField(regex=r"^\d+(ms|s|m)$", initial="10s")
+    check_timeout = forms.RegexField(regex=r"^\d+(ms|s|m)$", initial="5s")
+    field_order = ["service", "service_id", "address", "port", "tags", "meta", "passing", "warning"]
+
+    def clean_tags(self):
+        return [tag.strip() for tag in self.cleaned_data["tags"].split(",") if tag.strip()]
+
+    def clean_meta(self):
+        meta = {}
+        for line in self.cleaned_data["meta"].splitlines():
+            if not line.strip():
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or not META_KEY.match(key.strip()):
+                raise forms.ValidationError(f"“{line}” is not key=value with a key of letters, digits, - and _.")
+            meta[key.strip()] = value.strip()
+        return meta
+
+    def clean(self):
+        data = super().clean()
+        kind, target = data.get("check_type"), data.get("check_target", "").strip()
+        if kind == "http":
+            try:
+                URLValidator(schemes=["http", "https"])(target)
+            except forms.ValidationError:
+                self.add_error("check_target", "An HTTP check needs an http:// or https:// URL.")
+        elif kind == "tcp":
+            host, _, port = target.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self.add_error("check_target", "A TCP check needs host:port.")
+        return data
+
+    def consul_check(self):
+        data = self.cleaned_data
+        target, interval, timeout = data["check_target"].strip(), data["check_interval"], data["check_timeout"]
+        if data["check_type"] == "http":
+            return consul_client.http_check(target, interval, timeout)
+        if data["check_type"] == "tcp":
+            host, _, port = target.rpartition(":")
+            return consul_client.tcp_check(host, int(port), interval, timeout)
+        return None
+
+
+# --- list filters --------------------------------------------------------------------------------------
+
+
+class SourceFilter(admin.SimpleListFilter):
+    title = "source"
+    parameter_name = "source"
+
+    def lookups(self, request, model_admin):
+        return [("consul", "Consul only"), ("traces", "Traces only"), ("both", "Both")]
+
+    def queryset(self, request, queryset):
+        return {
+            "consul": queryset.filter(in_consul=True, in_traces=False),
+            "traces": queryset.filter(in_consul=False, in_traces=True),
+            "both": queryset.filter(in_consul=True, in_traces=True),
+        }.get(self.value(), queryset)
+
+
+class RegisteredFilter(admin.SimpleListFilter):
+    title = "registration"
+    parameter_name = "registered"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Registered"), ("no", "Deregistered")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(deregistered_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(deregistered_at__isnull=False)
+        return queryset
+
+
+# --- the confirmation pages ---------------------------------------------------------------------------
+
+
+class ConsulActionsMixin:
+    """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
+
+    def confirm(self, request, queryset, action, title, form_class=None, warning=""):
+        """The validated form once the operator confirmed, else the confirmation page to show."""
+        if not queryset:
+            self.message_user(request, "Nothing to do.", messages.WARNING)
+            return None
+        form = form_class(request.POST if "confirm" in request.POST else None) if form_class else None
+        if "confirm" in request.POST and (form is None or form.is_valid()):
+            return form.cleaned_data if form else {}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "objects": queryset,
+            "form": form,
+            "action": action,
+            "warning": warning,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+        }
+        return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
+
+    def write_each(self, request, objects, write, log_message):
+        """Calls ``write(obj)`` for each object; logs the successes and reports each failure."""
+        done = 0
+        for obj in objects:
+            try:
+                write(obj)
+            except ConsulWriteError as error:
+                self.message_user(request, f"{obj}: {error}", messages.ERROR)
+                continue
+            self.log_change(request, obj, log_message)
+            done += 1
+        if done:
+            self.message_user(request, f"Consul accepted the change for {done} of {len(objects)}.", messages.SUCCESS)
+
+
+# --- services ------------------------------------------------------------------------------------------
+
+
+class InstanceInline(admin.TabularInline):
+    model = Instance
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = [
+        "identity", "consul_id", "node", "address", "port", "datacenter", "health", "in_maintenance",
+        "weight_passing", "weight_warning", "in_consul", "in_traces", "deregistered_at",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Service)
+class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
+    list_display = [
+        "name", "health_summary", "instance_count", "source", "balancing_policy_shown", "datacenter",
+        "last_seen", "deregistered_at",
+    ]  # fmt: skip
+    list_filter = [SourceFilter, RegisteredFilter, "balancing_policy", "datacenter"]
+    search_fields = ["name", "instances__identity", "instances__consul_id", "instances__address"]
+    inlines = [InstanceInline]
+    actions = ["set_balancing_policy"]
+    consul_fields = ["name", "in_consul", "in_traces", "datacenter", "tags", "first_seen", "last_seen", "deregistered_at"]
+    readonly_fields = consul_fields
+    fields = consul_fields + ["balancing_policy"]
+
+    has_set_balancing_policy_permission = has_perm("set_balancing_policy")
+    has_register_in_consul_permission = has_perm("register_in_consul")
+
+    def has_add_permission(self, request):
+        return False  # services come from Consul and from traces; "Register an instance" adds to Consul
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # history and traces point at services: they are marked deregistered, never deleted
+
+    def get_readonly_fields(self, request, obj=None):
+        # A Consul service's policy lives in Consul: the action changes it there.
+        return self.consul_fields + (["balancing_policy"] if obj is None or obj.in_consul else [])
+
+    def get_queryset(self, request):
+        live = Q(instances__deregistered_at__isnull=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                live_instances=Count("instances", filter=live, distinct=True),
+                passing=Count("instances", filter=live & Q(instances__health="passing"), distinct=True),
+                warning=Count("instances", filter=live & Q(instances__health="warning"), distinct=True),
+                critical=Count("instances", filter=live & Q(instances__health="critical"), distinct=True),
+            )
+        )
+
+    @admin.display(description="health")
+    def health_summary(self, service):
+        return f"{service.passing} passing · {service.warning} warning · {service.critical} critical"
+
+    @admin.display(description="instances", ordering="live_instances")
+    def instance_count(self, service):
+        return service.live_instances
+
+    @admin.display(description="balancing policy", ordering="balancing_policy")
+    def balancing_policy_shown(self, service):
+        return service.get_balancing_policy_display() or "not set (round robin assumed)"
+
+    def get_urls(self):
+        register = self.admin_site.admin_view(self.register_instance_view)
+        return [path("register-instance/", register, name="topology_service_register_instance"), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_register": self.has_register_in_consul_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Set the balancing policy in Consul…", permissions=["set_balancing_policy"])
+    def set_balancing_policy(self, request, queryset):
+        services = list(queryset)
+        confirmed = self.confirm(
+            request, services, "set_balancing_policy", "Set the balancing policy", PolicyForm,
+            warning=f"Every Consul instance of these services is registered again with the meta key "
+            f"“{POLICY_META_KEY}”. Services Consul does not know keep the policy in meshscope only.",
+        )  # fmt: skip
+        if not isinstance(confirmed, dict):
+            return confirmed
+        policy = confirmed["policy"]
+
+        def write(service):
+            for instance in service.instances.registered().filter(in_consul=True).exclude(consul_id=""):
+                meta = {**instance.meta, POLICY_META_KEY: policy}
+                consul_client.reregister(instance, meta=meta)
+                Instance.objects.filter(pk=instance.pk).update(meta=meta)
+            service.balancing_policy = policy
+            service.save(update_fields=["balancing_policy"])
+
+        self.write_each(request, services, write, f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY}).")
+        return None
+
+    def register_instance_view(self, request):
+        if not self.has_register_in_consul_permission(request):
+            raise PermissionDenied
+        form = RegisterInstanceForm(request.POST or None, initial={"service": request.GET.get("service", "")})
+        confirming = request.method == "POST" and form.is_valid()
+        if confirming and "confirm" in request.POST:
+            data = form.cleaned_data
+            try:
+                consul_client.register(
+                    data["service"], data["service_id"], data["address"], data["port"], data["tags"], data["meta"],
+                    {"Passing": data["passing"], "Warning": data["warning"]}, form.consul_check(),
+                )  # fmt: skip
+            except ConsulWriteError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                service, _ = Service.objects.get_or_create(name=data["service"], defaults={"in_consul": True})
+                instance_id = data["service_id"] or data["service"]
+                self.log_change(request, service, f"Registered the instance {instance_id} in Consul.")
+                self.message_user(request, f"Consul registered {instance_id}; the collector reads it on its next round.")
+                return redirect(reverse("admin:topology_service_change", args=[service.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Confirm the registration in Consul" if confirming else "Register an instance in Consul",
+            "opts": self.model._meta,
+            "form": form,
+            "confirming": confirming,
+        }
+        return TemplateResponse(request, "admin/topology/register_instance.html", context)
+
+
+# --- instances -----------------------------------------------------------------------------------------
+
+
+@admin.register(Instance)
+class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
+    list_display = [
+        "identity", "service", "consul_id", "node", "address", "port", "datacenter", "health",
+        "in_maintenance", "weight_passing", "weight_warning", "in_consul", "in_traces", "deregistered_at",
+    ]  # fmt: skip
+    list_filter = [RegisteredFilter, "health", "in_maintenance", "in_consul", "in_traces", "datacenter"]
+    list_select_related = ["service"]
+    search_fields = ["identity", "consul_id", "address", "node", "service__name"]
+    actions = ["deregister", "enable_maintenance", "disable_maintenance", "change_weights"]
+
+    has_deregister_from_consul_permission = has_perm("deregister_from_consul")
+    has_set_maintenance_in_consul_permission = has_perm("set_maintenance_in_consul")
+    has_set_weights_in_consul_permission = has_perm("set_weights_in_consul")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # Consul and traces own every field; the actions change Consul
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def consul_listed(self, request, queryset):
+        """The selected instances Consul can act on; the others are reported and left out."""
+        instances = list(queryset.select_related("service"))
+        usable = [i for i in instances if i.in_consul and i.consul_id and i.deregistered_at is None]
+        if len(usable) < len(instances):
+            self.message_user(request, "Skipped instances that Consul does not list (traces only or deregistered).", messages.WARNING)
+        return usable
+
+    @admin.action(description="Deregister from Consul…", permissions=["deregister_from_consul"])
+    def deregister(self, request, queryset):
+        instances = self.consul_listed(request, queryset)
+        confirmed = self.confirm(request, instances, "deregister", "Deregister from Consul")
+        if not isinstance(confirmed, dict):
+            return confirmed
+
+        def write(instance):
+            consul_client.deregister(instance)
+            instance.deregistered_at = timezone.now()
+            instance.save(update_fields=["deregistered_at"])
+
+        self.write_each(request, instances, write, "Deregistered from Consul.")
+        return None
+
+    @admin.action(description="Enable maintenance mode in Consul…", permissions=["set_maintenance_in_consul"])
+    def enable_maintenance(self, request, queryset):
+        instances = self.consul_listed(request, queryset)
+        confirmed = self.confirm(request, instances, "enable_maintenance", "Enable maintenance mode", MaintenanceForm)
+        if not isinstance(confirmed, dict):
+            return confirmed
+        reason = confirmed["reason"]
+
+        def write(instance):
+            consul_client.set_maintenance(instance, True, reason)
+            instance.in_maintenance = True
+            instance.save(update_fields=["in_maintenance"])
+
+        self.write_each(request, instances, write, f"Enabled maintenance mode in Consul. Reason: {reason or 'none given'}")
+        return None
+
+    @admin.action(description="Disable maintenance mode in Consul…", permissions=["set_maintenance_in_consul"])
+    def disable_maintenance(self, request, queryset):
+        instances = self.consul_listed(request, queryset)
+        confirmed = self.confirm(request, instances, "disable_maintenance", "Disable maintenance mode")
+        if not isinstance(confirmed, dict):
+            return confirmed
+
+        def write(instance):
+            consul_client.set_maintenance(instance, False)
+            instance.in_maintenance = False
+            instance.save(update_fields=["in_maintenance"])
+
+        self.write_each(request, instances, write, "Disabled maintenance mode in Consul.")
+        return None
+
+    @admin.action(description="Change weights in Consul…", permissions=["set_weights_in_consul"])
+    def change_weights(self, request, queryset):
+        instances = self.consul_listed(request, queryset)
+        confirmed = self.confirm(request, instances, "change_weights", "Change weights", WeightsForm)
+        if not isinstance(confirmed, dict):
+            return confirmed
+        passing, warning = confirmed["passing"], confirmed["warning"]
+
+        def write(instance):
+            consul_client.reregister(instance, weights={"Passing": passing, "Warning": warning})
+            instance.weight_passing, instance.weight_warning = passing, warning
+            instance.save(update_fields=["weight_passing", "weight_warning"])
+
+        self.write_each(request, instances, write, f"Set weights in Consul: passing {passing}, warning {warning}.")
+        return None
+
+
+# --- read-only views of the collectors' own records -----------------------------------------------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ["reason", "topic", "partition", "offset", "received_at"]
+    list_filter = ["reason"]
+
+
+@admin.register(SourceStatus)
+class SourceStatusAdmin(ReadOnlyAdmin):
+    list_display = ["name", "configured", "is_stale", "stale_since", "stale_reason", "last_success", "consecutive_failures"]
+
+    @admin.display(boolean=True, description="stale")
+    def is_stale(self, status):
+        return status.is_stale
