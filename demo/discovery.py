@@ -1,0 +1,117 @@
+"""Where the instances of a service are: Consul when CONSUL_HTTP_ADDR is set, else the demo's own layout.
+
+With Consul every instance registers itself with its weight, its health check and the
+``meshscope-balancing`` meta key, and callers ask Consul's health endpoint for passing instances.
+"""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from demo import system
+
+log = logging.getLogger(__name__)
+BALANCING_META = "meshscope-balancing"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    address: str
+    port: int
+    weight: int
+    policy: str
+
+    @property
+    def url(self):
+        return f"http://{self.address}:{self.port}"
+
+
+def consul_configured():
+    return bool(os.environ.get("CONSUL_HTTP_ADDR"))
+
+
+def consul_client():
+    import consul
+
+    # py-consul reads CONSUL_HTTP_ADDR itself; the token is passed on like Consul's CLI does.
+    return consul.Consul(token=os.environ.get("CONSUL_HTTP_TOKEN") or None)
+
+
+class StaticDiscovery:
+    def endpoints(self, service):
+        return [
+            Endpoint(item.id, "127.0.0.1", item.port, item.weight, item.service.policy)
+            for item in system.instances()
+            if item.service.name == service
+        ]
+
+
+class ConsulDiscovery:
+    """Passing instances from Consul, cached briefly; the last answer is kept while Consul is away."""
+
+    ttl = 5.0
+
+    def __init__(self):
+        self.client = consul_client()
+        self.cache = {}
+        self.lock = threading.Lock()
+
+    def endpoints(self, service):
+        with self.lock:
+            fetched_at, endpoints = self.cache.get(service, (0.0, []))
+            if time.monotonic() - fetched_at < self.ttl:
+                return endpoints
+            try:
+                _, entries = self.client.health.service(service, passing=True)
+                endpoints = [self.endpoint(entry["Service"]) for entry in entries]
+            except Exception as error:  # keep serving with what we knew
+                log.warning("Consul lookup of %s failed: %s", service, error)
+            self.cache[service] = (time.monotonic(), endpoints)
+            return endpoints
+
+    @staticmethod
+    def endpoint(service):
+        return Endpoint(
+            id=service["ID"],
+            address=service["Address"] or "127.0.0.1",
+            port=service["Port"],
+            weight=(service.get("Weights") or {}).get("Passing", 1),
+            policy=(service.get("Meta") or {}).get(BALANCING_META, "round_robin"),
+        )
+
+
+def discovery():
+    return ConsulDiscovery() if consul_configured() else StaticDiscovery()
+
+
+def register(instance):
+    """Registers the instance in Consul, if there is one, with its weight and an HTTP health check."""
+    if not consul_configured():
+        return
+    import consul
+
+    check = consul.Check.http(f"http://127.0.0.1:{instance.port}/health", interval="5s", deregister="1m")
+    # The instance registers once it serves, so it starts passing rather than waiting a check interval.
+    check["Status"] = "passing"
+    consul_client().agent.service.register(
+        instance.service.name,
+        service_id=instance.id,
+        address="127.0.0.1",
+        port=instance.port,
+        tags=["meshscope-demo"],
+        meta={BALANCING_META: instance.service.policy},
+        weights={"Passing": instance.weight, "Warning": 1},
+        check=check,
+    )
+
+
+def deregister(instance):
+    if not consul_configured():
+        return
+    try:
+        consul_client().agent.service.deregister(instance.id)
+    except Exception as error:  # shutting down anyway; Consul's deregister-after reaps it
+        log.warning("could not deregister %s from Consul: %s", instance.id, error)

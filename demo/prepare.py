@@ -1,0 +1,50 @@
+"""Prepares the dashboard's database: migrations, then the admin user, created once.
+
+Run by the supervisor as ``python -m demo.prepare`` with the dashboard's environment; prints the
+admin's name and password as JSON. The password is MESHSCOPE_ADMIN_PASSWORD when set (it then resets
+the admin's), else one made on the first run and kept in the var directory, so every run prints the one
+that works; null when someone has changed it since.
+"""
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+
+def kept_secret(path):
+    """A random secret made once and kept, readable by the owner only."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(18))
+    return path.read_text().strip()
+
+
+def main():
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    call_command("migrate", interactive=False, verbosity=0)
+    username = os.environ.get("MESHSCOPE_ADMIN_USER", "admin")
+    chosen = os.environ.get("MESHSCOPE_ADMIN_PASSWORD")
+    password = chosen or kept_secret(settings.VAR_DIR / "admin-password")
+    user, created = get_user_model().objects.get_or_create(
+        username=username, defaults={"is_staff": True, "is_superuser": True}
+    )
+    if created or (chosen and not user.check_password(chosen)):
+        user.set_password(password)
+        user.save()
+    elif not user.check_password(password):
+        password = None  # changed in the admin since: not ours to reset unless asked to
+    print(json.dumps({"username": username, "password": password, "created": created}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    main()
