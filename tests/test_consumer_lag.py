@@ -196,6 +196,19 @@ def test_latest_for_group_sums_partitions_and_takes_the_worst_status():
     assert lag["lag_messages"] == 10 + 50
     assert lag["status"] == "STOP"  # partition 1 has not moved since the first sample, 10 s ago
     assert [p["status"] for p in lag["partitions"]] == ["OK", "STOP"]
-    assert [point["lag_messages"] for point in lag["series"]] == [60, 60, 60]
     assert latest_for_group("nobody") is None
-    assert [g["group"] for g in lag_overview(now=T0 + timedelta(seconds=10))] == ["billing"]
+    [overview] = lag_overview(now=T0 + timedelta(seconds=10))
+    assert overview["group"] == "billing"
+    assert [point["lag_messages"] for point in overview["series"]] == [60, 60, 60]
+
+
+@pytest.mark.django_db
+def test_long_series_are_averaged_per_minute():
+    start = T0.replace(second=0)
+    for second in range(0, 180, 5):
+        record_samples([observation(0, second)], now=start + timedelta(seconds=second))
+
+    [overview] = lag_overview(minutes=24 * 60, now=start + timedelta(seconds=180))
+
+    assert [point["at"] for point in overview["series"]] == [start + timedelta(minutes=m) for m in range(3)]
+    assert [point["lag_messages"] for point in overview["series"]] == [pytest.approx(v, abs=1) for v in (27.5, 87.5, 147.5)]

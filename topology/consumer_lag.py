@@ -8,7 +8,8 @@ offset→time table. The functions above it are pure and take plain values.
 from collections import namedtuple
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Max
+from django.db.models import Count, F, Max, Sum
+from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from topology.models import ConsumerPartitionLag, LagSecondsMethod, LagStatus
@@ -18,8 +19,8 @@ WINDOW_SAMPLES = 10
 # How far back end-offset samples feed the offset→time table (kafka-lag-exporter keeps 60 points).
 TABLE_SAMPLES = 60
 TABLE_MAX_AGE = timedelta(minutes=15)
-# The series latest_for_group returns, from which the group's trend is taken.
-TREND_SERIES = timedelta(minutes=15)
+# Trends are taken over the last WINDOW_SAMPLES samples within this horizon.
+TREND_HORIZON = timedelta(minutes=5)
 # A group in one of these states has members, and members commit: Burrow would see their commits.
 ACTIVE_GROUP_STATES = {"stable", "preparingrebalance", "completingrebalance", "assigning", "reconciling"}
 
@@ -160,7 +161,9 @@ def record_samples(observations, now=None):
     """Stores one ConsumerPartitionLag per observation, with its lag in seconds and its status."""
     now = now or timezone.now()
     observations = list(observations)
-    previous = {(s.group, s.topic, s.partition): s for s in _latest_samples({o.group for o in observations})}
+    previous = {
+        (s.group, s.topic, s.partition): s for group in {o.group for o in observations} for s in _group_latest(group)
+    }
     tables = _offset_time_tables({(o.topic, o.partition) for o in observations}, now)
     rows = []
     for o in observations:
@@ -229,16 +232,62 @@ def _lag_seconds(observation, lag, table, now):
 # --- Reading the series ---------------------------------------------------------------------------
 
 
-def _latest_samples(groups=None):
-    """The newest sample of every partition (of the given groups)."""
-    samples = ConsumerPartitionLag.objects.all()
-    if groups is not None:
-        samples = samples.filter(group__in=groups)
-    newest = samples.values("group").annotate(at=Max("sampled_at"))
-    latest = []
-    for row in newest:
-        latest.extend(samples.filter(group=row["group"], sampled_at=row["at"]).order_by("topic", "partition"))
-    return latest
+def _group_latest(group):
+    """The group's newest samples, one per partition: every partition of a run shares its time."""
+    latest_at = (
+        ConsumerPartitionLag.objects.filter(group=group).order_by("-sampled_at").values_list("sampled_at", flat=True).first()
+    )
+    if latest_at is None:
+        return []
+    return list(ConsumerPartitionLag.objects.filter(group=group, sampled_at=latest_at).order_by("topic", "partition"))
+
+
+def _latest_run():
+    """Every group's samples from the newest sampling run: the groups the cluster has now, or had
+    when it last answered."""
+    latest_at = ConsumerPartitionLag.objects.aggregate(at=Max("sampled_at"))["at"]
+    if latest_at is None:
+        return {}
+    by_group = {}
+    for sample in ConsumerPartitionLag.objects.filter(sampled_at=latest_at).order_by("group", "topic", "partition"):
+        by_group.setdefault(sample.group, []).append(sample)
+    return by_group
+
+
+def _recent_lags(groups, latest_at):
+    """{(group, topic, partition): [(epoch seconds, lag)]} over the trend horizon, oldest first."""
+    recent = (
+        ConsumerPartitionLag.objects.filter(group__in=groups, sampled_at__gte=latest_at - TREND_HORIZON)
+        .order_by("sampled_at")
+        .values_list("group", "topic", "partition", "sampled_at", "lag_messages")
+    )
+    lags = {}
+    for group, topic, partition, sampled_at, lag in recent:
+        lags.setdefault((group, topic, partition), []).append((sampled_at.timestamp(), lag))
+    return lags
+
+
+def lag_series(groups, start, end):
+    """{group: [{"at", "lag_messages", "lag_seconds"}]}: the group's total lag in messages and its
+    largest lag in seconds, per sample over an hour or less, else averaged per minute or per hour
+    so that a week stays a few hundred points."""
+    span = end - start
+    bucket = F("sampled_at") if span <= timedelta(hours=1) else TruncMinute("sampled_at")
+    if span > timedelta(days=1):
+        bucket = TruncHour("sampled_at")
+    rows = (
+        ConsumerPartitionLag.objects.filter(group__in=groups, sampled_at__gte=start, sampled_at__lte=end)
+        .annotate(at=bucket)
+        .values("group", "at")
+        .annotate(total=Sum("lag_messages"), moments=Count("sampled_at", distinct=True), seconds=Max("lag_seconds"))
+        .order_by("group", "at")
+    )
+    series = {}
+    for row in rows:
+        series.setdefault(row["group"], []).append(
+            {"at": row["at"], "lag_messages": round(row["total"] / row["moments"]), "lag_seconds": row["seconds"]}
+        )
+    return series
 
 
 def _partition_dict(sample, trend):
@@ -251,64 +300,58 @@ def _partition_dict(sample, trend):
         "lag_seconds": sample.lag_seconds,
         "lag_seconds_method": sample.lag_seconds_method,
         "status": sample.status,
+        "commits_in_window": len(sample.commit_window),
         "trend_messages_per_second": trend,
         "seconds_to_catch_up": seconds_to_catch_up(sample.lag_messages, trend),
     }
 
 
-def group_lag(group, latest, series):
-    """One group's figures from its partitions' newest samples and its (oldest first) series."""
-    by_partition = {}
-    for sample in series:
-        by_partition.setdefault((sample.topic, sample.partition), []).append(
-            (sample.sampled_at.timestamp(), sample.lag_messages)
-        )
+def group_lag(group, latest, recent_lags):
+    """One group's figures from its partitions' newest samples and their recent lags."""
     partitions = [
-        _partition_dict(s, lag_trend(by_partition.get((s.topic, s.partition), [])[-WINDOW_SAMPLES:])) for s in latest
+        _partition_dict(s, lag_trend(recent_lags.get((group, s.topic, s.partition), [])[-WINDOW_SAMPLES:]))
+        for s in latest
     ]
     totals = {}
-    for sample in series:
-        total = totals.setdefault(sample.sampled_at, {"lag_messages": 0, "lag_seconds": None})
-        total["lag_messages"] += sample.lag_messages
-        if sample.lag_seconds is not None:
-            total["lag_seconds"] = max(total["lag_seconds"] or 0.0, sample.lag_seconds)
-    group_points = [(at.timestamp(), t["lag_messages"]) for at, t in sorted(totals.items())][-WINDOW_SAMPLES:]
-    trend = lag_trend(group_points)
+    for (g, _, _), points in recent_lags.items():
+        if g == group:
+            for at, lag in points:
+                totals[at] = totals.get(at, 0) + lag
+    trend = lag_trend(sorted(totals.items())[-WINDOW_SAMPLES:])
     lag_messages = sum(p["lag_messages"] for p in partitions)
     seconds = [p["lag_seconds"] for p in partitions if p["lag_seconds"] is not None]
     return {
         "group": group,
         "status": worst_status(p["status"] for p in partitions),
-        "sampled_at": latest[0].sampled_at if latest else None,
+        "sampled_at": latest[0].sampled_at,
         "lag_messages": lag_messages,
         "lag_seconds": max(seconds) if seconds else None,
         "trend_messages_per_second": trend,
         "seconds_to_catch_up": seconds_to_catch_up(lag_messages, trend),
         "partitions": partitions,
-        "series": [{"at": at, **t} for at, t in sorted(totals.items())],
     }
 
 
 def lag_overview(minutes=15, now=None):
-    """Every sampled group's latest figures, with its series over the last ``minutes``."""
+    """Every group of the newest sampling run: its latest figures, and its series over ``minutes``."""
     now = now or timezone.now()
-    latest = {}
-    for sample in _latest_samples():
-        latest.setdefault(sample.group, []).append(sample)
-    series = {}
-    recent = ConsumerPartitionLag.objects.filter(group__in=latest, sampled_at__gte=now - timedelta(minutes=minutes))
-    for sample in recent.order_by("sampled_at", "topic", "partition"):
-        series.setdefault(sample.group, []).append(sample)
-    return [group_lag(group, latest[group], series.get(group, [])) for group in sorted(latest)]
+    latest = _latest_run()
+    if not latest:
+        return []
+    latest_at = next(iter(latest.values()))[0].sampled_at
+    recent_lags = _recent_lags(list(latest), latest_at)
+    series = lag_series(list(latest), now - timedelta(minutes=minutes), now)
+    return [
+        {**group_lag(group, samples, recent_lags), "series": series.get(group, [])}
+        for group, samples in sorted(latest.items())
+    ]
 
 
 def latest_for_group(group):
-    """How far behind ``group`` is now: {"group", "status", "sampled_at", "lag_messages",
-    "lag_seconds", ...}, or None if it was never sampled. /api/ingest/ reports our own consumer so."""
-    latest = _latest_samples([group])
+    """How far behind ``group`` is now, or None if it was never sampled: {"group", "status",
+    "sampled_at", "lag_messages", "lag_seconds", "trend_messages_per_second", "seconds_to_catch_up",
+    "partitions"}. /api/ingest/ reports our own consumer (KAFKA_CONSUMER_GROUP) with it."""
+    latest = _group_latest(group)
     if not latest:
         return None
-    recent = ConsumerPartitionLag.objects.filter(
-        group=group, sampled_at__gte=latest[0].sampled_at - TREND_SERIES
-    ).order_by("sampled_at", "topic", "partition")
-    return group_lag(group, latest, list(recent))
+    return group_lag(group, latest, _recent_lags([group], latest[0].sampled_at))

@@ -43,7 +43,7 @@ class ConsumerPartitionLag(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["group", "topic", "partition", "-sampled_at"], name="lag_partition_series_idx"),
+            models.Index(fields=["group", "-sampled_at"], name="lag_group_sampled_idx"),
             models.Index(fields=["topic", "partition", "-sampled_at"], name="lag_topic_partition_idx"),
             models.Index(fields=["sampled_at"], name="lag_sampled_idx"),
         ]
