@@ -1,0 +1,207 @@
+"""`python -m demo` as a person runs it: it comes up, the dashboard sees the system, Ctrl-C leaves nothing.
+
+The demo runs in its own var directory on free ports, with embedded Redis and Kafka and SQLite, and
+registers its services in the Consul test server, so that the balancer statistics know each service's
+policy and weights as they would with a real Consul.
+"""
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from demo import system
+from demo.ports import is_free
+from tests.consul_server import ConsulTestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "demo-test-password"
+START_TIMEOUT = 120
+EXPECTED_SHARES = {
+    "users": ("round_robin", {"users-1": 1 / 3, "users-2": 1 / 3, "users-3": 1 / 3}),
+    "catalog": ("random", {"catalog-1": 1 / 3, "catalog-2": 1 / 3, "catalog-3": 1 / 3}),
+    "orders": ("weighted", {"orders-1": 1 / 8, "orders-2": 2 / 8, "orders-3": 5 / 8}),
+}
+# Enough calls that a measured share lands within SHARE_TOLERANCE of its expectation by chance alone.
+MIN_REQUESTS = 150
+SHARE_TOLERANCE = 0.12
+# Keep the environment of whoever runs the tests out of the demo: it must bring up its own.
+FOREIGN = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER",
+           "DJANGO_SETTINGS_MODULE", "TRACE_TOPICS", "CONSUL_HTTP_TOKEN")
+
+
+def free_layout():
+    """A dashboard port and a DEMO_BASE_PORT whose whole range is free."""
+    span = max(instance.port for instance in system.instances(0)) + 1
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - span)
+        dashboard = base + span
+        if all(is_free(port) for port in range(base, dashboard + 1)):
+            return dashboard, base
+    pytest.fail("no free port range for the demo")
+
+
+def demo_ports(dashboard, base):
+    return [dashboard, *system.embedded_ports(base).values(), *(i.port for i in system.instances(base))]
+
+
+class Demo:
+    def __init__(self, env):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "demo"], cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.output = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.seen = {}  # every descendant ever seen, by pid
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    @property
+    def text(self):
+        return "".join(self.output)
+
+    def note_descendants(self):
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self.seen.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def assert_running(self):
+        assert self.process.poll() is None, f"the demo exited early:\n{self.text}"
+
+
+def wait_for(what, check, demo, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        demo.assert_running()
+        demo.note_descendants()
+        try:
+            last = check()
+        except requests.RequestException as error:
+            last = error
+        if last is True:
+            return
+        time.sleep(2)
+    pytest.fail(f"{what} within {timeout} s; last: {last}\n{demo.text}")
+
+
+def logged_in(base):
+    session = requests.Session()
+    session.get(f"{base}/admin/login/", timeout=5).raise_for_status()
+    response = session.post(
+        f"{base}/admin/login/",
+        data={"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": session.cookies["csrftoken"],
+              "next": "/admin/"},
+        headers={"Referer": f"{base}/admin/login/"},
+        timeout=10,
+    )
+    assert response.url.endswith("/admin/"), "the admin could not log in with MESHSCOPE_ADMIN_PASSWORD"
+    return session
+
+
+def topology_complete(session, base):
+    topology = session.get(f"{base}/api/topology/", timeout=10).json()
+    edges = {(edge["source"], edge["target"], edge["sync"], edge["topic"]) for edge in topology["edges"]}
+    wanted = {
+        ("gateway", "users", "sync", ""),
+        ("gateway", "catalog", "sync", ""),
+        ("gateway", "orders", "sync", ""),
+        ("orders", "fulfillment", "async", system.ORDERS_TOPIC),
+    }
+    return True if wanted <= edges else f"edges so far: {sorted(edges)}"
+
+
+def balancers_as_expected(session, base):
+    problems = []
+    for service, (policy, shares) in EXPECTED_SHARES.items():
+        response = session.get(f"{base}/api/balancers/{service}/", timeout=10)
+        if response.status_code != 200:
+            problems.append(f"{service}: HTTP {response.status_code}")
+            continue
+        report = response.json()
+        if report["policy"] != policy or report["policy_assumed"]:
+            problems.append(f"{service}: policy {report['policy']} (assumed: {report['policy_assumed']})")
+            continue
+        instances = {row["instance"]: row for row in report["instances"]}
+        for instance, expected in shares.items():
+            row = instances.get(instance)
+            if row is None or abs(row["expected_share"] - expected) > 0.01:
+                problems.append(f"{service}: {instance} expected share {row and row['expected_share']}, not {expected}")
+        if report["requests"] < MIN_REQUESTS:
+            problems.append(f"{service}: only {report['requests']} requests so far")
+            continue
+        for instance, expected in shares.items():
+            share = instances[instance]["share"]
+            assert abs(share - expected) < SHARE_TOLERANCE, f"{service}: {instance} got {share:.1%}, not {expected:.1%}"
+    return problems or True
+
+
+def registered(consul):
+    return {service["ID"] for dc in consul.datacenters.values() for service in dc.instances.values()}
+
+
+@pytest.fixture
+def consul():
+    with ConsulTestServer() as server:
+        yield server
+
+
+def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
+    dashboard_port, base_port = free_layout()
+    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
+    env.update(
+        MESHSCOPE_VAR_DIR=str(tmp_path / "var"),
+        MESHSCOPE_PORT=str(dashboard_port),
+        DEMO_BASE_PORT=str(base_port),
+        MESHSCOPE_ADMIN_PASSWORD=PASSWORD,
+        CONSUL_HTTP_ADDR=consul.address,
+        DEMO_RPS="20",
+    )
+    base = f"http://127.0.0.1:{dashboard_port}"
+    demo = Demo(env)
+    try:
+        wait_for("the banner", lambda: "Press Ctrl-C to stop." in demo.text or "not yet", demo, START_TIMEOUT)
+        started = float(re.search(r"started in ([\d.]+) s", demo.text).group(1))
+        assert started < 20, demo.text
+        assert f"{base}/" in demo.text and f"admin / {PASSWORD}" in demo.text
+
+        everyone = {instance.id for instance in system.instances(base_port)}
+        wait_for("every instance registered in Consul", lambda: registered(consul) == everyone or registered(consul),
+                 demo, 30)
+
+        session = logged_in(base)
+        wait_for("gateway → each service and the Kafka flow in the topology",
+                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
+        wait_for("each balancing policy with its expected shares",
+                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
+    finally:
+        demo.note_descendants()
+        demo.process.send_signal(signal.SIGINT)
+        try:
+            demo.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.process.kill()
+            pytest.fail(f"the demo did not stop within 30 s of SIGINT:\n{demo.text}")
+
+    assert demo.process.returncode == 0, demo.text
+    assert "stopped." in demo.text
+    _, alive = psutil.wait_procs(list(demo.seen.values()), timeout=5)
+    assert not alive, f"left running: {[process.cmdline() for process in alive]}"
+    assert len(demo.seen) >= len(system.instances(base_port)) + 5  # the check saw the whole tree
+    bound = [port for port in demo_ports(dashboard_port, base_port) if not is_free(port)]
+    assert not bound, f"ports still bound: {bound}"
+    assert not registered(consul), "instances left registered in Consul"
