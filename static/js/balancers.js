@@ -46,7 +46,7 @@ function sharesChart(series) {
     class: `series-${(index % 4) + 1}`,
     points: series.series.map((m) => [new Date(m.minute).getTime(), m.shares[name]]),
   }));
-  return chartBlock("Share per minute", series.instances.join(" · "), lineChart(lines, { format: fmtPct, height: 120, label: "share per minute" }));
+  return chartBlock("Share per minute", series.instances.join(" · "), lineChart(lines, { format: fmtPct, height: 120, width: 520, min: 1, label: "share per minute" }));
 }
 
 function card(summary) {

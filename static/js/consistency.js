@@ -76,7 +76,7 @@ function renderFlows(data) {
           { points: (f.series || []).map((m) => [t(m), m.p50_ms]), class: "series-4", label: "p50" },
           { points: (f.series || []).map((m) => [t(m), m.p95_ms]), class: "series-1", label: "p95" },
           { points: (f.series || []).map((m) => [t(m), m.p99_ms]), class: "series-3", label: "p99" },
-        ], { format: fmtMs, height: 80, label: "propagation delay" })),
+        ], { format: fmtMs, height: 90, width: 520, label: "propagation delay" })),
       ),
     ));
   }

@@ -47,8 +47,9 @@ const cy = cytoscape({
         color: "#1d2330",
         "text-valign": "bottom",
         "text-margin-y": 4,
-        "text-wrap": "ellipsis",
-        "text-max-width": 160,
+        "text-wrap": "wrap",
+        "text-max-width": 180,
+        "text-overflow-wrap": "anywhere",
         "min-zoomed-font-size": 7,
         "text-background-color": "#ffffff",
         "text-background-opacity": 0.75,
@@ -183,8 +184,9 @@ function nodeElement(n) {
       id: n.id,
       name: n.name,
       label: n.rps > 0 ? `${n.name}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : n.name,
-      color: COLORS[n.health] || COLORS.unknown,
-      border: n.error_rate > 0 ? COLORS[health] : "#ffffff",
+      // Fill: the worse of Consul's health and the error rate; ring: Consul's own health.
+      color: COLORS[health] || COLORS.unknown,
+      border: n.health && n.health !== "unknown" ? COLORS[n.health] : "#ffffff",
       size: 22 + Math.min(26, Math.log10(1 + (n.rps || 0)) * 12),
       rps: n.rps || 0,
     },
@@ -313,7 +315,7 @@ function draw() {
       });
     }
   });
-  if (relayout) cy.fit(undefined, 30);
+  if (relayout) fit();
   if (ui.selected) cy.getElementById(ui.selected.elementId).select();
   qs("#graph-empty").hidden = model.nodes.size > 0;
   qs("#graph-counts").textContent = `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
@@ -342,15 +344,26 @@ function windowParams() {
 
 function openPanel(content) {
   clear(panelBody).append(content);
+  const opening = panel.hidden;
   panel.hidden = false;
-  cy.resize();
+  if (opening) keepInView();
 }
 
 function closePanel() {
   panel.hidden = true;
   ui.selected = null;
   cy.elements().unselect();
+  keepInView();
+}
+
+// The panel takes width from the graph: refit a small graph, or bring the selection into view.
+function keepInView() {
   cy.resize();
+  if (cy.nodes().length <= 80) fit();
+  else if (ui.selected) {
+    const el = cy.getElementById(ui.selected.elementId);
+    if (el.nonempty()) cy.center(el);
+  }
 }
 
 function statsTable(headers, rows) {
@@ -515,7 +528,15 @@ qs("#filter-text").addEventListener("input", debounce((event) => {
 qs("#filter-health").addEventListener("change", (event) => { ui.health = event.target.value; draw(); });
 qs("#group-by").addEventListener("change", (event) => { ui.group = event.target.value; draw(); });
 qs("#hide-idle").addEventListener("change", (event) => { ui.hideIdle = event.target.checked; draw(); });
-qs("#fit").addEventListener("click", () => cy.fit(undefined, 30));
+qs("#fit").addEventListener("click", fit);
+
+function fit() {
+  cy.fit(undefined, 40);
+  if (cy.zoom() > 1.25) {
+    cy.zoom(1.25);
+    cy.center();
+  }
+}
 
 // --- live updates, window, replay -------------------------------------------------------------------
 

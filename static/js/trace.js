@@ -77,6 +77,7 @@ function spanRow(span) {
 }
 
 function render() {
+  box.classList.toggle("show-critical", qs("#show-critical").checked);
   clear(box).append(ticks());
   if (qs("#collapse-services").checked) {
     const byService = new Map();

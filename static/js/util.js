@@ -103,6 +103,7 @@ export function fmtPct(rate) {
 
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
+  if (ms === 0) return "0";
   if (ms >= 10000) return `${(ms / 1000).toFixed(1)}s`;
   if (ms >= 1000) return `${(ms / 1000).toFixed(2)}s`;
   if (ms >= 100) return `${Math.round(ms)}ms`;
@@ -206,7 +207,7 @@ export function lineChart(series, opts = {}) {
   const height = opts.height || 90;
   const pad = { l: 40, r: 6, t: 6, b: 16 };
   const all = series.flatMap((one) => one.points.filter((p) => p[1] !== null && p[1] !== undefined));
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img" });
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
   if (opts.label) svg.setAttribute("aria-label", opts.label);
   if (!all.length) {
     svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle", text: "no data" }));
@@ -237,6 +238,13 @@ export function lineChart(series, opts = {}) {
     const path = s("path", { class: `series ${one.class || ""}`, d });
     if (one.label) path.append(s("title", { text: one.label }));
     svg.append(path);
+    // A minute with no neighbours would draw nothing as a line: mark it with a dot.
+    one.points.forEach(([t, v], i) => {
+      if (v === null || v === undefined) return;
+      const before = one.points[i - 1], after = one.points[i + 1];
+      const alone = (!before || before[1] === null || before[1] === undefined) && (!after || after[1] === null || after[1] === undefined);
+      if (alone) svg.append(s("circle", { class: `dot-point ${one.class || ""}`, cx: X(t).toFixed(1), cy: Y(v).toFixed(1), r: 2.5 }));
+    });
   }
   return svg;
 }

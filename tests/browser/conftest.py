@@ -1,0 +1,176 @@
+"""A live meshscope (daphne, the real ASGI app with websockets) on the test database, and Debian's
+chromium driven by Playwright.
+
+Daphne runs in a subprocess against the database pytest-django created, with its own channel-layer
+prefix; each test's process-side channel layer is pointed at the same prefix, so announce_change in
+the test reaches the browser through the real Redis.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dashboard.embedded import free_port, port_is_open
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "screenshots"
+DOCS = ROOT / "docs" / "screenshots"
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make around it
+# are ordinary blocking calls.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_collection_modifyitems(items):
+    if not Path(CHROMIUM).exists():
+        skip = pytest.mark.skip(reason=f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests")
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(skip)
+
+
+class LiveServer:
+    def __init__(self, url, prefix, process, log):
+        self.url = url
+        self.prefix = prefix
+        self.process = process
+        self.log = log
+
+    def __str__(self):
+        return self.url
+
+
+@pytest.fixture(scope="session")
+def live_server_daphne(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        db = connection.settings_dict
+    database_url = f"postgres://{db['USER'] or 'postgres'}{':' + db['PASSWORD'] if db['PASSWORD'] else ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    if "sqlite" in db["ENGINE"]:
+        database_url = f"sqlite:///{db['NAME']}"
+    port = free_port()
+    prefix = f"browser-{uuid.uuid4().hex[:8]}"
+    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNELS_PREFIX": prefix,
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "browser-tests"),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not port_is_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"daphne did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    server = LiveServer(f"http://127.0.0.1:{port}", prefix, process, log_path)
+    yield server
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def live(live_server_daphne, transactional_db, settings, redis_url, _isolated_channel_layer):
+    """The live server, with this process's channel layer and live state on its prefix, and fresh."""
+    from channels.layers import channel_layers
+
+    from dashboard import live as live_module
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": live_server_daphne.prefix},
+        }
+    }
+    channel_layers.backends.clear()
+    client = live_module.redis_client()
+    for key in client.scan_iter(f"{live_server_daphne.prefix}:live:*"):
+        client.delete(key)
+    yield live_server_daphne
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def session_cookie(username="sre"):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.set_password("pw-123456")
+    user.save()
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+class PageErrors(list):
+    pass
+
+
+@pytest.fixture
+def page(browser, live):
+    """A logged-in page; JavaScript errors and dialogs (alert!) fail the test."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=live.url)
+    context.add_cookies([{"name": "sessionid", "value": session_cookie(), "url": live.url}])
+    page = context.new_page()
+    errors = PageErrors()
+    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" and "WebSocket" not in msg.text else None)
+    page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.errors = errors
+    yield page
+    context.close()
+    assert [e for e in errors if "Failed to load resource" not in e] == [], errors
+
+
+@pytest.fixture
+def anonymous_page(browser, live):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live.url)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page, name, docs=False):
+    """Saves artifacts/screenshots/<name>.png (CI artifact) and, for the README, docs/screenshots/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    if docs:
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS / f"{name}.png")
+    return path
