@@ -1,7 +1,7 @@
 """Samples the lag of every consumer group (or of LAG_CONSUMER_GROUPS) on the Kafka cluster.
 
 Each run reads, per partition: the group's committed offset, the end offset, and the timestamp of
-the record at the committed offset, which is read by a consumer outside any group (assign, seek,
+the record at the committed offset, which is fetched by a consumer outside any group (assign, seek,
 poll) so that sampling never joins or disturbs the groups it measures. The figures are computed and
 stored by ``topology.consumer_lag.record_samples``.
 """
@@ -58,29 +58,37 @@ def _committed_offsets(admin, groups):
     return committed
 
 
-def read_record_timestamps(consumer, offsets, seconds=RECORD_READ_SECONDS):
-    """{TopicPartition: epoch seconds} of the record at each given offset that could be read.
+def read_at_offsets(consumer, offsets, seconds=RECORD_READ_SECONDS):
+    """Fetches each partition at the given offset: {TopicPartition: (high watermark, timestamp)}.
 
-    A partition whose first record comes back past the offset asked for lost that record to
-    retention or compaction: it gets no timestamp, and the lag falls back to interpolation.
+    The timestamp (epoch seconds) is that of the record at the offset, or None when there is none:
+    the offset is at the end, or its record was lost to retention or compaction (the first record
+    then comes back past the offset). The high watermark comes with every fetch response.
     """
     if not offsets:
         return {}
     consumer.assign(list(offsets))
     for tp, offset in offsets.items():
         consumer.seek(tp, offset)
-    found, done = {}, set()
+    found = {}
     deadline = time.monotonic() + seconds
-    while len(done) < len(offsets) and time.monotonic() < deadline:
-        remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        for tp, records in consumer.poll(timeout_ms=min(remaining_ms, 500)).items():
-            if tp in done or not records:
+    while len(found) < len(offsets) and time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=100)
+        for tp, offset in offsets.items():
+            if tp in found:
                 continue
-            first = records[0]
-            if first.offset == offsets[tp] and first.timestamp >= 0:
-                found[tp] = first.timestamp / 1000
-            done.add(tp)
+            records = polled.get(tp)
+            highwater = consumer.highwater(tp)
+            if records:
+                first = records[0]
+                exact = first.offset == offset and first.timestamp >= 0
+                found[tp] = (highwater, first.timestamp / 1000 if exact else None)
+            elif highwater is not None and highwater <= offset:
+                found[tp] = (highwater, None)
+            else:
+                continue
             consumer.pause(tp)
+    consumer.resume(*consumer.paused())
     return found
 
 
@@ -90,18 +98,20 @@ def observe(admin, consumer):
     committed = _committed_offsets(admin, groups)
     partitions = {tp for offsets in committed.values() for tp in offsets}
     end_offsets = consumer.end_offsets(list(partitions)) if partitions else {}
-    # Several groups may sit at one offset of one partition: the record is read once.
+    # Several groups may sit at one offset of one partition: each offset is read once.
     wanted = {}
     for offsets in committed.values():
         for tp, offset in offsets.items():
-            if offset < end_offsets.get(tp, 0):
-                wanted.setdefault(tp, set()).add(offset)
+            wanted.setdefault(tp, set()).add(offset)
     timestamps = {}
     while wanted:
         batch = {tp: offsets.pop() for tp, offsets in wanted.items()}
         wanted = {tp: offsets for tp, offsets in wanted.items() if offsets}
-        timestamps.update({(tp, batch[tp]): ts for tp, ts in read_record_timestamps(consumer, batch).items()})
-        consumer.resume(*consumer.paused())
+        for tp, (highwater, timestamp) in read_at_offsets(consumer, batch).items():
+            timestamps[(tp, batch[tp])] = timestamp
+            # Tansu answers ListOffsets with the last batch's base offset + 1, short of the end
+            # when batches hold several records; the fetch's high watermark is right.
+            end_offsets[tp] = max(end_offsets.get(tp, 0), highwater or 0)
     return [
         Observation(
             group=group,
@@ -129,6 +139,8 @@ def sample_consumer_lag():
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=256 * 1024,
+            # A caught-up partition answers an empty fetch: do not let the broker sit on it.
+            fetch_max_wait_ms=100,
             **_client_config(),
         )
         observations = observe(admin, consumer)

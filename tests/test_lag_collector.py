@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata
 
 from collectors.lag import sample_consumer_lag
 from dashboard.embedded import free_port
@@ -21,11 +21,7 @@ CAUGHT_UP = RATE // 5
 
 
 class SteadyProducer(threading.Thread):
-    """Sends RATE messages a second and remembers when each offset was produced.
-
-    Each message waits for its acknowledgement, so it travels in a batch of its own: Tansu reports
-    the end offset of a partition as the base offset of its last batch plus one.
-    """
+    """Sends RATE messages a second and remembers when each offset was produced."""
 
     def __init__(self, bootstrap, topic):
         super().__init__(daemon=True)
@@ -177,7 +173,7 @@ def test_idle_topic_with_a_caught_up_consumer_is_ok_and_never_stop(kafka_setting
     create_topic(kafka_bootstrap, topic, partitions=1)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for _ in range(20):
-        producer.send(topic, b"x", partition=0).get(timeout=10)
+        producer.send(topic, b"x", partition=0)
     producer.close()
     consumer = ControllableConsumer(kafka_bootstrap, topic, group)
     consumer.start()
@@ -196,18 +192,29 @@ def test_idle_topic_with_a_caught_up_consumer_is_ok_and_never_stop(kafka_setting
 
 
 @pytest.mark.django_db
-def test_every_group_is_sampled_when_none_is_configured(kafka_settings, kafka_bootstrap):
+def test_every_group_is_sampled_when_none_is_configured_and_batched_records_count(kafka_settings, kafka_bootstrap):
     topic, group = f"all-{uuid.uuid4().hex[:8]}", f"app-{uuid.uuid4().hex[:8]}"
     create_topic(kafka_bootstrap, topic, partitions=2)
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group, **FAST_GROUP)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50)
+    for _ in range(30):  # one batch of 30 records
+        producer.send(topic, b"x", partition=0)
+    producer.close()
+    before = time.time()
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False, **FAST_GROUP
+    )
     try:
         consumer.poll(timeout_ms=3000)
-        consumer.commit({tp: __import__("kafka").OffsetAndMetadata(0, None, -1) for tp in consumer.assignment()})
+        consumer.commit({tp: OffsetAndMetadata(10 if tp.partition == 0 else 0, None, -1) for tp in consumer.assignment()})
     finally:
         consumer.close()
 
     assert sample_consumer_lag() >= 2
-    assert ConsumerPartitionLag.objects.filter(group=group).count() == 2
+
+    lag = latest_for_group(group)
+    assert [(p["partition"], p["lag_messages"]) for p in lag["partitions"]] == [(0, 20), (1, 0)]
+    assert lag["partitions"][0]["lag_seconds_method"] == "record_timestamp"
+    assert 0 <= lag["lag_seconds"] <= time.time() - before + 1
 
 
 @pytest.mark.django_db
