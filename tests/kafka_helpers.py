@@ -30,9 +30,12 @@ def produce(bootstrap, topic, payloads, partition=None):
         producer.close()
 
 
-def span_consumer(bootstrap, topics, group=None):
+def span_consumer(bootstrap, topics, group=None, **overrides):
     return SpanConsumer(
-        topics=topics, bootstrap_servers=[bootstrap], group_id=group or f"test-{uuid.uuid4().hex[:8]}", **FAST_GROUP
+        topics=topics,
+        bootstrap_servers=[bootstrap],
+        group_id=group or f"test-{uuid.uuid4().hex[:8]}",
+        **{**FAST_GROUP, **overrides},
     )
 
 

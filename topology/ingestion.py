@@ -22,7 +22,7 @@ SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_id", "service_id", "instance_id", "kind", "name", "protocol",
     "started_at", "duration_us", "status_code", "error", "peer", "topic", "attributes", "paired",
 )  # fmt: skip
-INSERT_CHUNK = 500
+INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound parameters
 
 
 @dataclass
@@ -37,14 +37,27 @@ def store_spans(records, messages=0, rejected=0):
     result = IngestResult()
     now = timezone.now()
     if records:
+        records = list({(r.trace_id, r.span_id): r for r in records}.values())
         services, result.new_services = _services(records, now)
         instances = _instances(records, services, now)
-        new_rows = _insert(records, services, instances)
+        # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
+        in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
+        new_rows = _insert(records, services, instances, in_batch)
         result.new_spans = len(new_rows)
         result.duplicate_spans = len(records) - len(new_rows)
         batch = RollupBatch()
         _count_roots(new_rows, batch)
-        _pair(_pairing_candidates({row.trace_id for row in new_rows if row.kind in PAIRED_KINDS}), batch)
+        confirmed = _match([row for row in new_rows if row.paired and row.kind in PAIRED_KINDS])
+        for parent, child in confirmed:
+            _count_pair(parent, child, batch)
+        # A partner that was a duplicate leaves its new half to be paired with the stored spans.
+        confirmed_ids = {row.id for pair in confirmed for row in pair}
+        unconfirmed = [row for row in new_rows if row.paired and row.kind in PAIRED_KINDS and row.id not in confirmed_ids
+                       and (row.parent_id or row.kind in PARENT_KINDS)]  # fmt: skip
+        if unconfirmed:
+            Span.objects.filter(pk__in=[row.id for row in unconfirmed]).update(paired=False)
+        waiting = {row.trace_id for row in new_rows if not row.paired or row in unconfirmed}
+        _pair(_pairing_candidates(waiting), batch)
         batch.save()
     _count_ingest(now, messages, result, rejected)
     return result
@@ -80,7 +93,7 @@ class StoredSpan:
     """The fields of a stored span that counting needs, from a fresh insert or from the database."""
 
     __slots__ = ("id", "trace_id", "span_id", "parent_id", "kind", "service_id", "instance_id", "name",
-                 "start_us", "duration_us", "error", "protocol", "topic", "peer", "started_at")  # fmt: skip
+                 "start_us", "duration_us", "error", "protocol", "topic", "peer", "started_at", "paired")  # fmt: skip
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -135,46 +148,62 @@ def _instances(records, services, now):
     return known
 
 
-def _insert(records, services, instances):
+def _insert(records, services, instances, in_batch_pairs):
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows that come back are the new spans."""
-    ops = connection.ops
-    table = Span._meta.db_table
-    json_placeholder = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-    row_placeholder = "(" + ", ".join(json_placeholder if c == "attributes" else "%s" for c in SPAN_COLUMNS) + ")"
+    rows = {}
+    for r in records:
+        service_id = services[r.service]
+        paired = (
+            r.kind not in PAIRED_KINDS
+            or (r.kind in ("server", "consumer") and not r.parent_id)
+            or (r.trace_id, r.span_id) in in_batch_pairs
+        )
+        rows[(r.trace_id, r.span_id)] = (
+            r.trace_id, r.span_id, r.parent_id, service_id, instances.get((service_id, r.instance)), r.kind,
+            r.name, r.protocol, datetime.fromtimestamp(r.start_us / 1_000_000, UTC), r.duration_us,
+            r.status_code, r.error, r.peer, r.topic, json.dumps(r.attributes), paired,
+        )  # fmt: skip
+    returned = _insert_returning_new(list(rows.values()))
+    by_identity = {(r.trace_id, r.span_id): r for r in records}
     new_rows = []
-    unique = {}
-    for record in records:
-        unique.setdefault((record.trace_id, record.span_id), record)
-    records = list(unique.values())
-    with connection.cursor() as cursor:
-        for start in range(0, len(records), INSERT_CHUNK):
-            chunk = records[start : start + INSERT_CHUNK]
-            params = []
-            for r in chunk:
-                service_id = services[r.service]
-                started_at = datetime.fromtimestamp(r.start_us / 1_000_000, UTC)
-                paired = r.kind not in PAIRED_KINDS or (r.kind in ("server", "consumer") and not r.parent_id)
-                params.extend((
-                    r.trace_id, r.span_id, r.parent_id, service_id, instances.get((service_id, r.instance)),
-                    r.kind, r.name, r.protocol, ops.adapt_datetimefield_value(started_at), r.duration_us,
-                    r.status_code, r.error, r.peer, r.topic, json.dumps(r.attributes), paired,
-                ))  # fmt: skip
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(SPAN_COLUMNS)}) VALUES {', '.join([row_placeholder] * len(chunk))} "
-                f"ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING id, trace_id, span_id",
-                params,
-            )
-            by_identity = {(r.trace_id, r.span_id): r for r in chunk}
-            for span_pk, trace_id, span_id in cursor.fetchall():
-                r = by_identity[(trace_id, span_id)]
-                service_id = services[r.service]
-                new_rows.append(StoredSpan(
-                    id=span_pk, trace_id=trace_id, span_id=span_id, parent_id=r.parent_id, kind=r.kind,
-                    service_id=service_id, instance_id=instances.get((service_id, r.instance)), name=r.name,
-                    start_us=r.start_us, duration_us=r.duration_us, error=r.error, protocol=r.protocol,
-                    topic=r.topic, peer=r.peer,
-                ))  # fmt: skip
+    for span_pk, trace_id, span_id in returned:
+        r = by_identity[(trace_id, span_id)]
+        row = rows[(trace_id, span_id)]
+        new_rows.append(StoredSpan(
+            id=span_pk, trace_id=trace_id, span_id=span_id, parent_id=r.parent_id, kind=r.kind,
+            service_id=row[3], instance_id=row[4], name=r.name, start_us=r.start_us, duration_us=r.duration_us,
+            error=r.error, protocol=r.protocol, topic=r.topic, peer=r.peer, paired=row[-1],
+        ))  # fmt: skip
     return new_rows
+
+
+def _insert_returning_new(rows):
+    table = Span._meta.db_table
+    columns = ", ".join(SPAN_COLUMNS)
+    conflict = "ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING id, trace_id, span_id"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # COPY into a scratch table, then one INSERT … SELECT: psycopg's COPY is written in C,
+            # where binding thousands of parameters is not.
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS span_incoming ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA"
+            )
+            with cursor.cursor.copy(f"COPY span_incoming ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM span_incoming {conflict}")
+            returned = cursor.fetchall()
+            cursor.execute("TRUNCATE span_incoming")
+            return returned
+        returned = []
+        adapt = connection.ops.adapt_datetimefield_value
+        placeholder = "(" + ", ".join(["%s"] * len(SPAN_COLUMNS)) + ")"
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            params = [value if i != 8 else adapt(value) for row in chunk for i, value in enumerate(row)]
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))} {conflict}", params)
+            returned.extend(cursor.fetchall())
+        return returned
 
 
 def _count_roots(new_rows, batch):
@@ -198,24 +227,40 @@ def _pairing_candidates(trace_ids):
     return [StoredSpan(**row) for row in rows]
 
 
-def _pair(candidates, batch):
-    """Counts every CLIENT→SERVER and PRODUCER→CONSUMER pair among unpaired spans; returns their ids."""
-    parents = {(row.trace_id, row.span_id): row for row in candidates if row.kind in PARENT_KINDS}
-    paired = set()
-    for child in candidates:
-        parent = parents.get((child.trace_id, child.parent_id))
-        if parent is None or PARENT_KINDS[parent.kind] != child.kind or parent.id in paired:
+def _match(spans):
+    """The CLIENT→SERVER and PRODUCER→CONSUMER (parent, child) pairs among ``spans``, which may be
+    decoded records or stored spans: a parent takes one child."""
+    parents = {(span.trace_id, span.span_id): span for span in spans if span.kind in PARENT_KINDS}
+    pairs = []
+    for child in spans:
+        parent = parents.pop((child.trace_id, child.parent_id), None) if child.parent_id else None
+        if parent is None:
             continue
+        if PARENT_KINDS[parent.kind] != child.kind:
+            parents[(parent.trace_id, parent.span_id)] = parent
+            continue
+        pairs.append((parent, child))
+    return pairs
+
+
+def _count_pair(parent, child, batch):
+    if child.kind == "server":
+        protocol = child.protocol if child.protocol != "other" else parent.protocol
+        batch.add_edge(parent.start_us, parent.service_id, child.service_id, protocol, "", parent.duration_ms, parent.error or child.error)
+        if child.instance_id:
+            batch.add_instance(child.start_us, child.instance_id, parent.service_id, child.duration_ms, child.error)
+    else:
+        delay_ms = (child.start_us - parent.start_us) / 1000
+        topic = child.topic or parent.topic
+        batch.add_edge(parent.start_us, parent.service_id, child.service_id, "messaging", topic, delay_ms, parent.error or child.error)
+
+
+def _pair(candidates, batch):
+    """Counts every pair among stored unpaired spans, marks them paired; returns their ids."""
+    paired = set()
+    for parent, child in _match(candidates):
         paired.update((parent.id, child.id))
-        if child.kind == "server":
-            protocol = child.protocol if child.protocol != "other" else parent.protocol
-            batch.add_edge(parent.start_us, parent.service_id, child.service_id, protocol, "", parent.duration_ms, parent.error or child.error)
-            if child.instance_id:
-                batch.add_instance(child.start_us, child.instance_id, parent.service_id, child.duration_ms, child.error)
-        else:
-            delay_ms = (child.start_us - parent.start_us) / 1000
-            topic = child.topic or parent.topic
-            batch.add_edge(parent.start_us, parent.service_id, child.service_id, "messaging", topic, delay_ms, parent.error or child.error)
+        _count_pair(parent, child, batch)
     if paired:
         Span.objects.filter(pk__in=paired).update(paired=True)
     return paired

@@ -1,0 +1,117 @@
+"""Span ingestion benchmark: OTLP messages of 50 spans through a real broker into the database.
+
+Prints end-to-end spans/s, the raw consume rate of the same Kafka client over the same messages with
+no processing (same run), their ratio, and the peak RSS. Figures are printed, never asserted.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/test .venv/bin/python -m benchmarks.ingest --spans 200000
+"""
+
+import argparse
+import os
+import resource
+import time
+import uuid
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection  # noqa: E402
+from kafka import KafkaConsumer  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+
+from dashboard.embedded import EmbeddedKafka  # noqa: E402
+from tests.kafka_helpers import FAST_GROUP, create_topic, produce, span_consumer  # noqa: E402
+from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf  # noqa: E402
+
+SPANS_PER_MESSAGE = 50
+MESSAGING = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
+
+
+def template_message():
+    """Ten five-span traces (gateway → orders, and a Kafka flow to inventory) from the OpenTelemetry SDK."""
+    traces = OtelTraces()
+    for i in range(10):
+        start = now_ns()
+        root = traces.span("gateway", f"gateway-{i % 2}", "GET /api/orders", "server", start, 30, attributes={"http.request.method": "GET", "http.route": "/api/orders"})
+        call = traces.span("gateway", f"gateway-{i % 2}", "GET", "client", start + 10**6, 20, parent=root, attributes={"http.request.method": "GET", "peer.service": "orders"})
+        served = traces.span("orders", f"orders-{i % 3}", "GET /orders", "server", start + 2 * 10**6, 15, parent=call, attributes={"http.request.method": "GET", "http.response.status_code": 200})
+        send = traces.span("orders", f"orders-{i % 3}", "order-events publish", "producer", start + 3 * 10**6, 1, parent=served, attributes=MESSAGING)
+        traces.span("inventory", "inventory-0", "order-events process", "consumer", start + 8 * 10**6, 2, parent=send, attributes=MESSAGING)
+    template = ExportTraceServiceRequest()
+    template.ParseFromString(otlp_protobuf(traces.finished()))
+    return template
+
+
+def messages(count):
+    """``count`` copies of the template, each with fresh trace ids, so that every span is new."""
+    template = template_message()
+    for _ in range(count):
+        request = ExportTraceServiceRequest()
+        request.CopyFrom(template)
+        fresh = {}
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.trace_id = fresh.setdefault(span.trace_id, uuid.uuid4().bytes)
+        yield request.SerializeToString()
+
+
+def raw_consume(bootstrap, topic, expected_messages):
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=1000, **FAST_GROUP)  # fmt: skip
+    seen, started = 0, None
+    while seen < expected_messages:
+        batch = consumer.poll(timeout_ms=500)
+        if batch and started is None:
+            started = time.perf_counter()  # the group join is not what is measured
+        seen += sum(len(records) for records in batch.values())
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def ingest(bootstrap, topic, expected_spans):
+    # Long enough for a batch to be stored; Tansu makes the join wait this long once, before the clock.
+    consumer = span_consumer(bootstrap, {topic: "otlp_proto"}, max_poll_interval_ms=15_000, session_timeout_ms=10_000)
+    stored, started = 0, None
+    while stored < expected_spans:
+        if started is None and consumer.consumer.assignment():
+            started = time.perf_counter()
+        stored += consumer.poll_once(500)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000)
+    args = parser.parse_args()
+    count = args.spans // SPANS_PER_MESSAGE
+    spans = count * SPANS_PER_MESSAGE
+
+    test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        with EmbeddedKafka() as broker:
+            topic = "bench-otlp"
+            create_topic(broker.bootstrap_servers, topic, partitions=3)
+            produce(broker.bootstrap_servers, topic, messages(count))
+            raw_seconds = raw_consume(broker.bootstrap_servers, topic, count)
+            ingest_seconds = ingest(broker.bootstrap_servers, topic, spans)
+    finally:
+        connection.creation.destroy_test_db(test_db, verbosity=0)
+    raw_rate, ingest_rate = spans / raw_seconds, spans / ingest_seconds
+    print(f"database      {connection.vendor}")
+    print(f"spans         {spans} in {count} OTLP messages of {SPANS_PER_MESSAGE}")
+    print(f"end to end    {ingest_rate:,.0f} spans/s")
+    print(f"raw consume   {raw_rate:,.0f} spans/s (same client, same messages, no processing)")
+    print(f"ratio         {ingest_rate / raw_rate:.2f}")
+    print(f"peak RSS      {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
