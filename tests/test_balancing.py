@@ -242,13 +242,26 @@ def test_per_caller_breakdown_shows_skews_that_cancel_out_overall():
 def test_an_instance_that_joined_mid_window_is_owed_its_part_of_the_window():
     service, instances = make_service("quotes", "round_robin", [1, 1])
     Instance.objects.filter(pk=instances[1].pk).update(first_seen=NOW - timedelta(minutes=5))
-    store_requests(instances[:1], [1000], minutes=15)
-    store_requests(instances[1:], [200], minutes=5)
+    store_requests(instances[:1], [1500], minutes=15)
+    store_requests(instances[1:], [500], minutes=5)
 
     report = BalancerWindow(minutes=15, now=NOW).report(service)
 
     # Present for a third of the window: owed a third of the even split's weight.
     assert report["instances"][1]["expected_share"] == pytest.approx(0.25)
+    assert report["verdict"]["status"] == BALANCED
+
+
+@pytest.mark.django_db
+def test_an_instance_that_just_joined_does_not_leave_the_verdict_at_too_few():
+    service, instances = make_service("prices", "round_robin", [1, 1, 1])
+    Instance.objects.filter(pk=instances[2].pk).update(first_seen=NOW - timedelta(seconds=20))
+    store_requests(instances[:2], [3000, 3000], minutes=15)
+
+    report = BalancerWindow(minutes=15, now=NOW).report(service)
+
+    assert report["instances"][2]["expected_share"] < 0.02
+    assert report["verdict"]["status"] == BALANCED
 
 
 @pytest.mark.django_db

@@ -41,6 +41,10 @@ class BalanceStatistics:
     names: list
     requests: list
     weights: list
+    # Instances that were there for only part of the window (scaled up or down): what they are owed
+    # is only approximate (minute rollups, warm-up), so they are shown but not judged, unless no
+    # instance was there for the whole window.
+    partial: list = None
     total: int = field(init=False)
     eligible_total: int = field(init=False)
     expected_shares: list = field(init=False)
@@ -59,6 +63,10 @@ class BalanceStatistics:
     @property
     def _eligible(self):
         return [i for i, w in enumerate(self.weights) if w > 0]
+
+    @property
+    def _judged(self):
+        return [i for i in self._eligible if not (self.partial and self.partial[i])] or self._eligible
 
     def deviation(self, i):
         """Share among the requests that eligible instances served, minus the expected share."""
@@ -112,14 +120,14 @@ class BalanceStatistics:
     def _can_resolve_tolerance(self):
         """Whether this many requests would reveal a deviation of RELATIVE_TOLERANCE on the
         instance with the smallest expected share."""
-        smallest = min(self._eligible, key=lambda i: self.expected_shares[i])
+        smallest = min(self._judged, key=lambda i: self.expected_shares[i])
         return NOISE_SIGMAS * self._noise(smallest) <= RELATIVE_TOLERANCE * self.expected_shares[smallest]
 
     @property
     def verdict(self):
         if not self.eligible_total:
             return {"status": TOO_FEW_REQUESTS, "summary": "No requests reached a healthy instance."}
-        skewed = [i for i in self._eligible if self._is_skewed(i)]
+        skewed = [i for i in self._judged if self._is_skewed(i)]
         if skewed:
             # Name the most over-served instance; a starved one only when none is over-served enough.
             worst = max(skewed, key=lambda i: self.deviation(i) / self.expected_shares[i])
@@ -240,7 +248,11 @@ class BalancerWindow:
             )
             for instance in instances
         ]
-        return BalanceStatistics(policy, [i.identity for i in instances], requests, weights)
+        partial = [
+            instance.first_seen > self.start or bool(instance.deregistered_at and instance.deregistered_at < self.end)
+            for instance in instances
+        ]
+        return BalanceStatistics(policy, [i.identity for i in instances], requests, weights, partial)
 
     def report(self, service, per_caller=True):
         policy = service.balancing_policy or BalancingPolicy.ROUND_ROBIN
