@@ -1,12 +1,20 @@
-"""The Celery tasks of the collectors. Beat's schedule is in dashboard/celery.py."""
+"""The Celery tasks of the collectors. Beat's schedule is in dashboard/celery.py.
+
+Celery's autodiscovery imports this module only, so the tasks that live beside their collectors
+are imported here to register them.
+"""
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+from collectors.consul import sync_consul
 from collectors.kafka_spans import SpanConsumer
+from collectors.lag import sample_consumer_lag
 from topology import retention
 from topology.ingestion import resolve_unpaired
+
+__all__ = ["consume_spans", "prune", "resolve_unpaired_spans", "sample_consumer_lag", "sync_consul"]
 
 _span_consumer = None
 
