@@ -1,0 +1,75 @@
+"""Decoding of each wire format into normalised spans, field by field."""
+
+import json
+import time
+
+import pytest
+
+from collectors.formats import SpanRejected, decode, detect_format
+from tests.trace_payloads import OtelTraces, now_ns, otlp_json, otlp_protobuf
+
+# The example span of Zipkin's API documentation (zipkin.io/zipkin-api, POST /spans), with its
+# timestamp moved to now: meshscope refuses spans older than the span retention.
+ZIPKIN_DOCUMENTED_SPAN = {
+    "id": "352bff9a74ca9ad2",
+    "traceId": "5af7183fb1d4cf5f",
+    "parentId": "6b221d5bc9e6496c",
+    "name": "get /api",
+    "timestamp": 1556604172355737,
+    "duration": 1431,
+    "kind": "SERVER",
+    "localEndpoint": {"serviceName": "backend", "ipv4": "192.168.99.1", "port": 3306},
+    "remoteEndpoint": {"ipv4": "172.19.0.2", "port": 58648},
+    "tags": {"http.method": "GET", "http.path": "/api"},
+}
+
+
+def test_zipkin_documented_example_decodes_field_by_field():
+    span = dict(ZIPKIN_DOCUMENTED_SPAN, timestamp=int(time.time() * 1e6))
+    (record,) = decode(json.dumps([span]).encode(), "zipkin_json", 10**6, 86400).spans
+
+    assert record.trace_id == "00000000000000005af7183fb1d4cf5f"
+    assert (record.span_id, record.parent_id) == ("352bff9a74ca9ad2", "6b221d5bc9e6496c")
+    assert (record.service, record.instance, record.kind) == ("backend", "192.168.99.1:3306", "server")
+    assert (record.name, record.protocol, record.duration_us) == ("get /api", "http", 1431)
+    assert record.start_us == span["timestamp"]
+    assert (record.error, record.peer) == (False, "")
+    assert record.attributes == {"http.method": "GET", "http.path": "/api"}
+
+
+def test_otlp_protobuf_and_json_decode_to_the_same_spans():
+    traces = OtelTraces()
+    root = traces.span("checkout", "checkout-1", "POST /pay", "server", now_ns(), 12, attributes={"http.request.method": "POST", "http.response.status_code": 201})
+    traces.span("checkout", "checkout-1", "Charge", "client", now_ns(), 8, parent=root, attributes={"rpc.system": "grpc", "server.address": "payments.svc", "server.port": 50051})
+    spans = traces.finished()
+
+    from_proto = decode(otlp_protobuf(spans), "otlp_proto", 10**6, 86400).spans
+    from_json = decode(otlp_json(spans), "otlp_json", 10**6, 86400).spans
+
+    assert from_proto == from_json
+    server, client = sorted(from_proto, key=lambda r: r.kind, reverse=True)
+    assert (server.kind, server.status_code, server.protocol, server.parent_id) == ("server", "201", "http", "")
+    assert (client.kind, client.protocol, client.peer, client.parent_id) == ("client", "grpc", "payments.svc:50051", server.span_id)
+    assert client.instance == "checkout-1" and len(client.trace_id) == 32
+
+
+def test_attributes_are_bounded_in_count_and_size():
+    traces = OtelTraces()
+    attributes = {f"key.{i:03}": "x" * 5000 for i in range(100)}
+    traces.span("api", "api-1", "GET /", "server", now_ns(), 1, attributes=attributes)
+
+    (record,) = decode(otlp_protobuf(traces.finished()), "otlp_proto", 10**6, 86400).spans
+
+    assert len(record.attributes) == 65 and record.attributes["meshscope.dropped_attributes"] == 36
+    assert max(len(value) for value in record.attributes.values() if isinstance(value, str)) == 1025
+
+
+@pytest.mark.parametrize("payload,expected", [(b"[{}]", "zipkin_json"), (b' {"resourceSpans": []}', "otlp_json"), (b"\n\x12", "otlp_proto")])
+def test_the_format_is_detected_from_the_first_byte(payload, expected):
+    assert detect_format(payload) == expected
+
+
+def test_protobuf_garbage_is_not_decodable():
+    with pytest.raises(SpanRejected) as rejected:
+        decode(b"\xff\xff\xff\xff not protobuf", "otlp_proto", 10**6, 86400)
+    assert rejected.value.reason in ("not_decodable", "wrong_shape")
