@@ -11,7 +11,7 @@ import time
 
 from celery import shared_task
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 
 from dashboard.live import announce_change

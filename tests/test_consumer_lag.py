@@ -114,6 +114,11 @@ def test_an_offset_older_than_the_table_is_extrapolated():
     assert table.time_of_record(499) == (pytest.approx(50.0), "extrapolated")
 
 
+def test_extrapolation_ignores_a_trailing_idle_stretch():
+    table = OffsetTimeTable([Point(1000, 100.0), Point(1200, 120.0), Point(1200, 500.0)])
+    assert table.time_of_record(499) == (pytest.approx(50.0), "extrapolated")
+
+
 def test_a_table_without_movement_gives_no_estimate():
     assert OffsetTimeTable([Point(5, 1.0), Point(5, 2.0)]).time_of_record(2) == (None, "unavailable")
     assert OffsetTimeTable([Point(5, 1.0)]).time_of_record(2) == (None, "unavailable")

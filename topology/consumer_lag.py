@@ -105,11 +105,9 @@ class OffsetTimeTable:
         for left, right in reversed(rising):
             if left.offset < target <= right.offset:
                 return _on_line(left, right, target), LagSecondsMethod.INTERPOLATED
-        # Before the table starts: extend the longest trend line the table holds.
-        first, last = self.points[0], self.points[-1]
-        if last.offset == first.offset:
-            return None, LagSecondsMethod.UNAVAILABLE
-        return _on_line(first, last, target), LagSecondsMethod.EXTRAPOLATED
+        # Before the table starts: extend the longest trend line the table holds, from its first
+        # rise to its last (a trailing idle stretch says nothing about the rate before the table).
+        return _on_line(rising[0][0], rising[-1][1], target), LagSecondsMethod.EXTRAPOLATED
 
 
 def _on_line(left, right, offset):
