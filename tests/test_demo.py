@@ -7,6 +7,7 @@ policy and weights as they would with a real Consul.
 
 import os
 import random
+import socket
 import re
 import signal
 import subprocess
@@ -120,6 +121,7 @@ def topology_complete(session, base):
         ("gateway", "users", "sync", ""),
         ("gateway", "catalog", "sync", ""),
         ("gateway", "orders", "sync", ""),
+        ("catalog", "inventory", "sync", ""),  # inventory's spans come as Zipkin JSON
         ("orders", "fulfillment", "async", system.ORDERS_TOPIC),
     }
     return True if wanted <= edges else f"edges so far: {sorted(edges)}"
@@ -205,3 +207,17 @@ def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
     bound = [port for port in demo_ports(dashboard_port, base_port) if not is_free(port)]
     assert not bound, f"ports still bound: {bound}"
     assert not registered(consul), "instances left registered in Consul"
+
+
+def test_a_taken_port_is_named_with_the_variable_that_moves_it(tmp_path):
+    dashboard_port, base_port = free_layout()
+    env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
+    env.update(MESHSCOPE_VAR_DIR=str(tmp_path), MESHSCOPE_PORT=str(dashboard_port), DEMO_BASE_PORT=str(base_port))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", dashboard_port))
+        squatter.listen()
+        result = subprocess.run([sys.executable, "-m", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=30)
+    assert result.returncode == 2
+    assert f"port {dashboard_port}: the dashboard; choose another with MESHSCOPE_PORT" in result.stderr
+    assert not (tmp_path / "logs").exists(), "nothing may start when a port is taken"

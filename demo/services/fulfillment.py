@@ -1,6 +1,6 @@
 """Fulfillment: applies order events from Kafka to its own store, and is slow now and then.
 
-Every SLOW_CYCLE seconds it spends SLOW_SECONDS handling each event at half the rate orders arrive,
+Every SLOW_CYCLE seconds it spends SLOW_SECONDS handling events at a third of the rate orders arrive,
 so the consumer group's lag and the orders → fulfillment propagation delay rise, then drain.
 """
 
@@ -29,7 +29,7 @@ def in_slow_phase(started):
 def build(service):
     shipments = {}
     orders_per_second = max(0.1, float(os.environ.get("DEMO_RPS", "20")) * ORDER_SHARE)
-    slow_delay = 2 / orders_per_second  # handles half of what arrives
+    slow_delay = 3 / orders_per_second  # handles a third of what arrives
 
     @service.app.get("/shipments/<order_id>")
     def shipment(order_id):
