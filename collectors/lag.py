@@ -58,6 +58,13 @@ def _committed_offsets(admin, groups):
     return committed
 
 
+def _existing(consumer, partitions):
+    """The partitions that exist: a group's offsets outlive a deleted topic, and asking for the end
+    offset of a partition that does not exist waits for the whole timeout."""
+    existing = {topic: consumer.partitions_for_topic(topic) or set() for topic in {tp.topic for tp in partitions}}
+    return {tp for tp in partitions if tp.partition in existing[tp.topic]}
+
+
 def read_at_offsets(consumer, offsets, seconds=RECORD_READ_SECONDS):
     """Fetches each partition at the given offset: {TopicPartition: (high watermark, timestamp)}.
 
@@ -96,8 +103,9 @@ def observe(admin, consumer):
     """Reads every partition of every group once; returns the Observations."""
     groups = _groups(admin)
     committed = _committed_offsets(admin, groups)
-    partitions = {tp for offsets in committed.values() for tp in offsets}
-    end_offsets = consumer.end_offsets(list(partitions)) if partitions else {}
+    partitions = _existing(consumer, {tp for offsets in committed.values() for tp in offsets})
+    committed = {group: {tp: o for tp, o in offsets.items() if tp in partitions} for group, offsets in committed.items()}
+    end_offsets = consumer.end_offsets(list(partitions), timeout_ms=REQUEST_TIMEOUT_MS) if partitions else {}
     # Several groups may sit at one offset of one partition: each offset is read once.
     wanted = {}
     for offsets in committed.values():
@@ -141,6 +149,8 @@ def sample_consumer_lag():
             max_partition_fetch_bytes=256 * 1024,
             # A caught-up partition answers an empty fetch: do not let the broker sit on it.
             fetch_max_wait_ms=100,
+            # Looking up a deleted topic's partitions must not create it again.
+            allow_auto_create_topics=False,
             **_client_config(),
         )
         observations = observe(admin, consumer)
