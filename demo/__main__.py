@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+import webbrowser
 from pathlib import Path
 
 from kafka.errors import KafkaError
@@ -38,12 +39,15 @@ def port_plan(dashboard_port, embedded):
     """Every port the demo will listen on, with a hint for the person who finds one taken."""
     base = system.base_port()
     moved = f"choose another range with DEMO_BASE_PORT (now {base})"
-    wanted = {dashboard_port: f"the dashboard; choose another with MESHSCOPE_PORT (now {dashboard_port})"}
+    wanted = {}
     for name, port in system.embedded_ports().items():
         if name in embedded:
             wanted[port] = f"the embedded {name}; {moved}"
     for instance in system.instances():
         wanted[instance.port] = f"{instance.id}; {moved}"
+    if dashboard_port in wanted:
+        raise StartupError(f"MESHSCOPE_PORT={dashboard_port} is also {wanted[dashboard_port]}.")
+    wanted[dashboard_port] = f"the dashboard; choose another with MESHSCOPE_PORT (now {dashboard_port})"
     return wanted
 
 
@@ -119,6 +123,14 @@ def banner(port, admin, brokers, embedded, var_dir, seconds):
     ])
 
 
+def open_browser(url):
+    """Opens the dashboard when there is a desktop to open it on (never a text browser in the terminal)."""
+    if os.environ.get("DEMO_OPEN_BROWSER", "1") == "0":
+        return
+    if sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        webbrowser.open(url)
+
+
 def run(supervisor, var_dir, port, embedded, started_at):
     brokers = start_brokers(supervisor, embedded, var_dir / "logs")
     env = dashboard_env(var_dir, brokers["redis"], brokers["kafka"])
@@ -134,6 +146,7 @@ def run(supervisor, var_dir, port, embedded, started_at):
     supervisor.wait_for_ports(children, timeout=60)
     supervisor.start(load)
     print(banner(port, admin, brokers, embedded, var_dir, time.monotonic() - started_at), flush=True)
+    open_browser(f"http://127.0.0.1:{port}/")
     while True:
         time.sleep(1)
         supervisor.check()
@@ -146,7 +159,11 @@ def main():
     # Embedded unless the environment names one: a Redis that merely answers on 6379 is not ours to use.
     embedded = [name for name, var in (("kafka", "KAFKA_BOOTSTRAP_SERVERS"), ("redis", "REDIS_URL"))
                 if not os.environ.get(var)]
-    taken = ports.taken(port_plan(port, embedded))
+    try:
+        taken = ports.taken(port_plan(port, embedded))
+    except StartupError as error:
+        print(f"meshscope demo: {error}", file=sys.stderr)
+        return 2
     if taken:
         lines = [f"  port {number}: {purpose}" for number, purpose in taken]
         print("meshscope demo: ports already in use by another program:", *lines, sep="\n", file=sys.stderr)

@@ -172,6 +172,7 @@ def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
         MESHSCOPE_ADMIN_PASSWORD=PASSWORD,
         CONSUL_HTTP_ADDR=consul.address,
         DEMO_RPS="20",
+        DEMO_OPEN_BROWSER="0",  # a browser it opened would outlive the demo, as it should for a person
     )
     base = f"http://127.0.0.1:{dashboard_port}"
     demo = Demo(env)
