@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from topology import retention
-from topology.models import DeadLetter, EdgeRollup, Service, Span
+from topology.models import ConsumerPartitionLag, DeadLetter, EdgeRollup, Service, Span
 
 pytestmark = pytest.mark.django_db
 
@@ -29,12 +29,17 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
     EdgeRollup.objects.create(minute=minute - timedelta(days=15), source=service, target=service, protocol="http", count=1)
     EdgeRollup.objects.create(minute=minute - timedelta(days=13), source=service, target=service, protocol="http", count=2)
     DeadLetter.objects.create(reason="bad_id", topic="t", partition=0, offset=1, received_at=now - timedelta(days=20))
+    for age in (20, 1):
+        ConsumerPartitionLag.objects.create(group="g", topic="t", partition=0, sampled_at=now - timedelta(days=age),
+                                            committed_offset=1, end_offset=2, lag_messages=1, offset_moved_at=now,
+                                            lag_seconds_method="record_timestamp", status="OK")  # fmt: skip
 
     deleted = retention.prune(now)
 
     assert deleted["spans"] == 25 and Span.objects.count() == 5
     assert list(EdgeRollup.objects.values_list("count", flat=True)) == [2]
     assert not DeadLetter.objects.exists()
+    assert ConsumerPartitionLag.objects.count() == 1
 
 
 def test_deletion_goes_in_batches_and_stops_at_its_bound():

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from topology.models import DeadLetter, EdgeRollup, IngestRollup, InstanceRollup, RouteRollup, Span
+from topology.models import ConsumerPartitionLag, DeadLetter, EdgeRollup, IngestRollup, InstanceRollup, RouteRollup, Span
 
 DELETE_BATCH = 5000
 
@@ -31,4 +31,5 @@ def prune(now=None):
     for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
         deleted[model._meta.model_name] = delete_older_than(model.objects.filter(minute__lt=rollup_cutoff))
     deleted["deadletters"] = delete_older_than(DeadLetter.objects.filter(received_at__lt=rollup_cutoff))
+    deleted["lag_samples"] = delete_older_than(ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff))
     return deleted

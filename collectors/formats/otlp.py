@@ -19,7 +19,7 @@ from collectors.formats.record import (
     bounded_attributes,
     check_attribute_count,
     check_times,
-    normalise_id,
+    id_from_bytes,
     peer_of,
     protocol_of,
     status_code_of,
@@ -113,9 +113,9 @@ def _record(span, resource, service, max_age_seconds):
     check_times(start_us, duration_us, max_age_seconds)
     kind = KINDS.get(span.kind, "internal")
     return SpanRecord(
-        trace_id=normalise_id(span.trace_id.hex(), 32, "traceId"),
-        span_id=normalise_id(span.span_id.hex(), 16, "spanId"),
-        parent_id=normalise_id(span.parent_span_id.hex(), 16, "parentSpanId") if span.parent_span_id else "",
+        trace_id=id_from_bytes(span.trace_id, 16, "traceId"),
+        span_id=id_from_bytes(span.span_id, 8, "spanId"),
+        parent_id=id_from_bytes(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else "",
         service=text(service, "resource attribute service.name", required=True),
         instance=_instance(resource, attributes, kind),
         kind=kind,

@@ -40,6 +40,13 @@ class SpanRecord:
     attributes: dict = field(default_factory=dict)
 
 
+def id_from_bytes(raw, size, what):
+    """An id from protobuf bytes: hex by construction, so only its size and zeroness are checked."""
+    if len(raw) != size or not any(raw):
+        raise SpanRejected("bad_id", f"{what} {raw.hex()[:64]!r} is not a non-zero id of {size} bytes")
+    return raw.hex()
+
+
 def normalise_id(value, length, what):
     """Lower-case hex, left-padded to ``length`` (Zipkin allows 64-bit trace ids beside 128-bit ones)."""
     text = (value or "").strip().lower()
@@ -88,20 +95,28 @@ def _printable(value):
 
 
 def text(value, what, required=False):
-    value = "" if value is None else _printable(str(value)).strip()
+    if value is None:
+        value = ""
+    elif value.__class__ is not str or "\x00" in value or value[:1].isspace() or value[-1:].isspace():
+        value = _printable(str(value)).strip()
     if required and not value:
         raise SpanRejected("missing_field", f"{what} is missing")
     return value[:MAX_NAME_CHARS]
 
 
 def protocol_of(attributes):
-    if attributes.get("rpc.system") == "grpc" or any(key.startswith("rpc.grpc") for key in attributes):
+    if attributes.get("rpc.system") == "grpc":
         return "grpc"
     if "messaging.system" in attributes or "messaging.destination.name" in attributes or "kafka.topic" in attributes:
         return "messaging"
-    if any(key.startswith("http.") for key in attributes):
-        return "http"
-    return "other"
+    # One pass over the keys: this runs for every span.
+    protocol = "other"
+    for key in attributes:
+        if key.startswith("rpc.grpc"):
+            return "grpc"
+        if key.startswith("http."):
+            protocol = "http"
+    return protocol
 
 
 def peer_of(attributes):
