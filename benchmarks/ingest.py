@@ -9,8 +9,11 @@ no processing (same run), their ratio, and the peak RSS. Figures are printed, ne
 import argparse
 import os
 import resource
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
@@ -20,6 +23,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.db import connection  # noqa: E402
+from topology.models import Span  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
@@ -87,9 +91,38 @@ def ingest(bootstrap, topic, expected_spans):
     return elapsed
 
 
+def ingest_in_processes(bootstrap, topic, expected_spans, workers):
+    """The scale-out case: ``workers`` span consumers in one group, each its own process."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "TRACE_TOPICS": f"{topic}:otlp_proto",
+        "KAFKA_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:6]}",
+        "KAFKA_MAX_POLL_INTERVAL_MS": "15000",
+    }
+    root = Path(__file__).resolve().parent.parent
+    processes = [subprocess.Popen([sys.executable, "manage.py", "consume_spans"], cwd=root, env=env) for _ in range(workers)]
+    try:
+        started, first = None, 0
+        while True:
+            stored = Span.objects.count()
+            if started is None and stored:
+                started, first = time.perf_counter(), stored
+            if stored >= expected_spans:
+                return (expected_spans - first) / (time.perf_counter() - started)
+            time.sleep(0.1)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--workers", type=int, default=2, help="Consumer processes for the scale-out figure (0: skip it).")
     args = parser.parse_args()
     count = args.spans // SPANS_PER_MESSAGE
     spans = count * SPANS_PER_MESSAGE
@@ -98,10 +131,14 @@ def main():
     try:
         with EmbeddedKafka() as broker:
             topic = "bench-otlp"
-            create_topic(broker.bootstrap_servers, topic, partitions=3)
+            create_topic(broker.bootstrap_servers, topic, partitions=6)
             produce(broker.bootstrap_servers, topic, messages(count))
             raw_seconds = raw_consume(broker.bootstrap_servers, topic, count)
             ingest_seconds = ingest(broker.bootstrap_servers, topic, spans)
+            scaled_rate = None
+            if args.workers and connection.vendor == "postgresql":
+                Span.objects.all().delete()
+                scaled_rate = ingest_in_processes(broker.bootstrap_servers, topic, spans, args.workers)
     finally:
         connection.creation.destroy_test_db(test_db, verbosity=0)
     raw_rate, ingest_rate = spans / raw_seconds, spans / ingest_seconds
@@ -110,6 +147,8 @@ def main():
     print(f"end to end    {ingest_rate:,.0f} spans/s")
     print(f"raw consume   {raw_rate:,.0f} spans/s (same client, same messages, no processing)")
     print(f"ratio         {ingest_rate / raw_rate:.2f}")
+    if scaled_rate:
+        print(f"{args.workers} processes   {scaled_rate:,.0f} spans/s end to end (one consumer group, same messages)")
     print(f"peak RSS      {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
