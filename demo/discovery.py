@@ -88,12 +88,15 @@ def discovery():
 
 
 def register(instance):
-    """Registers the instance in Consul, if there is one, with its weight and an HTTP health check."""
+    """Registers the instance in Consul, if there is one, with its weight and a health check."""
     if not consul_configured():
         return
     import consul
 
-    check = consul.Check.http(f"http://127.0.0.1:{instance.port}/health", interval="5s", deregister="1m")
+    if instance.service.protocol == "grpc":
+        check = consul.Check.tcp("127.0.0.1", instance.port, interval="5s", deregister="1m")
+    else:
+        check = consul.Check.http(f"http://127.0.0.1:{instance.port}/health", interval="5s", deregister="1m")
     # The instance registers once it serves, so it starts passing rather than waiting a check interval.
     check["Status"] = "passing"
     consul_client().agent.service.register(

@@ -25,6 +25,7 @@ class ServiceSpec:
     slow_rate: float = 0.0
     slow_ms: int = 0
     span_format: str = "otlp"  # or "zipkin": one service keeps Zipkin's JSON v2 exercised
+    protocol: str = "http"  # or "grpc": the one gRPC edge
     calls: tuple = field(default=())  # services this one calls over HTTP
 
     def weight(self, index):
@@ -35,9 +36,13 @@ SERVICES = (
     ServiceSpec("gateway", calls=("users", "catalog", "orders")),
     ServiceSpec("users", instances=3, policy="round_robin", error_rate=0.02),
     ServiceSpec("catalog", instances=3, policy="random", slow_rate=0.05, slow_ms=300, calls=("inventory",)),
-    ServiceSpec("orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03, calls=("users", "inventory")),
+    ServiceSpec(
+        "orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03,
+        calls=("users", "inventory", "payments"),
+    ),
     ServiceSpec("inventory", span_format="zipkin", slow_rate=0.05, slow_ms=150),
     ServiceSpec("fulfillment"),
+    ServiceSpec("payments", instances=2, protocol="grpc", error_rate=0.01),
 )
 BY_NAME = {spec.name: spec for spec in SERVICES}
 

@@ -74,7 +74,9 @@ class KafkaZipkinExporter(KafkaSpanExporter):
 
 
 def producer(bootstrap_servers):
-    return KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=50, acks=1, retries=3)
+    # One leader ack and no idempotence: a span or event lost to a broker failure is acceptable in a demo,
+    # a producer that waits on every replica is not worth its latency here.
+    return KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20, acks=1, retries=3, enable_idempotence=False)
 
 
 def setup(instance, kafka_producer):

@@ -71,17 +71,20 @@ class Service:
         )
         g.span = span
         g.context_token = context.attach(trace.set_span_in_context(span))
-        return self._inject_fault(span)
+        if self.inject_fault(span):
+            return jsonify(error="injected failure"), 500
+        return None
 
-    def _inject_fault(self, span):
-        """Some requests are slow and some fail, on purpose, so the dashboard has something to find."""
+    def inject_fault(self, span):
+        """Some requests are slow and some fail, on purpose, so the dashboard has something to find.
+        True when this one must fail."""
         if random.random() < self.spec.slow_rate:
             span.set_attribute("demo.injected", "slow")
             time.sleep(self.spec.slow_ms / 1000)
         if random.random() < self.spec.error_rate:
             span.set_attribute("demo.injected", "error")
-            return jsonify(error="injected failure"), 500
-        return None
+            return True
+        return False
 
     def _finish_server_span(self, response):
         span = g.get("span")
@@ -103,12 +106,16 @@ class Service:
 
     # --- CLIENT spans ---------------------------------------------------------------------------
 
-    def call(self, service, method, path, route=None, json=None):
-        """Calls one instance of ``service``, chosen by its balancing policy; raises UpstreamError."""
+    def pick(self, service):
+        """One instance of ``service``, chosen by its balancing policy."""
         endpoints = self.discovery.endpoints(service)
         if not endpoints:
             raise UpstreamError(f"no instance of {service} is available")
-        endpoint = self.balancer.choose(service, endpoints[0].policy, endpoints)
+        return self.balancer.choose(service, endpoints[0].policy, endpoints)
+
+    def call(self, service, method, path, route=None, json=None):
+        """Calls one instance of ``service`` over HTTP; raises UpstreamError."""
+        endpoint = self.pick(service)
         with self.tracer.start_as_current_span(
             f"{method} {route or path}",
             kind=SpanKind.CLIENT,
@@ -138,12 +145,17 @@ class Service:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def start_server(self):
+        """Serves the Flask app on the instance's port; returns what stops it. A gRPC service replaces it."""
+        server = make_server("127.0.0.1", self.instance.port, self.app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server.shutdown
+
     def run(self):
         """Serves until SIGTERM or SIGINT, registered in Consul (if any) while it serves."""
-        server = make_server("127.0.0.1", self.instance.port, self.app, threaded=True)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stop_server = self.start_server()
         for worker in self.workers:
             worker.start()
         discovery.register(self.instance)
@@ -153,7 +165,7 @@ class Service:
                 pass
         finally:
             discovery.deregister(self.instance)
-            server.shutdown()
+            stop_server()
             for worker in self.workers:
                 worker.join(timeout=10)
             trace.get_tracer_provider().shutdown()  # flushes the last spans

@@ -116,13 +116,14 @@ def logged_in(base):
 
 def topology_complete(session, base):
     topology = session.get(f"{base}/api/topology/", timeout=10).json()
-    edges = {(edge["source"], edge["target"], edge["sync"], edge["topic"]) for edge in topology["edges"]}
+    edges = {(e["source"], e["target"], e["protocol"], e["sync"], e["topic"]) for e in topology["edges"]}
     wanted = {
-        ("gateway", "users", "sync", ""),
-        ("gateway", "catalog", "sync", ""),
-        ("gateway", "orders", "sync", ""),
-        ("catalog", "inventory", "sync", ""),  # inventory's spans come as Zipkin JSON
-        ("orders", "fulfillment", "async", system.ORDERS_TOPIC),
+        ("gateway", "users", "http", "sync", ""),
+        ("gateway", "catalog", "http", "sync", ""),
+        ("gateway", "orders", "http", "sync", ""),
+        ("catalog", "inventory", "http", "sync", ""),  # inventory's spans come as Zipkin JSON
+        ("orders", "payments", "grpc", "sync", ""),
+        ("orders", "fulfillment", "messaging", "async", system.ORDERS_TOPIC),
     }
     return True if wanted <= edges else f"edges so far: {sorted(edges)}"
 

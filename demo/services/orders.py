@@ -1,4 +1,4 @@
-"""Orders: takes an order (checks the user, reserves stock) and publishes it to Kafka.
+"""Orders: takes an order (checks the user, reserves stock, charges it over gRPC) and publishes it to Kafka.
 
 The event carries the PRODUCER span's context in its headers, so fulfillment's CONSUMER span is its
 child and the dashboard sees the asynchronous edge orders → fulfillment through the topic.
@@ -13,6 +13,7 @@ from flask import jsonify, request
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from demo import rpc
 from demo.system import ORDERS_TOPIC
 from demo.web import UpstreamError
 
@@ -66,6 +67,7 @@ def build(service):
             if user.status_code == 404:
                 return jsonify(error="unknown user"), 422
             service.call("inventory", "POST", "/reservations", json={"sku": order["sku"], "quantity": order["quantity"]})
+            order["payment_id"] = rpc.call(service, "payments", "Charge", {"order_id": order["id"]})["payment_id"]
             publish(order)
         except UpstreamError as error:
             return jsonify(error=str(error)), 502
