@@ -53,7 +53,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             logger.exception("snapshot of %s failed", self.view)
             await self.send_json({"type": "error", "message": "The snapshot could not be computed."})
             return
-        await self.send(text_data=live.encode(message))
+        await self.send_text(live.encode(message))
+
+    async def send_text(self, text):
+        """Sends a message, split into ``chunk`` frames when it is larger than daphne's 1 MiB frame limit
+        allows (the snapshot of a thousand services is about 1.5 MB)."""
+        for frame in live.frames(text):
+            await self.send(text_data=frame)
 
     async def receive_json(self, content, **kwargs):
         kind = content.get("type") if isinstance(content, dict) else None
@@ -64,8 +70,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
 
     async def live_message(self, event):
-        # Already encoded once by the broadcaster, for every client.
-        await self.send(text_data=event["text"])
+        # Already encoded (and split, if large) once by the broadcaster, for every client.
+        for frame in event["frames"]:
+            await self.send(text_data=frame)
 
 
 def _query_param(scope, name):

@@ -149,6 +149,26 @@ def encode(message):
     return json.dumps(message, cls=DjangoJSONEncoder, separators=(",", ":"))
 
 
+CHUNK_CHARS = 128 * 1024  # escaped and UTF-8 encoded, a chunk frame stays well under daphne's 1 MiB
+
+
+def frames(text):
+    """The websocket frames that carry ``text``: itself, or ``chunk`` messages the client joins."""
+    if len(text) <= CHUNK_CHARS:
+        return [text]
+    parts = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+    chunk_id = f"{time.time_ns():x}"
+    return [
+        json.dumps({"type": "chunk", "id": chunk_id, "i": i, "n": len(parts), "text": part}, ensure_ascii=False)
+        for i, part in enumerate(parts)
+    ]
+
+
+def _event(message):
+    """The channel-layer event of a broadcast: encoded (and split) once, forwarded as is by every consumer."""
+    return {"type": "live.message", "frames": frames(encode(message))}
+
+
 def _plain(data):
     """The view as JSON would carry it (datetimes as strings), so stored and fresh states compare."""
     return json.loads(encode(data))
@@ -176,7 +196,7 @@ def redis_client():
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
             _clients[url] = client
         return client
 
@@ -281,14 +301,12 @@ def broadcast(view):
     if view not in BUILDERS:
         seq = redis_client().incr(_key("seq", view))
         message = {"type": "invalidate", "view": view, "seq": seq, "sent_at": time.time()}
-        async_to_sync(layer.group_send)(group_name(view), {"type": "live.message", "text": encode(message)})
+        async_to_sync(layer.group_send)(group_name(view), _event(message))
         return [message]
     for window in watched_windows(view):
         message = refresh_state(view, window)
         if message is not None:
-            async_to_sync(layer.group_send)(
-                group_name(view, window), {"type": "live.message", "text": encode(message)}
-            )
+            async_to_sync(layer.group_send)(group_name(view, window), _event(message))
             sent.append(message)
     return sent
 
@@ -342,22 +360,19 @@ def refresh_state(view, window):
 def snapshot(view, window, max_age=5.0):
     """The state a new client starts from: ``{"type": "snapshot", ...}``.
 
-    The stored state is used when it is recent; otherwise the view is recomputed, stored and its delta
-    broadcast, so everyone stays on the same sequence."""
+    The stored state is sent at once (a Redis GET, however large the mesh); when it is older than
+    ``max_age`` a background refresh follows and broadcasts its delta, which this client receives too.
+    Without a stored state the view is computed here."""
     window = normalise_window(window)
     if view not in BUILDERS:
         raw = redis_client().get(_key("seq", view))
         return {"type": "invalidate", "view": view, "seq": int(raw or 0)}
     stored = _load_state(view, window)
-    if stored is None or time.time() - stored.get("stored_at", 0) > max_age:
-        message = refresh_state(view, window)
-        if message is not None and message["changes"]:
-            from asgiref.sync import async_to_sync
-            from channels.layers import get_channel_layer
-
-            async_to_sync(get_channel_layer().group_send)(
-                group_name(view, window), {"type": "live.message", "text": encode(message)}
-            )
+    if stored is not None:
+        if time.time() - stored.get("stored_at", 0) > max_age:
+            _run_in_background(view, _refresh_and_send, view, window)
+    else:
+        _refresh_and_send(view, window)
         stored = _load_state(view, window)
         if stored is None:  # another process holds the compute lock: wait for it briefly
             for _ in range(50):
@@ -368,3 +383,12 @@ def snapshot(view, window, max_age=5.0):
             else:
                 stored = {"seq": 0, "data": _plain(BUILDERS[view](window))}
     return {"type": "snapshot", "view": view, "window": window, "seq": stored["seq"], "data": stored["data"]}
+
+
+def _refresh_and_send(view, window):
+    message = refresh_state(view, window)
+    if message is not None and message["changes"]:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        async_to_sync(get_channel_layer().group_send)(group_name(view, window), _event(message))

@@ -112,3 +112,18 @@ def test_announcements_from_other_processes_share_the_slot(counted_broadcasts):
     assert counted_broadcasts == []
     time.sleep(0.6)
     assert [view for view, _ in counted_broadcasts] == ["routes"]
+
+
+def test_large_messages_are_split_into_chunks_under_the_frame_limit_and_join_back():
+    import json
+
+    message = {"type": "snapshot", "seq": 3, "data": {"nodes": [{"id": f'svc-"{i}"-é', "rps": i} for i in range(40000)]}}
+    text = live.encode(message)
+    assert len(text) > 1024 * 1024
+    frames = live.frames(text)
+    assert len(frames) > 1
+    assert all(len(frame.encode()) < 1024 * 1024 for frame in frames)
+    parts = [json.loads(frame) for frame in frames]
+    assert {part["type"] for part in parts} == {"chunk"} and [part["i"] for part in parts] == list(range(len(parts)))
+    assert json.loads("".join(part["text"] for part in parts)) == message
+    assert live.frames('{"type":"delta"}') == ['{"type":"delta"}']

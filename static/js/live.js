@@ -122,6 +122,18 @@ export class LiveSocket {
     } catch (error) {
       return;
     }
+    if (message.type === "chunk") {
+      // A large message in parts (daphne sends at most 1 MiB a frame): join them, then handle it.
+      if (!this.chunks || this.chunks.id !== message.id) this.chunks = { id: message.id, parts: [] };
+      this.chunks.parts[message.i] = message.text;
+      if (message.i !== message.n - 1) return;
+      const whole = this.chunks.parts.join("");
+      const complete = this.chunks.parts.length === message.n && !this.chunks.parts.includes(undefined);
+      this.chunks = null;
+      if (complete) this.receive(whole);
+      else this.resync();
+      return;
+    }
     if (message.sent_at) this.stats.lastDelayMs = Date.now() - message.sent_at * 1000;
     if (message.type === "snapshot") {
       this.state = message.data;

@@ -7,6 +7,7 @@ import { LiveSocket } from "./live.js";
 
 const COLORS = { passing: "#2e9d57", warning: "#d89614", critical: "#d6394b", unknown: "#8b93a3" };
 const ASYNC = "#7b4fd0";
+const AUTO_GROUP_ABOVE = 300;
 const container = qs("#graph");
 const params = new URLSearchParams(location.search);
 
@@ -14,7 +15,9 @@ const model = { nodes: new Map(), edges: new Map(), meta: {} };
 const ui = {
   text: qs("#filter-text").value.trim().toLowerCase(),
   health: "",
-  group: "",
+  group: ["prefix", "tag"].includes(params.get("group")) ? params.get("group") : "",
+  groupChosen: params.has("group"), // otherwise a large mesh starts grouped
+  autoGrouped: false,
   hideIdle: false,
   focus: container.dataset.focus || "",
   replayMinutes: 0,
@@ -80,7 +83,11 @@ const cy = cytoscape({
       },
     },
     { selector: "edge.async", style: { "line-style": "dashed", "line-dash-pattern": [6, 4], "target-arrow-shape": "vee" } },
-    { selector: "edge.large", style: { "curve-style": "straight" } },
+    { selector: "edge.large", style: { "curve-style": "straight", "arrow-scale": 0.6 } },
+    // Thousands of edge labels cost seconds to lay out and are unreadable anyway: on a large graph an
+    // edge shows its label when it is selected, hovered or next to a focused or hovered node.
+    { selector: "edge.quiet", style: { label: "" } },
+    { selector: "edge.quiet.hover, edge.quiet:selected", style: { label: "data(label)" } },
     { selector: "edge:selected", style: { "line-color": "#2f6fdf", "target-arrow-color": "#2f6fdf", opacity: 1 } },
     { selector: ".faded", style: { opacity: 0.12, "text-opacity": 0 } },
   ],
@@ -91,6 +98,13 @@ meshscope.cy = cy;
 
 function load(data) {
   model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), n]));
+  if (!ui.groupChosen && !ui.focus && !ui.text && model.nodes.size > AUTO_GROUP_ABOVE) {
+    // Hundreds of services are a hairball: start with one node per group (click a group to open it).
+    ui.group = "prefix";
+    ui.groupChosen = true;
+    ui.autoGrouped = true;
+    qs("#group-by").value = "prefix";
+  }
   model.edges = new Map((data.edges || []).map((e) => [String(e.id), e]));
   model.meta = { window: data.window, until: data.until, generated_at: data.generated_at, sources: data.sources };
   draw();
@@ -205,7 +219,7 @@ function edgeElement(e) {
       id: `edge:${e.id}`, edge: e.id, source: e.source, target: e.target, label: parts.join(" · "), color,
       width: 1 + Math.min(9, Math.log2(1 + (e.rps || 0)) * 1.5), grouped: Boolean(e.grouped),
     },
-    classes: [e.sync === "async" ? "async" : "", model.edges.size > 1500 ? "large" : ""].join(" ").trim(),
+    classes: [e.sync === "async" ? "async" : "", model.edges.size > 1500 ? "large" : "", model.edges.size > 400 && !ui.focus ? "quiet" : ""].join(" ").trim(),
   };
 }
 
@@ -287,7 +301,9 @@ let structureKey = "";
 
 function draw() {
   const started = performance.now();
+  const phases = {};
   const { nodes, edges } = visible();
+  phases.visible = performance.now() - started;
   const key = nodes.map((n) => n.data.id).join("\u0000") + "\u0001" + edges.map((e) => e.data.source + ">" + e.data.target).join("\u0000");
   const relayout = key !== structureKey;
   structureKey = key;
@@ -307,18 +323,25 @@ function draw() {
       }
     }
     if (add.length) cy.add(add);
+    phases.add = performance.now() - started;
     if (relayout) {
       const positions = layeredPositions(nodes, edges);
+      phases.layout = performance.now() - started;
       cy.nodes().forEach((n) => {
         const p = positions.get(n.id());
         if (p) n.position(p);
       });
     }
   });
+  phases.batch = performance.now() - started;
   if (relayout) fit();
+  phases.fit = performance.now() - started;
+  meshscope.phases = phases;
   if (ui.selected) cy.getElementById(ui.selected.elementId).select();
   qs("#graph-empty").hidden = model.nodes.size > 0;
-  qs("#graph-counts").textContent = `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
+  qs("#graph-counts").textContent = ui.group
+    ? `${cy.nodes().length} groups of ${model.nodes.size} services${ui.autoGrouped ? " (grouped automatically)" : ""} · ${cy.edges().length} edges`
+    : `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
   qs("#focus-box").hidden = !ui.focus;
   qs("#focus-name").textContent = ui.focus;
   meshscope.draws += 1;
@@ -326,6 +349,10 @@ function draw() {
     requestAnimationFrame(() => {
       meshscope.drawnMs = performance.now();
       meshscope.lastDrawMs = performance.now() - started;
+      if (meshscope.firstDrawnMs === undefined) {
+        meshscope.firstDrawnMs = meshscope.drawnMs;
+        meshscope.firstDrawMs = meshscope.lastDrawMs;
+      }
       document.body.dataset.draws = String(meshscope.draws);
     });
   });
@@ -479,6 +506,8 @@ cy.on("tap", "node", (event) => {
   if (data.group !== undefined) {
     // Open a group: show its members.
     ui.group = "";
+    ui.groupChosen = true;
+    ui.autoGrouped = false;
     qs("#group-by").value = "";
     qs("#filter-text").value = data.group;
     ui.text = String(data.group).toLowerCase();
@@ -498,9 +527,14 @@ cy.on("tap", (event) => {
 });
 cy.on("mouseover", "node", (event) => {
   const hood = event.target.closedNeighborhood();
-  cy.batch(() => cy.elements().not(hood).addClass("faded"));
+  cy.batch(() => {
+    cy.elements().not(hood).addClass("faded");
+    hood.edges().addClass("hover");
+  });
 });
-cy.on("mouseout", "node", () => cy.batch(() => cy.elements().removeClass("faded")));
+cy.on("mouseout", "node", () => cy.batch(() => cy.elements().removeClass("faded hover")));
+cy.on("mouseover", "edge", (event) => event.target.addClass("hover"));
+cy.on("mouseout", "edge", (event) => event.target.removeClass("hover"));
 
 qs("#panel-close").addEventListener("click", closePanel);
 panelBody.addEventListener("click", (event) => {
@@ -526,16 +560,33 @@ qs("#filter-text").addEventListener("input", debounce((event) => {
   draw();
 }, 150));
 qs("#filter-health").addEventListener("change", (event) => { ui.health = event.target.value; draw(); });
-qs("#group-by").addEventListener("change", (event) => { ui.group = event.target.value; draw(); });
+qs("#group-by").value = ui.group;
+qs("#group-by").addEventListener("change", (event) => {
+  ui.group = event.target.value;
+  ui.groupChosen = true;
+  ui.autoGrouped = false;
+  const url = new URL(location.href);
+  url.searchParams.set("group", ui.group || "none");
+  history.replaceState(null, "", url);
+  draw();
+});
 qs("#hide-idle").addEventListener("change", (event) => { ui.hideIdle = event.target.checked; draw(); });
 qs("#fit").addEventListener("click", fit);
 
+// Fits the graph from the node positions alone: cy.fit() measures every label, which costs
+// seconds on a thousand services.
 function fit() {
-  cy.fit(undefined, 40);
-  if (cy.zoom() > 1.25) {
-    cy.zoom(1.25);
-    cy.center();
-  }
+  const nodes = cy.nodes();
+  if (!nodes.length) return;
+  let x1 = Infinity, y1 = Infinity, x2 = -Infinity, y2 = -Infinity;
+  nodes.forEach((n) => {
+    const p = n.position();
+    x1 = Math.min(x1, p.x); y1 = Math.min(y1, p.y); x2 = Math.max(x2, p.x); y2 = Math.max(y2, p.y);
+  });
+  const pad = 60, margin = 50; // node size and labels around the outermost positions
+  const width = cy.width(), height = cy.height();
+  const zoom = Math.max(cy.minZoom(), Math.min(1.25, (width - 2 * pad) / (x2 - x1 + 2 * margin || 1), (height - 2 * pad) / (y2 - y1 + 2 * margin || 1)));
+  cy.viewport({ zoom, pan: { x: width / 2 - ((x1 + x2) / 2) * zoom, y: height / 2 - ((y1 + y2) / 2) * zoom } });
 }
 
 // --- live updates, window, replay -------------------------------------------------------------------

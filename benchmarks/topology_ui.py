@@ -1,0 +1,297 @@
+"""Topology benchmark: the snapshot of 1,000 services and 5,000 edges, on the server and in the browser.
+
+Prints (never asserts):
+* server: ``topology_snapshot`` over a 5-minute window (median and worst of several runs), its JSON
+  encoding, and ``GET /api/topology/`` through daphne;
+* live: the websocket snapshot a new client gets (``dashboard.live.snapshot``);
+* browser: the time from navigation start until Debian's chromium has drawn the graph, and the
+  time of the draw itself once the snapshot arrived.
+
+It creates a throw-away database next to the one DATABASE_URL names (``test_<name>``, through
+Django's test-database machinery) and drops it at the end:
+
+    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/uihelper \\
+        .venv/bin/python -m benchmarks.topology_ui --services 1000 --edges 5000
+
+Targets (issue 4): snapshot under 200 ms on the server, drawn within 3 s.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
+os.environ.setdefault("CHANNELS_PREFIX", f"bench-{uuid.uuid4().hex[:8]}")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection  # noqa: E402
+from django.test.utils import setup_databases, teardown_databases  # noqa: E402
+
+from dashboard.embedded import free_port, port_is_open  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@contextmanager
+def scratch_database():
+    """A fresh, migrated test database for the benchmark; dropped afterwards."""
+    test_settings = connection.settings_dict.setdefault("TEST", {})
+    test_settings["NAME"] = f"bench_{connection.settings_dict['NAME']}"  # never the test suite's database
+    old = setup_databases(verbosity=0, interactive=False, keepdb=False)
+    try:
+        yield connection.settings_dict
+    finally:
+        if connection.vendor == "postgresql":
+            # Threads of this process (sync_to_async, broadcasts) may still hold connections to it.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [connection.settings_dict["NAME"]],
+                )
+        connection.close()
+        teardown_databases(old, verbosity=0)
+
+
+def database_url(db):
+    if "sqlite" in db["ENGINE"]:
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER'] or 'postgres'}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@contextmanager
+def daphne(db):
+    """The real ASGI application in daphne, on the scratch database and this process's channel prefix."""
+    from django.conf import settings
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(db),
+        "REDIS_URL": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0],
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=open(os.environ["BENCH_DAPHNE_LOG"], "ab") if os.environ.get("BENCH_DAPHNE_LOG") else subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not port_is_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("daphne did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def session_cookie():
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username="benchmark")
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def seed(services, edges, minutes=5, seed_value=4):
+    """``services`` services in layers, ``edges`` edges from a layer to a later one (a tenth of them
+    asynchronous through a topic), one rollup row per edge and minute, and two instances per service."""
+    from django.utils import timezone
+
+    from topology.latency import LatencyHistogram
+    from topology.models import EdgeRollup, Instance, InstanceRollup, Service
+
+    rng = random.Random(seed_value)
+    now = timezone.now()
+    teams = ["checkout", "catalog", "identity", "payments", "search", "shipping", "media", "ads", "ledger", "notify"]
+    Service.objects.bulk_create(
+        [
+            Service(name=f"{teams[i % len(teams)]}-svc-{i:04d}", in_traces=True, in_consul=i % 3 != 0, tags=[teams[i % len(teams)], f"tier-{i % 4}"])
+            for i in range(services)
+        ],
+        batch_size=1000,
+    )
+    ids = list(Service.objects.order_by("id").values_list("id", flat=True))
+    layers = 8
+    layer_of = {sid: min(layers - 1, index * layers // len(ids)) for index, sid in enumerate(ids)}
+    by_layer = [[sid for sid in ids if layer_of[sid] == layer] for layer in range(layers)]
+    pairs = set()
+    while len(pairs) < edges:
+        source = rng.choice(ids[: len(ids) * (layers - 1) // layers])
+        target = rng.choice(by_layer[rng.randint(layer_of[source] + 1, layers - 1)])
+        pairs.add((source, target))
+    minutes_list = [(now - timedelta(minutes=m)).replace(second=0, microsecond=0) for m in range(minutes)]
+    rows = []
+    for n, (source, target) in enumerate(sorted(pairs)):
+        topic = f"events-{n % 40}" if n % 10 == 0 else ""
+        for minute in minutes_list:
+            count = rng.randint(1, 600)
+            histogram = LatencyHistogram()
+            for _ in range(8):
+                histogram.add(rng.lognormvariate(3, 0.8), count // 8 or 1)
+            rows.append(
+                EdgeRollup(
+                    minute=minute, source_id=source, target_id=target, protocol="messaging" if topic else "http",
+                    topic=topic, count=count, errors=rng.randint(0, count // 50), latency_sum_ms=count * 20.0,
+                    latency_buckets=histogram.to_json(),
+                )  # fmt: skip
+            )
+    EdgeRollup.objects.bulk_create(rows, batch_size=5000)
+    Instance.objects.bulk_create(
+        [
+            Instance(service_id=sid, identity=f"i-{sid}-{k}", in_consul=True, in_traces=True, health=rng.choice(["passing"] * 8 + ["warning", "critical"]))
+            for sid in ids
+            for k in range(2)
+        ],
+        batch_size=5000,
+    )
+    InstanceRollup.objects.bulk_create(
+        [
+            InstanceRollup(minute=minute, instance_id=iid, count=rng.randint(1, 400), errors=rng.randint(0, 4))
+            for iid in Instance.objects.values_list("id", flat=True)
+            for minute in minutes_list
+        ],
+        batch_size=5000,
+    )
+    return len(rows)
+
+
+def timed(function, runs):
+    times = []
+    result = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = function()
+        times.append((time.perf_counter() - started) * 1000)
+    return result, times
+
+
+def figures(times):
+    return f"median {statistics.median(times):7.1f} ms   best {min(times):7.1f} ms   worst {max(times):7.1f} ms   (n={len(times)})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--edges", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--browser-runs", type=int, default=3)
+    parser.add_argument("--screenshot", default=str(ROOT / "artifacts" / "screenshots" / "benchmark-topology.png"))
+    args = parser.parse_args()
+
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
+    from django.test import Client
+
+    from dashboard import live
+    from topology.graph import topology_snapshot
+    from topology.window import Window
+
+    with scratch_database() as db:
+        started = time.perf_counter()
+        rows = seed(args.services, args.edges)
+        print(f"seeded {args.services} services, {args.edges} edges ({rows} edge-minute rollups) in {time.perf_counter() - started:.1f} s")
+
+        snapshot, times = timed(lambda: topology_snapshot(Window.from_params(300)), args.runs)
+        print(f"server  topology_snapshot(5 min)           {figures(times)}   nodes={len(snapshot['nodes'])} edges={len(snapshot['edges'])}")
+        encoded, times = timed(lambda: json.dumps(snapshot, cls=DjangoJSONEncoder), args.runs)
+        print(f"server  JSON encoding                      {figures(times)}   {len(encoded) / 1024:.0f} KiB")
+        from django.conf import settings
+
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+        client = Client()
+        client.force_login(__import__("django.contrib.auth", fromlist=["get_user_model"]).get_user_model().objects.get_or_create(username="bench-api")[0])
+        _, times = timed(lambda: client.get("/api/topology/?window=300"), args.runs)
+        print(f"server  GET /api/topology/ (in process)    {figures(times)}")
+        message, times = timed(lambda: live.refresh_state("topology", 300), args.runs)
+        print(f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(live.encode(message)) / 1024:.1f} KiB")
+
+        _, times = timed(lambda: live.encode(live.snapshot("topology", 300, max_age=3600)), args.runs)
+        print(f"live    websocket snapshot (stored state)  {figures(times)}   what a new client waits for on the server")
+
+        cookie = session_cookie()
+        with daphne(db) as url:
+            import urllib.request
+
+            request = urllib.request.Request(f"{url}/api/topology/?window=300", headers={"Cookie": f"sessionid={cookie}"})
+            _, times = timed(lambda: urllib.request.urlopen(request).read(), args.runs)
+            print(f"server  GET /api/topology/ via daphne      {figures(times)}")
+
+            if not Path(CHROMIUM).exists():
+                print(f"browser skipped: {CHROMIUM} is missing")
+                return
+            from playwright.sync_api import sync_playwright
+
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+            drawn, draw_only = [], []
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                for run in range(args.browser_runs):
+                    context = browser.new_context(viewport={"width": 1600, "height": 1000}, base_url=url)
+                    context.add_cookies([{"name": "sessionid", "value": cookie, "url": url}])
+                    page = context.new_page()
+                    page.on("pageerror", lambda error: print(f"page error: {error}"))
+                    page.goto("/?group=none", wait_until="commit")  # every service drawn: no grouping
+                    if os.environ.get("BENCH_DEBUG"):
+                        for _ in range(6):
+                            time.sleep(5)
+                            print(page.evaluate("() => window.meshscope && ({draws: window.meshscope.draws, drawn: window.meshscope.drawnMs, nodes: window.meshscope.cy.nodes().length, state: document.querySelector('#live-status').dataset.state, stats: window.meshscope.socket && window.meshscope.socket.stats})"))
+                    page.wait_for_function(
+                        f"() => window.meshscope && window.meshscope.firstDrawnMs && window.meshscope.cy.nodes().length >= {args.services}",
+                        timeout=60000,
+                        polling=50,
+                    )
+                    result = page.evaluate("() => ({drawn: window.meshscope.firstDrawnMs, draw: window.meshscope.firstDrawMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length})")
+                    drawn.append(result["drawn"])
+                    draw_only.append(result["draw"])
+                    if run == args.browser_runs - 1:
+                        Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
+                        page.screenshot(path=args.screenshot)
+                    context.close()
+                # The default view of a large mesh: grouped by name prefix.
+                context = browser.new_context(viewport={"width": 1600, "height": 1000}, base_url=url)
+                context.add_cookies([{"name": "sessionid", "value": cookie, "url": url}])
+                page = context.new_page()
+                page.goto("/", wait_until="commit")
+                page.wait_for_function("() => window.meshscope && window.meshscope.firstDrawnMs", timeout=60000, polling=50)
+                grouped = page.evaluate("() => ({drawn: window.meshscope.firstDrawnMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length})")
+                page.screenshot(path=args.screenshot.replace(".png", "-grouped.png"))
+                context.close()
+                browser.close()
+            print(f"browser navigation start -> graph drawn    {figures(drawn)}   nodes={result['nodes']} edges={result['edges']}")
+            print(f"browser default (grouped) view drawn       {grouped['drawn']:7.1f} ms   groups={grouped['nodes']} edges={grouped['edges']}")
+            print(f"browser snapshot received -> drawn (JS)    {figures(draw_only)}")
+            print(f"screenshot: {args.screenshot}")
+    print("targets: snapshot < 200 ms on the server; drawn within 3 s")
+
+
+if __name__ == "__main__":
+    main()
