@@ -29,7 +29,6 @@ INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound param
 class IngestResult:
     new_spans: int = 0
     duplicate_spans: int = 0
-    new_services: int = 0
 
 
 def store_spans(records, messages=0, rejected=0):
@@ -38,7 +37,7 @@ def store_spans(records, messages=0, rejected=0):
     now = timezone.now()
     if records:
         records = list({(r.trace_id, r.span_id): r for r in records}.values())
-        services, result.new_services = _services(records, now)
+        services = _services(records, now)
         instances = _instances(records, services, now)
         # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
         in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
@@ -52,11 +51,11 @@ def store_spans(records, messages=0, rejected=0):
             _count_pair(parent, child, batch)
         # A partner that was a duplicate leaves its new half to be paired with the stored spans.
         confirmed_ids = {row.id for pair in confirmed for row in pair}
-        unconfirmed = [row for row in new_rows if row.paired and row.kind in PAIRED_KINDS and row.id not in confirmed_ids
-                       and (row.parent_id or row.kind in PARENT_KINDS)]  # fmt: skip
+        unconfirmed = {row.id for row in new_rows if row.paired and row.kind in PAIRED_KINDS and row.id not in confirmed_ids
+                       and (row.parent_id or row.kind in PARENT_KINDS)}  # fmt: skip
         if unconfirmed:
-            Span.objects.filter(pk__in=[row.id for row in unconfirmed]).update(paired=False)
-        waiting = {row.trace_id for row in new_rows if not row.paired or row in unconfirmed}
+            Span.objects.filter(pk__in=unconfirmed).update(paired=False)
+        waiting = {row.trace_id for row in new_rows if not row.paired or row.id in unconfirmed}
         _pair(_pairing_candidates(waiting), batch)
         batch.save()
     _count_ingest(now, messages, result, rejected)
@@ -77,7 +76,7 @@ def resolve_unpaired(grace_seconds, limit=5000):
     candidates = _pairing_candidates(set(overdue))
     settled = _pair(candidates, batch)
     alone = [row for row in candidates if row.id not in settled and row.started_at < cutoff]
-    peers, _ = _service_ids({row.peer for row in alone if row.kind in PARENT_KINDS and row.peer}, timezone.now())
+    peers = _service_ids({row.peer for row in alone if row.kind in PARENT_KINDS and row.peer}, timezone.now())
     for row in alone:
         if row.kind in PARENT_KINDS and row.peer:
             protocol = row.protocol if row.kind == "client" else "messaging"
@@ -116,16 +115,16 @@ def _service_ids(names, now):
             ignore_conflicts=True,
         )
         services = dict(Service.objects.filter(name__in=names).values_list("name", "id"))
-    return services, len(missing)
+    return services
 
 
 def _services(records, now):
-    services, created = _service_ids({record.service for record in records}, now)
+    services = _service_ids({record.service for record in records}, now)
     # last_seen is kept to the minute: writing it for every batch would make the service rows hot.
     Service.objects.filter(pk__in=services.values()).filter(
         Q(in_traces=False) | Q(last_seen__lt=now - timedelta(minutes=1))
     ).update(in_traces=True, last_seen=now)
-    return services, created
+    return services
 
 
 def _instances(records, services, now):

@@ -1,0 +1,69 @@
+"""How calls are counted from CLIENT/SERVER pairs, whatever the batching, duplication and lateness."""
+
+import pytest
+from django.db import transaction
+from django.db.models import Sum
+
+from collectors.formats import decode
+from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
+from topology.ingestion import resolve_unpaired, store_spans
+from topology.models import EdgeRollup, InstanceRollup, Span
+
+pytestmark = pytest.mark.django_db
+
+
+def stored(spans):
+    with transaction.atomic():
+        return store_spans(decode(otlp_protobuf(spans), "otlp_proto", 10**7, 86400).spans)
+
+
+def calls(source, target):
+    return EdgeRollup.objects.filter(source__name=source, target__name=target).aggregate(n=Sum("count"))["n"] or 0
+
+
+def one_call():
+    traces = OtelTraces()
+    root = traces.span("web", "web-1", "GET /", "server", now_ns(), 30)
+    client = traces.span("web", "web-1", "GET", "client", now_ns(), 20, parent=root, attributes={"peer.service": "api"})
+    traces.span("api", "api-1", "GET /items", "server", now_ns(), 10, parent=client)
+    return traces.finished()
+
+
+def test_a_span_repeated_in_a_differently_batched_message_counts_its_call_once():
+    root, client, server = one_call()
+
+    stored([root, client])
+    result = stored([client, server])
+
+    assert (result.new_spans, result.duplicate_spans) == (1, 1)
+    assert calls("web", "api") == 1
+    assert Span.objects.filter(paired=False).count() == 0
+
+
+def test_a_callee_that_sends_no_spans_is_named_by_peer_service_after_the_grace_period():
+    root, client, _ = one_call()
+    stored([root, client])
+    assert calls("web", "api") == 0
+
+    with transaction.atomic():
+        assert resolve_unpaired(grace_seconds=3600) == 0  # still within the grace period
+    with transaction.atomic():
+        resolve_unpaired(grace_seconds=-1)
+
+    assert calls("web", "api") == 1
+
+
+def test_a_child_later_than_the_grace_period_is_stored_but_not_counted_again():
+    root, client, server = one_call()
+    stored([root, client])
+    with transaction.atomic():
+        resolve_unpaired(grace_seconds=-1)
+
+    stored([server])
+    with transaction.atomic():
+        resolve_unpaired(grace_seconds=-1)
+
+    assert calls("web", "api") == 1
+    assert Span.objects.count() == 3
+    # The late SERVER span still counts as a request served by its instance, from an unknown caller.
+    assert InstanceRollup.objects.get(instance__identity="api-1").caller is None
