@@ -20,15 +20,17 @@ function figure(label, value, title, dim) {
   return h("div", { class: "figure", title: title || "", style: dim ? { opacity: 0.45 } : {} }, h("b", { text: value }), h("span", { text: label }));
 }
 
-function instanceTable(report) {
+function instanceTable(report, weights = new Map()) {
   return h("table", { class: "grid" },
-    h("thead", {}, h("tr", {}, ["Instance", "Health", "Requests", "Expected", "Actual", "Deviation", ""].map((t, i) => h("th", { class: i >= 2 && i <= 5 ? "num" : "", text: t })))),
+    h("thead", {}, h("tr", {}, ["Instance", "Health", "Weight", "Requests", "Expected", "Actual", "Deviation", ""].map((t, i) => h("th", { class: i >= 2 && i <= 6 ? "num" : "", text: t })))),
     h("tbody", {}, (report.instances || []).map((i) => {
       const dev = i.deviation;
+      const weight = weights.get(i.instance);
       return h("tr", { dataset: { instance: i.instance } },
         h("td", { class: "mono", text: i.instance }),
         h("td", {}, h("span", { class: `badge badge-${i.health || "unknown"}`, text: i.health || "unknown" }),
           i.ineligible_reason ? h("span", { class: "muted small", text: ` ${i.ineligible_reason.replaceAll("_", " ")}` }) : null),
+        h("td", { class: "num", title: weight ? `passing ${weight.weight_passing}, warning ${weight.weight_warning}` : "", text: weight ? String(weight.weight) : "–" }),
         h("td", { class: "num", text: fmtNum(i.requests) }),
         h("td", { class: "num", text: fmtPct(i.expected_share) }),
         h("td", { class: "num", text: fmtPct(i.share) }),
@@ -46,7 +48,8 @@ function sharesChart(series) {
     class: `series-${(index % 4) + 1}`,
     points: series.series.map((m) => [new Date(m.minute).getTime(), m.shares[name]]),
   }));
-  return chartBlock("Share per minute", series.instances.join(" · "), lineChart(lines, { format: fmtPct, height: 120, width: 520, min: 1, label: "share per minute" }));
+  const legend = h("span", {}, series.instances.map((name, index) => h("span", { class: `legend-item series-${(index % 4) + 1}`, text: name })));
+  return chartBlock("Share per minute", legend, lineChart(lines, { format: fmtPct, height: 120, width: 520, min: 1, label: "share per minute" }));
 }
 
 function card(summary) {
@@ -72,9 +75,9 @@ function card(summary) {
   );
   if (expanded) {
     node.append(detail && detail.report
-      ? h("div", { class: "bal-grid" }, h("div", {}, instanceTable(detail.report),
+      ? h("div", { class: "bal-grid" }, h("div", {}, instanceTable(detail.report, detail.weights),
           (detail.report.callers || []).length > 1 ? h("details", {}, h("summary", { class: "muted", text: "Per caller" }),
-            detail.report.callers.map((c) => h("div", {}, h("h3", { text: c.caller || "(entry or uninstrumented)" }), instanceTable(c)))) : null),
+            detail.report.callers.map((c) => h("div", {}, h("h3", { text: c.caller || "(entry or uninstrumented)" }), instanceTable(c, detail.weights)))) : null),
         h("div", {}, sharesChart(detail.shares)))
       : h("p", { class: "muted", text: "Loading…" }));
   }
@@ -89,11 +92,14 @@ function render() {
 }
 
 async function loadDetail(name) {
-  const [report, shares] = await Promise.all([
+  const [report, shares, service] = await Promise.all([
     getJSON(`/api/balancers/${encodeURIComponent(name)}/?${query({ window: currentWindow() })}`),
     getJSON(`/api/services/shares/?${query({ name, window: currentWindow() })}`).catch(() => null),
+    getJSON(`/api/services/detail/?${query({ name, window: currentWindow() })}`).catch(() => null),
   ]);
-  details.set(name, { report, shares });
+  // The configured weights (Consul's Weights.Passing / Weights.Warning) come with the service detail.
+  const weights = new Map(((service && service.instances) || []).map((i) => [i.identity, i]));
+  details.set(name, { report, shares, weights });
 }
 
 async function load() {

@@ -72,7 +72,7 @@ function renderFlows(data) {
           h("div", { class: "figure" }, h("b", { text: fmtMs(f.p50_ms) }), h("span", { text: "p50 delay" })),
           h("div", { class: "figure" }, h("b", { text: fmtMs(f.p95_ms) }), h("span", { text: "p95 delay" })),
           h("div", { class: "figure" }, h("b", { text: fmtMs(f.p99_ms) }), h("span", { text: "p99 delay" }))),
-        chartBlock("Propagation delay", "p50 · p95 · p99", lineChart([
+        chartBlock("Propagation delay", h("span", {}, h("span", { class: "legend-item series-4", text: "p50" }), h("span", { class: "legend-item series-1", text: "p95" }), h("span", { class: "legend-item series-3", text: "p99" })), lineChart([
           { points: (f.series || []).map((m) => [t(m), m.p50_ms]), class: "series-4", label: "p50" },
           { points: (f.series || []).map((m) => [t(m), m.p95_ms]), class: "series-1", label: "p95" },
           { points: (f.series || []).map((m) => [t(m), m.p99_ms]), class: "series-3", label: "p99" },

@@ -585,7 +585,7 @@ function fit() {
   });
   const pad = 60, margin = 50; // node size and labels around the outermost positions
   const width = cy.width(), height = cy.height();
-  const zoom = Math.max(cy.minZoom(), Math.min(1.25, (width - 2 * pad) / (x2 - x1 + 2 * margin || 1), (height - 2 * pad) / (y2 - y1 + 2 * margin || 1)));
+  const zoom = Math.max(cy.minZoom(), Math.min(1.6, (width - 2 * pad) / (x2 - x1 + 2 * margin || 1), (height - 2 * pad) / (y2 - y1 + 2 * margin || 1)));
   cy.viewport({ zoom, pan: { x: width / 2 - ((x1 + x2) / 2) * zoom, y: height / 2 - ((y1 + y2) / 2) * zoom } });
 }
 

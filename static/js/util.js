@@ -250,7 +250,8 @@ export function lineChart(series, opts = {}) {
 }
 
 export function chartBlock(title, legend, svg) {
-  return h("div", {}, h("div", { class: "chart-title" }, h("span", { text: title }), h("span", { text: legend || "" })), svg);
+  const right = legend instanceof Node ? legend : h("span", { text: legend || "" });
+  return h("div", {}, h("div", { class: "chart-title" }, h("span", { text: title }), right), svg);
 }
 
 export function debounce(fn, ms) {

@@ -261,3 +261,48 @@ def test_balancers_consistency_and_services_pages(page, live):
     page.goto("/services/")
     assert page.locator("#services-table tbody tr").count() == 4
     screenshot(page, "services", docs=True)
+
+
+def test_stale_sources_gaps_and_replay(page, live):
+    from topology.models import SourceStatus
+
+    seed.seed_mesh(traces=2)
+    SourceStatus.record_success("consul:dc1")
+    SourceStatus.record_failure("kafka", "NoBrokersAvailable")
+    page.goto("/")
+    page.wait_for_function(GRAPH_READY)
+    page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
+    sources = page.inner_text("#sources")
+    assert "kafka stale since" in sources and "consul:dc1" in sources
+    assert "NoBrokersAvailable" in page.get_attribute(".source-stale", "title")
+    assert page.inner_text("#updated")
+
+    # A delta that does not follow the held sequence number makes the client resync from a snapshot.
+    page.evaluate("""() => { const s = window.meshscope.socket;
+        s.receive(JSON.stringify({type: 'delta', view: 'topology', seq: s.seq + 5, prev: s.seq + 4, changes: {}})); }""")
+    page.wait_for_function("() => window.meshscope.socket.stats.resyncs === 1 && window.meshscope.socket.stats.snapshots === 2")
+
+    # Replay: drag the slider back; the page shows the rollups of then (nothing, ten minutes before the seed).
+    page.eval_on_selector("#replay", "el => { el.value = '-30'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'replay'")
+    page.wait_for_function("() => window.meshscope.cy.edges().length === 0")
+    assert page.inner_text("#replay-label") == "30 min ago"
+    page.eval_on_selector("#replay", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("() => window.meshscope.cy.edges().length === 3")
+    assert page.get_attribute("#live-status", "data-state") == "live"
+    screenshot(page, "topology-stale-source")
+
+
+def test_five_hundred_services_start_grouped_and_open_a_group(page, live):
+    from topology.models import Service
+
+    Service.objects.bulk_create([Service(name=f"team{i % 12}-svc-{i:03d}", in_traces=True, in_consul=True, tags=[f"team{i % 12}"]) for i in range(500)])
+    page.goto("/")
+    page.wait_for_function(GRAPH_READY)
+    assert page.evaluate("() => window.meshscope.cy.nodes().length") == 12
+    assert "grouped automatically" in page.inner_text("#graph-counts")
+    screenshot(page, "topology-grouped")
+    page.evaluate("() => { window.meshscope.cy.getElementById('group:team3').emit('tap'); }")
+    page.wait_for_function("() => window.meshscope.cy.nodes().length === 42")
+    page.fill("#filter-text", "svc-003")
+    page.wait_for_function("() => window.meshscope.cy.nodes().length === 1")
