@@ -4,8 +4,9 @@
 broadcast carries (see dashboard/live.py for the protocol). Anonymous sockets are refused before the
 handshake completes; AllowedHostsOriginValidator (dashboard/asgi.py) has already checked the origin.
 
-Client messages: ``{"type": "resync"}`` (send a fresh snapshot), ``{"type": "ping"}`` (keeps the
-window watched; answered with ``pong``).
+Client messages: ``{"type": "resync"}`` (send a fresh snapshot), ``{"type": "ping"}`` (every 30 s:
+keeps the window watched, recomputes a view nobody announced for 30 s since its window slides;
+answered with ``pong``).
 """
 
 import logging
@@ -67,6 +68,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_snapshot()
         elif kind == "ping":
             await database_sync_to_async(live.watch)(self.view, self.window)
+            await database_sync_to_async(live.refresh_if_stale)(self.view, self.window)
             await self.send_json({"type": "pong"})
 
     async def live_message(self, event):

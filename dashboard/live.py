@@ -283,12 +283,21 @@ def watch(view, window):
 
 
 def watched_windows(view):
+    """The windows someone watches (consumers refresh the mark on connect and every ping). With no
+    watcher nothing is computed: the next client starts from the stored state and a refresh."""
     client = redis_client()
-    windows = [DEFAULT_WINDOW]
-    for window in WINDOWS:
-        if window != DEFAULT_WINDOW and client.exists(_key("watch", view, window)):
-            windows.append(window)
-    return windows
+    return [window for window in WINDOWS if client.exists(_key("watch", view, window))]
+
+
+def refresh_if_stale(view, window, max_age=30.0):
+    """Called on a client's ping: when nothing was announced for a while the window still slides,
+    so the view is recomputed (in the background) and its delta broadcast."""
+    if view not in BUILDERS:
+        return
+    window = normalise_window(window)
+    stored = _load_state(view, window)
+    if stored is None or time.time() - stored.get("stored_at", 0) > max_age:
+        _run_in_background(view, _refresh_and_send, view, window)
 
 
 def broadcast(view):

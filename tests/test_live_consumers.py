@@ -193,3 +193,40 @@ def test_announce_change_reaches_an_open_socket_within_a_second(session_cookie):
         await ws.disconnect()
 
     run(scenario)
+
+
+def test_nothing_is_computed_while_nobody_watches(monkeypatch):
+    calls = []
+    monkeypatch.setitem(live.BUILDERS, "topology", lambda window: calls.append(window) or {})
+    assert live.broadcast("topology") == []
+    assert calls == []
+
+
+def test_a_ping_recomputes_a_view_that_nobody_announced_for_a_while(session_cookie):
+    import json
+
+    seed.seed_mesh(traces=1)
+
+    async def scenario():
+        ws = communicator("/ws/live/topology/", session_cookie)
+        assert (await ws.connect())[0]
+        snapshot = await ws.receive_json_from(timeout=5)
+        # The window slid and traffic changed, but no collector announced it.
+        trace = seed.Trace()
+        root = trace.span("gateway", "gateway-1", "GET /api/search", "server", 0, 20)
+        call = trace.span("gateway", "gateway-1", "GET", "client", 2, 10, parent=root, peer="search")
+        trace.span("search", "search-1", "GET /q", "server", 3, 8, parent=call)
+        await database_sync_to_async(seed.store)(trace)
+        client = live.redis_client()
+        stored = json.loads(client.get(live._key("state", "topology", 300)))
+        stored["stored_at"] -= 60
+        client.set(live._key("state", "topology", 300), json.dumps(stored))
+        await ws.send_json_to({"type": "ping"})
+        seen = set()
+        while "search" not in seen:
+            message = await ws.receive_json_from(timeout=5)
+            if message["type"] == "delta" and message["seq"] > snapshot["seq"]:
+                seen |= {node["id"] for node in message["changes"].get("nodes", {}).get("upsert", [])}
+        await ws.disconnect()
+
+    run(scenario)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 PAGES = ["/", "/routes/", "/routes/detail/?service=gateway&operation=GET%20/api/orders", "/traces/", "/traces/abc/",
          "/balancers/", "/consistency/", "/services/"]  # fmt: skip
-APIS = ["/api/services/", "/api/services/detail/?name=orders", "/api/edges/detail/?source=gateway&target=orders",
+APIS = ["/api/services/", "/api/sources/", "/api/services/detail/?name=orders", "/api/edges/detail/?source=gateway&target=orders",
         "/api/services/shares/?name=orders"]  # fmt: skip
 
 

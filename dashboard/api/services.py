@@ -92,3 +92,13 @@ class ServiceSharesView(APIView):
         if series is None:
             raise NotFound("No such service.")
         return Response(series)
+
+
+class SourceListView(APIView):
+    """Whether each data source (Consul datacenters, Kafka) answers, and since when it does not: the
+    header of every page polls this."""
+
+    def get(self, request):
+        from topology.models import SourceStatus
+
+        return Response({"sources": [status.as_dict() for status in SourceStatus.objects.all()]})

@@ -33,7 +33,7 @@ export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
 
 async function refreshSources() {
   try {
-    const data = await getJSON("/api/topology/?window=60");
+    const data = await getJSON("/api/sources/");
     setSources(data.sources);
   } catch (error) {
     /* the header keeps the server-rendered sources */
