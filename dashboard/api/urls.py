@@ -15,6 +15,7 @@ urlpatterns = [
     path("services/detail/", services.ServiceDetailView.as_view(), name="api-service-detail"),
     path("edges/detail/", services.EdgeDetailView.as_view(), name="api-edge-detail"),
     path("services/shares/", services.ServiceSharesView.as_view(), name="api-service-shares"),
+    path("sources/", services.SourceListView.as_view(), name="api-sources"),
     path("balancers/", balancers.BalancerListView.as_view(), name="api-balancers"),
     path("balancers/<str:service>/", balancers.BalancerDetailView.as_view(), name="api-balancer"),
     path("lag/", lag.ConsumerLagView.as_view(), name="api-lag"),
