@@ -75,6 +75,8 @@ def dashboard_env(var_dir, redis_url, kafka):
         DJANGO_SETTINGS_MODULE="dashboard.settings",
         PYTHONUNBUFFERED="1",
     )
+    # Short span consumer runs, so that Ctrl-C does not wait long for the one in progress.
+    env.setdefault("SPAN_CONSUMER_RUN_SECONDS", "3")
     return env
 
 
@@ -86,9 +88,12 @@ def dashboard_children(env, port, var_dir):
              "--beat", "--schedule", str(var_dir / "celerybeat-schedule")]
     # The span consumer keeps one Kafka group member per process between runs: a solo worker of its own.
     spans = [*celery, "-n", "spans@%h", "-Q", "spans", "-P", "solo"]
+    # The tasks worker gets Celery's cold shutdown (SIGQUIT): a warm one would wait out a Consul blocking
+    # query of up to 30 s, and every task there is periodic and idempotent. The solo span worker cannot
+    # cut a task short, so it stops warm, after its current run (SPAN_CONSUMER_RUN_SECONDS, short here).
     return [
         Child("daphne", daphne, env, port, DASHBOARD),
-        Child("celery-tasks", tasks, env, None, DASHBOARD),
+        Child("celery-tasks", tasks, env, None, DASHBOARD, stop_signal=signal.SIGQUIT),
         Child("celery-spans", spans, env, None, DASHBOARD),
     ]
 

@@ -34,6 +34,7 @@ class Child:
     env: dict
     port: int = None
     tier: int = 0  # stopped from the highest tier down
+    stop_signal: int = signal.SIGTERM
     process: subprocess.Popen = field(default=None, repr=False)
     restarts: list = field(default_factory=list, repr=False)
 
@@ -117,12 +118,14 @@ class Supervisor:
             self.start(child)
 
     def stop_all(self, grace=10.0):
-        """SIGTERM tier by tier, highest first; SIGKILL for any group still there after the grace time."""
+        """Asks each child to stop, tier by tier, highest first; SIGKILL for any group still there after
+        the grace time. Only the child itself is asked: it stops its own workers in its own way."""
         deadline = time.monotonic() + grace
         for tier in sorted({child.tier for child in self.children}, reverse=True):
             group = [child for child in self.children if child.tier == tier]
             for child in group:
-                signal_group(child, signal.SIGTERM)
+                if child.process.poll() is None:
+                    child.process.send_signal(child.stop_signal)
             for child in group:
                 try:
                     child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
