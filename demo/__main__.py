@@ -1,8 +1,8 @@
 """``make demo``: the dashboard and a small microservice system it observes, in one process tree.
 
 Starts Redis and a Kafka-protocol broker (embedded unless REDIS_URL / KAFKA_BOOTSTRAP_SERVERS are
-set), prepares the database and the admin user, then runs daphne, a Celery worker with beat, the
-sample services and their load. Ctrl-C or SIGTERM stops every child. docs/demo.md has the details.
+set), prepares the database and the admin user, then runs daphne, the Celery workers (beat and the
+collectors' tasks; the span consumer), the sample services and their load. Ctrl-C or SIGTERM stops every child. docs/demo.md has the details.
 """
 
 import json
