@@ -27,9 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
 DOCS = ROOT / "docs" / "screenshots"
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make around it
-# are ordinary blocking calls.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(autouse=True)
+def _orm_beside_playwright(monkeypatch):
+    """Playwright's sync API runs an event loop in this thread while a browser is open; the ORM calls
+    the browser tests make around it are ordinary blocking calls. Only these tests get the switch."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def pytest_collection_modifyitems(items):
@@ -115,8 +119,9 @@ def live(live_server_daphne, transactional_db, settings, redis_url, _isolated_ch
     channel_layers.backends.clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's event loop must be gone before the rest of the suite uses the ORM.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
