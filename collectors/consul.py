@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 
@@ -33,7 +34,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from collectors.consul_client import CONSUL_ERRORS, connect, describe
-from collectors.consul_reconcile import mark_absent, reconcile
+from collectors.consul_reconcile import BATCH_SERVICES, mark_absent, reconcile
 from dashboard.live import announce_change
 from topology.models import SourceStatus
 from topology.models.services import ConsulDatacenter
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 TASK_NAME = "collectors.sync_consul"
 # Concurrent reads of /v1/health/service when many services changed.
 READERS = 16
+# After an early answer, the pause before the next blocking query of the same endpoint: a busy cluster
+# must not turn the watch into a tight loop.
+REWATCH_AFTER_SECONDS = 0.5
 BACKOFF_FIRST_SECONDS = 5
 BACKOFF_MAX_SECONDS = 60
 # A run that died (a killed worker) frees its datacenter after this much longer than a round can take.
@@ -68,12 +72,9 @@ def sync_consul():
     if not rows:
         return
     try:
-        changed = Round(rows).run()
+        Round(rows).run()
     finally:
         ConsulDatacenter.objects.filter(pk__in=[row.pk for row in rows]).update(leased_until=None)
-    if changed:
-        for view in ("services", "topology", "balancers"):
-            announce_change(view)
 
 
 def _discover(known):
@@ -156,31 +157,54 @@ class Round:
         return self.local.client
 
     def run(self):
-        wait = f"{int(settings.CONSUL_BLOCKING_WAIT_SECONDS * 1000)}ms"
+        """Watches until the blocking wait has passed, acting on each answer as it comes."""
+        deadline = time.monotonic() + settings.CONSUL_BLOCKING_WAIT_SECONDS
         with ThreadPoolExecutor(2 * len(self.rows)) as watchers, ThreadPoolExecutor(READERS) as self.readers:
-            futures = {}
+            pending = {}
+
+            def watch(query, handle, row, delay=0.0):
+                pending[watchers.submit(self.block, query, row, deadline, delay)] = (query, handle, row)
+
             for row in self.rows:
-                futures[watchers.submit(self.watch_catalog, row, wait)] = (self.on_catalog, row)
-                futures[watchers.submit(self.watch_checks, row, wait)] = (self.on_checks, row)
-            for future in as_completed(futures):
-                handle, row = futures[future]
-                if row.name in self.failed:
-                    continue
-                try:
-                    handle(row, *future.result())
-                except (*CONSUL_ERRORS, UnexpectedAnswer) as error:
-                    self.failed.add(row.name)
-                    _back_off(row, describe(error))
-                    log.warning("Consul datacenter %s is stale: %s", row.name, describe(error))
+                watch(self.watch_catalog, self.on_catalog, row)
+                watch(self.watch_checks, self.on_checks, row)
+            while pending:
+                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    query, handle, row = pending.pop(future)
+                    if row.name in self.failed:
+                        continue
+                    try:
+                        handle(row, *future.result())
+                    except (*CONSUL_ERRORS, UnexpectedAnswer) as error:
+                        self.failed.add(row.name)
+                        _back_off(row, describe(error))
+                        log.warning("Consul datacenter %s is stale: %s", row.name, describe(error))
+                        continue
+                    self.announce()
+                    # Consul answered early because something changed: keep watching until the deadline,
+                    # no more often than the blocking-queries page's advice to rate-limit allows.
+                    if deadline - time.monotonic() > REWATCH_AFTER_SECONDS:
+                        watch(query, handle, row, delay=REWATCH_AFTER_SECONDS)
         for row in self.rows:
             if row.name not in self.failed:
                 SourceStatus.record_success(f"consul:{row.name}")
                 if row.retry_after:
                     row.retry_after = None
                     row.save(update_fields=["retry_after"])
-        return self.changed
+
+    def announce(self):
+        if self.changed:
+            for view in ("services", "topology", "balancers"):
+                announce_change(view)
+            self.changed = False
 
     # --- the two blocking queries (in threads) ---------------------------------------------------------
+
+    def block(self, query, row, deadline, delay):
+        time.sleep(delay)
+        wait = max(deadline - time.monotonic(), 0.001)
+        return query(row, f"{int(wait * 1000)}ms")
 
     def watch_catalog(self, row, wait):
         index, services = self.client().catalog.services(index=row.catalog_index or None, wait=wait, dc=row.name)
@@ -199,7 +223,7 @@ class Round:
         if index == row.catalog_index and not resync:
             return
         names = [name for name in services if isinstance(name, str)]
-        self.read_and_reconcile(row, names, force=resync)
+        self.read_and_reconcile(row, names if resync else self.not_read_since(row, names, received_at), force=resync)
         self.changed |= mark_absent(row.name, names, timezone.now())
         row.service_indexes = {name: row.service_indexes[name] for name in names if name in row.service_indexes}
         # The blocking-queries page: an index must be at least 1, else queries stop blocking.
@@ -217,31 +241,38 @@ class Round:
             names = set(row.service_indexes) | set(digests)
         else:
             names = {name for name in digests.keys() | row.check_digests.keys() if digests.get(name) != row.check_digests.get(name)}
-        # A service read after these checks were current is already up to date.
-        names = [name for name in names if name and self.read_at.get((row.name, name), -1) < received_at]
+        names = self.not_read_since(row, [name for name in names if name], received_at)
         self.read_and_reconcile(row, names, force=resync)
         row.check_digests = digests
         row.checks_index = max(index, 1)
         row.save(update_fields=["checks_index", "check_digests", "service_indexes"])
 
+    def not_read_since(self, row, names, received_at):
+        """Leaves out the services this round read after the answer came: they are as fresh as it is."""
+        return [name for name in names if self.read_at.get((row.name, name), -1) < received_at]
+
     def read_and_reconcile(self, row, names, force):
+        """Reads the services, reconciling each batch of answers while the next ones are on their way."""
         answers = {}
-        futures = {}
+        reads = {}
         for name in names:
-            self.read_at[(row.name, name)] = time.monotonic()
-            futures[self.readers.submit(self.read_service, row.name, name)] = name
+            reads[self.readers.submit(self.read_service, row.name, name)] = name
         try:
-            for future in as_completed(futures):
+            for future in as_completed(reads):
                 index, entries = future.result()
-                name = futures[future]
+                name = reads[future]
                 if force or index == 0 or index != row.service_indexes.get(name):
                     answers[name] = entries
                     row.service_indexes[name] = index
+                if len(answers) >= BATCH_SERVICES:
+                    self.changed |= reconcile(row.name, answers, timezone.now())
+                    answers = {}
         finally:
-            for future in futures:
+            for future in reads:
                 future.cancel()
         self.changed |= reconcile(row.name, answers, timezone.now())
 
     def read_service(self, datacenter, name):
+        self.read_at[(datacenter, name)] = time.monotonic()
         index, entries = self.client().health.service(name, dc=datacenter)
         return _index(index), entries if isinstance(entries, list) else []

@@ -29,7 +29,7 @@ HEALTH_ORDER = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.
 MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
 CONSUL_FIELDS = [
     "consul_id", "node", "address", "port", "datacenter", "tags", "meta", "weight_passing",
-    "weight_warning", "health", "checks", "in_maintenance", "in_consul", "last_seen", "deregistered_at",
+    "weight_warning", "health", "checks", "in_maintenance", "in_consul", "deregistered_at",
 ]  # fmt: skip
 SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_seen", "deregistered_at"]
 
@@ -118,87 +118,107 @@ def mark_absent(datacenter, present, now):
 
 
 def _reconcile_batch(datacenter, answers, now):
-    services = _services(answers, now)
+    parsed = {name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()}
+    services = _services(parsed, now)
     instances = defaultdict(list)
     for instance in Instance.objects.filter(service__in=services.values()):
         instances[instance.service_id].append(instance)
 
-    to_create, to_update = [], []
-    for name, entries in answers.items():
+    to_create, to_update, read, services_changed = [], [], [], []
+    for name, entries in parsed.items():
         service = services.get(name)
         if service is None:  # gone before it was ever stored
             continue
         rows = instances[service.pk]
+        lookup = _Lookup(rows)
         seen = set()
-        for entry in entries:
-            fields = parse_entry(entry, datacenter)
-            if fields is None:
-                continue
-            fields["last_seen"] = now
-            instance = _match(rows, fields)
+        for fields in entries:
+            instance = lookup.match(fields)
             if instance is None:
-                instance = Instance(service=service, identity=_free_identity(rows, fields), first_seen=now, **fields)
-                rows.append(instance)
+                instance = Instance(service=service, identity=lookup.free_identity(fields), first_seen=now, last_seen=now, **fields)
+                lookup.add(instance)
                 to_create.append(instance)
             else:
-                # Only services whose Consul index moved are read, so a read row is worth writing.
-                for key, value in fields.items():
-                    setattr(instance, key, value)
-                to_update.append(instance)
+                if any(getattr(instance, key) != value for key, value in fields.items()):
+                    for key, value in fields.items():
+                        setattr(instance, key, value)
+                    to_update.append(instance)
+                read.append(instance.pk)
             seen.add(id(instance))
         for instance in rows:
             if (instance.in_consul and instance.datacenter == datacenter and instance.deregistered_at is None
                     and id(instance) not in seen):
                 instance.deregistered_at = now
                 to_update.append(instance)
-        _summarise(service, rows, now)
+        if _summarise(service, lookup.rows, now):
+            services_changed.append(service)
 
     Instance.objects.bulk_create(to_create, batch_size=1000)
+    # Rows whose Consul fields changed are rewritten; the others only learn when they were last read.
     Instance.objects.bulk_update(to_update, CONSUL_FIELDS, batch_size=500)
-    Service.objects.bulk_update(services.values(), SERVICE_FIELDS, batch_size=500)
-    return bool(to_create or to_update)
+    for start in range(0, len(read), 1000):
+        Instance.objects.filter(pk__in=read[start : start + 1000]).update(last_seen=now)
+    Service.objects.bulk_update(services_changed, SERVICE_FIELDS, batch_size=500)
+    return bool(to_create or to_update or services_changed)
 
 
-def _services(answers, now):
-    services = {service.name: service for service in Service.objects.filter(name__in=answers)}
-    missing = [
-        Service(name=name, in_consul=True, first_seen=now, last_seen=now)
-        for name, entries in answers.items()
-        if name not in services and entries
-    ]
+def _services(parsed, now):
+    """The batch's services; the new ones are created with their Consul fields already summarised."""
+    services = {service.name: service for service in Service.objects.filter(name__in=parsed)}
+    missing = []
+    for name, entries in parsed.items():
+        if name not in services and entries:
+            service = Service(name=name, first_seen=now)
+            _summarise(service, [Instance(**fields) for fields in entries], now)
+            missing.append(service)
     if missing:
         Service.objects.bulk_create(missing, ignore_conflicts=True)
-        services.update((service.name, service) for service in Service.objects.filter(name__in=answers))
+        services.update((service.name, service) for service in Service.objects.filter(name__in=[s.name for s in missing]))
     return services
 
 
-def _match(rows, fields):
-    """The row of this Consul instance: the same Consul instance, else the trace-only instance spans named by
-    its service ID or ``address:port``, so that the balancer statistics see one instance, not two."""
-    for row in rows:
-        if (row.in_consul and row.consul_id == fields["consul_id"] and row.node == fields["node"]
-                and row.datacenter == fields["datacenter"]):
-            return row
-    host_port = f"{fields['address']}:{fields['port']}" if fields["address"] and fields["port"] else None
-    for row in rows:
-        if not row.in_consul and row.identity in (fields["consul_id"], host_port):
-            return row
-    return None
+class _Lookup:
+    """A service's instance rows, found by Consul instance or by the identity spans give them."""
 
+    def __init__(self, rows):
+        self.rows = rows
+        self.by_consul = {(r.datacenter, r.node, r.consul_id): r for r in rows if r.in_consul}
+        self.by_identity = {r.identity: r for r in rows}
 
-def _free_identity(rows, fields):
-    """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent)."""
-    taken = {row.identity for row in rows}
-    candidates = (
-        fields["consul_id"],
-        f"{fields['consul_id']}@{fields['node']}",
-        f"{fields['consul_id']}@{fields['node']}.{fields['datacenter']}",
-    )
-    return next((c[:MAX_TEXT] for c in candidates if c[:MAX_TEXT] not in taken), candidates[-1][:MAX_TEXT])
+    def add(self, row):
+        self.rows.append(row)
+        self.by_consul[(row.datacenter, row.node, row.consul_id)] = row
+        self.by_identity[row.identity] = row
+
+    def match(self, fields):
+        """The same Consul instance, else the trace-only instance that spans named by its service ID or
+        ``address:port``, so that the balancer statistics see one instance, not two."""
+        row = self.by_consul.get((fields["datacenter"], fields["node"], fields["consul_id"]))
+        if row is not None:
+            return row
+        host_port = f"{fields['address']}:{fields['port']}" if fields["address"] and fields["port"] else None
+        for alias in (fields["consul_id"], host_port):
+            row = self.by_identity.get(alias)
+            if row is not None and not row.in_consul:
+                return row
+        return None
+
+    def free_identity(self, fields):
+        """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent)."""
+        candidates = [
+            c[:MAX_TEXT]
+            for c in (
+                fields["consul_id"],
+                f"{fields['consul_id']}@{fields['node']}",
+                f"{fields['consul_id']}@{fields['node']}.{fields['datacenter']}",
+            )
+        ]
+        return next((c for c in candidates if c not in self.by_identity), candidates[-1])
 
 
 def _summarise(service, rows, now):
-    """The service's Consul fields, from its live Consul instances in every datacenter."""
+    """Sets the service's Consul fields from its live Consul instances in every datacenter; True if any moved."""
+    before = [getattr(service, field) for field in SERVICE_FIELDS]
     live = [row for row in rows if row.in_consul and row.deregistered_at is None]
     if live:
         service.in_consul = True
@@ -209,6 +229,7 @@ def _summarise(service, rows, now):
         service.balancing_policy = _policy(live)
     elif service.in_consul and service.deregistered_at is None:
         service.deregistered_at = now
+    return before != [getattr(service, field) for field in SERVICE_FIELDS]
 
 
 def _policy(live):

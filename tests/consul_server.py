@@ -81,6 +81,9 @@ class Datacenter:
         self.nodes = {}  # node name -> address
         self.instances = {}  # (node, service ID) -> service definition, as the health endpoint shows it
         self.checks = {}  # (node, check ID) -> check
+        # Lookups the endpoints need at the scale of the benchmark (thousands of services).
+        self.by_name = {}  # service name -> {(node, service ID)}
+        self.owned_checks = {}  # (node, service ID, or "" for node checks) -> {(node, check ID)}
 
     def bump(self):
         self.raft_index += 1
@@ -90,8 +93,36 @@ class Datacenter:
         if node not in self.nodes:
             self.nodes[node] = address
             index = self.bump()
-            self.checks[(node, "serfHealth")] = self.check_entry(node, "serfHealth", "Serf Health Status", index)
+            self.add_check(self.check_entry(node, "serfHealth", "Serf Health Status", index))
             self.checks_index = index
+
+    def add_check(self, check):
+        key = (check["Node"], check["CheckID"])
+        self.checks[key] = check
+        self.owned_checks.setdefault((check["Node"], check["ServiceID"]), set()).add(key)
+
+    def remove_check(self, key):
+        check = self.checks.pop(key)
+        self.owned_checks[(check["Node"], check["ServiceID"])].discard(key)
+
+    def checks_of(self, node, service_id):
+        return [self.checks[key] for key in sorted(self.owned_checks.get((node, service_id), ()))]
+
+    def put_instance(self, node, service):
+        previous = self.instances.get((node, service["ID"]))
+        if previous:
+            self.by_name[previous["Service"]].discard((node, service["ID"]))
+        self.instances[(node, service["ID"])] = service
+        self.by_name.setdefault(service["Service"], set()).add((node, service["ID"]))
+        return previous
+
+    def pop_instance(self, node, service_id):
+        service = self.instances.pop((node, service_id), None)
+        if service:
+            self.by_name[service["Service"]].discard((node, service_id))
+            for key in list(self.owned_checks.get((node, service_id), ())):
+                self.remove_check(key)
+        return service
 
     def check_entry(self, node, check_id, name, index, status="passing", service=None, output="", notes=""):
         return {
@@ -212,34 +243,28 @@ class ConsulTestServer:
 
     def _put_instance(self, datacenter, node, service, checks):
         index = datacenter.bump()
-        key = (node, service["ID"])
-        previous = datacenter.instances.get(key)
+        previous = datacenter.put_instance(node, service)
         if previous and previous["Service"] != service["Service"]:
             datacenter.touch_service(previous["Service"], index)
         service["CreateIndex"] = previous["CreateIndex"] if previous else index
         service["ModifyIndex"] = index
-        datacenter.instances[key] = service
         datacenter.services_index = index
         for number, (check_name, status, output) in enumerate(checks, start=1):
             check_id = f"service:{service['ID']}" + (f":{number}" if len(checks) > 1 else "")
-            datacenter.checks[(node, check_id)] = datacenter.check_entry(
-                node, check_id, check_name, index, status=status, service=service, output=output
-            )
+            datacenter.add_check(datacenter.check_entry(node, check_id, check_name, index, status=status, service=service, output=output))
         datacenter.touch_service(service["Service"], index, checks=bool(checks))
         self.changed.notify_all()
 
     def deregister(self, service_id, node=AGENT_NODE, dc=None):
         with self.changed:
             datacenter = self.datacenters[dc or self.local_dc]
-            service = datacenter.instances.pop((node, service_id), None)
+            had_checks = bool(datacenter.owned_checks.get((node, service_id)))
+            service = datacenter.pop_instance(node, service_id)
             if service is None:
                 raise ConsulError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
             index = datacenter.bump()
             datacenter.services_index = index
-            owned = [key for key, check in datacenter.checks.items() if key[0] == node and check["ServiceID"] == service_id]
-            for key in owned:
-                del datacenter.checks[key]
-            datacenter.touch_service(service["Service"], index, checks=bool(owned))
+            datacenter.touch_service(service["Service"], index, checks=had_checks)
             self.changed.notify_all()
 
     def set_check(self, service_id, status, output="", node=AGENT_NODE, dc=None):
@@ -248,9 +273,8 @@ class ConsulTestServer:
             datacenter = self.datacenters[dc or self.local_dc]
             index = datacenter.bump()
             service = datacenter.instances[(node, service_id)]
-            for (check_node, _), check in datacenter.checks.items():
-                if check_node == node and check["ServiceID"] == service_id:
-                    check.update(Status=status, Output=output, ModifyIndex=index)
+            for check in datacenter.checks_of(node, service_id):
+                check.update(Status=status, Output=output, ModifyIndex=index)
             datacenter.touch_service(service["Service"], index, checks=True)
             self.changed.notify_all()
 
@@ -266,11 +290,11 @@ class ConsulTestServer:
             index = datacenter.bump()
             if enable:
                 notes = reason or "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
-                datacenter.checks[key] = datacenter.check_entry(
+                datacenter.add_check(datacenter.check_entry(
                     node, key[1], "Service Maintenance Mode", index, status="critical", service=service, notes=notes
-                )
+                ))
             else:
-                del datacenter.checks[key]
+                datacenter.remove_check(key)
             datacenter.touch_service(service["Service"], index, checks=True)
             self.changed.notify_all()
 
@@ -289,6 +313,8 @@ class ConsulTestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in two writes; with Nagle's algorithm the body waits for a delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -408,13 +434,9 @@ class ConsulTestServer:
 
     def health_service(self, datacenter, name):
         entries = []
-        for (node, service_id), service in sorted(datacenter.instances.items()):
-            if service["Service"] != name:
-                continue
-            checks = [
-                check for (check_node, _), check in sorted(datacenter.checks.items())
-                if check_node == node and check["ServiceID"] in {"", service_id}
-            ]
+        for node, service_id in sorted(datacenter.by_name.get(name, ())):
+            service = datacenter.instances[(node, service_id)]
+            checks = datacenter.checks_of(node, "") + datacenter.checks_of(node, service_id)
             entries.append({
                 "Node": {"ID": "", "Node": node, "Address": datacenter.nodes[node], "Datacenter": datacenter.name,
                          "TaggedAddresses": {}, "Meta": {}},
@@ -424,7 +446,7 @@ class ConsulTestServer:
         return entries
 
     def checks_in_state(self, datacenter, state):
-        return [check for _, check in sorted(datacenter.checks.items()) if state == "any" or check["Status"] == state]
+        return [check for check in datacenter.checks.values() if state == "any" or check["Status"] == state]
 
     def agent_register(self, body):
         try:
@@ -462,8 +484,7 @@ class ConsulTestServer:
         with self.changed:
             datacenter = self.datacenters[self.local_dc]
             datacenter.ensure_node(AGENT_NODE, "127.0.0.1")
-            existing = [key for key, check in datacenter.checks.items()
-                        if key[0] == AGENT_NODE and check["ServiceID"] == service["ID"]]
+            existing = datacenter.checks_of(AGENT_NODE, service["ID"])
             # Without replace-existing-checks, a re-registration keeps the checks it does not mention.
             keep = checks == [] and existing
             self._put_instance(

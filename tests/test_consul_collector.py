@@ -381,3 +381,38 @@ def test_a_datacenter_held_by_another_run_is_left_alone(consul):
     sync_consul()
 
     assert consul.requests == []
+
+
+def test_changes_during_a_round_are_each_applied_and_announced_as_they_come(settings, consul, monkeypatch):
+    from collectors import consul as collector
+
+    announced = []
+    monkeypatch.setattr(collector, "announce_change", announced.append)
+    monkeypatch.setattr(collector, "REWATCH_AFTER_SECONDS", 0.05)
+    settings.CONSUL_BLOCKING_WAIT_SECONDS = 1.5
+    web(consul)
+    sync_consul()
+    announced.clear()
+    first = threading.Timer(0.2, lambda: consul.set_check("web-1", "warning", "slow"))
+    second = threading.Timer(0.8, lambda: consul.set_check("web-1", "critical", "down"))
+    for timer in (first, second):
+        timer.start()
+
+    sync_consul()
+
+    assert Instance.objects.get(identity="web-1").health == "critical"
+    # one announcement per change: the second change was watched for again within the same round
+    assert announced.count("services") == 2 and {"topology", "balancers"} <= set(announced)
+
+
+def test_steady_state_announces_nothing(consul, monkeypatch):
+    from collectors import consul as collector
+
+    web(consul)
+    sync_consul()
+    announced = []
+    monkeypatch.setattr(collector, "announce_change", announced.append)
+
+    sync_consul()
+
+    assert announced == []
