@@ -5,7 +5,7 @@ taken. The dashboard's own port is MESHSCOPE_PORT and is not part of this layout
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ORDERS_TOPIC = "orders"
 SPAN_TOPICS = ("otlp_spans", "zipkin")
@@ -26,25 +26,20 @@ class ServiceSpec:
     slow_ms: int = 0
     span_format: str = "otlp"  # or "zipkin": one service keeps Zipkin's JSON v2 exercised
     protocol: str = "http"  # or "grpc": the one gRPC edge
-    calls: tuple = field(default=())  # services this one calls over HTTP
 
     def weight(self, index):
         return self.weights[index - 1] if self.weights else 1
 
 
 SERVICES = (
-    ServiceSpec("gateway", calls=("users", "catalog", "orders")),
+    ServiceSpec("gateway"),
     ServiceSpec("users", instances=3, policy="round_robin", error_rate=0.02),
-    ServiceSpec("catalog", instances=3, policy="random", slow_rate=0.05, slow_ms=300, calls=("inventory",)),
-    ServiceSpec(
-        "orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03,
-        calls=("users", "inventory", "payments"),
-    ),
+    ServiceSpec("catalog", instances=3, policy="random", slow_rate=0.05, slow_ms=300),
+    ServiceSpec("orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03),
     ServiceSpec("inventory", span_format="zipkin", slow_rate=0.05, slow_ms=150),
     ServiceSpec("fulfillment"),
     ServiceSpec("payments", instances=2, protocol="grpc", error_rate=0.01),
 )
-BY_NAME = {spec.name: spec for spec in SERVICES}
 
 
 @dataclass(frozen=True)
@@ -78,8 +73,8 @@ def instances(base=None):
     return result
 
 
-def instance(instance_id, base=None):
-    return next(item for item in instances(base) if item.id == instance_id)
+def instance(instance_id):
+    return next(item for item in instances() if item.id == instance_id)
 
 
 def embedded_ports(base=None):
