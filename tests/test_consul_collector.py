@@ -416,3 +416,72 @@ def test_steady_state_announces_nothing(consul, monkeypatch):
     sync_consul()
 
     assert announced == []
+
+
+def _certificate(subject, issuer_key, issuer, key, ca=False):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = timezone.now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        import ipaddress
+
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()), name
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def write(name, key, cert):
+        (tmp_path / f"{name}.key").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert, ca_name = _certificate("meshscope test CA", ca_key, None, ca_key, ca=True)
+    files = {"ca": write("ca", ca_key, ca_cert)[0]}
+    for role in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert, _ = _certificate(role, ca_key, ca_name, key)
+        files[role] = write(role, key, cert)
+    return files
+
+
+def test_tls_with_a_ca_file_and_a_client_certificate(settings, tls_files):
+    server_cert, server_key = tls_files["server"]
+    with ConsulTestServer(certfile=server_cert, keyfile=server_key, cafile=tls_files["ca"]) as server:
+        server.register("web", "web-1", port=443)
+        settings.CONSUL_HTTP_ADDR = server.url
+        settings.CONSUL_DATACENTERS = ["dc1"]
+        settings.CONSUL_BLOCKING_WAIT_SECONDS = WAIT
+        settings.CONSUL_CACERT = tls_files["ca"]
+        settings.CONSUL_CLIENT_CERT, settings.CONSUL_CLIENT_KEY = tls_files["client"]
+
+        sync_consul()
+
+        assert server.url.startswith("https://") and Instance.objects.filter(identity="web-1").exists()
+        assert not status().is_stale
+
+        settings.CONSUL_CLIENT_CERT = settings.CONSUL_CLIENT_KEY = ""  # the server requires one
+        allow_retry()
+        sync_consul()
+        reason = status().stale_reason
+        assert "unreachable" in reason and ("SSLError" in reason or "ConnectionError" in reason)
