@@ -177,8 +177,9 @@ def main():
     if discovery.consul_configured():
         print(f"meshscope demo: registering the services in Consul at {os.environ['CONSUL_HTTP_ADDR']}", flush=True)
     supervisor = Supervisor(var_dir / "logs")
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: closing the terminal must stop the demo as Ctrl-C does.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         run(supervisor, var_dir, port, embedded, started_at)
     except Stop:
@@ -189,8 +190,8 @@ def main():
         return 1
     finally:
         # A second Ctrl-C must not cut the cleanup short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         supervisor.stop_all()
         print("meshscope demo: stopped.", flush=True)
 
