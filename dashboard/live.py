@@ -212,17 +212,28 @@ _pending = set()
 _pending_lock = threading.Lock()
 
 
+REDIS_DOWN_BACKOFF_SECONDS = 5.0
+_redis_down_until = 0.0
+
+
 def announce_change(view):
-    """Says that ``view``'s data changed. Cheap, never raises; broadcasts are coalesced."""
+    """Says that ``view``'s data changed. Cheap, never raises; broadcasts are coalesced.
+
+    While Redis does not answer, announcements are dropped for a few seconds at a time (a collector
+    must not wait for a connect timeout on every batch); the pages resync when it is back."""
+    global _redis_down_until
+    if view not in VIEWS:
+        logger.warning("announce_change: unknown view %r", view)
+        return None
+    if time.monotonic() < _redis_down_until:
+        return None
     try:
-        if view not in VIEWS:
-            logger.warning("announce_change: unknown view %r", view)
-            return None
         client = redis_client()
         client.set(_key("dirty", view), "1", ex=60)
         _attempt(view, client)
-    except Exception:  # the contract: never raise into a collector
-        logger.exception("announce_change(%r) failed", view)
+    except Exception as error:  # the contract: never raise into a collector
+        _redis_down_until = time.monotonic() + REDIS_DOWN_BACKOFF_SECONDS
+        logger.warning("announce_change(%r) failed, live updates paused for %.0f s: %s", view, REDIS_DOWN_BACKOFF_SECONDS, error)
     return None
 
 
