@@ -1,10 +1,12 @@
 """`python -m demo` as a person runs it: it comes up, the dashboard sees the system, Ctrl-C leaves nothing.
 
-The demo runs in its own var directory on free ports, with embedded Redis and Kafka and SQLite, and
-registers its services in the Consul test server, so that the balancer statistics know each service's
-policy and weights as they would with a real Consul.
+The demo runs in its own var directory on free ports, with embedded Redis and Kafka and SQLite. Once
+it registers its services in the Consul test server, so that the balancer statistics know each
+service's policy and weights as they would with a real Consul; once without Consul, as `make demo`
+runs by default.
 """
 
+import contextlib
 import os
 import random
 import re
@@ -38,7 +40,7 @@ MIN_REQUESTS = 250
 SHARE_TOLERANCE = 0.12
 # Keep the environment of whoever runs the tests out of the demo: it must bring up its own.
 FOREIGN = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER",
-           "DJANGO_SETTINGS_MODULE", "TRACE_TOPICS", "CONSUL_HTTP_TOKEN")
+           "DJANGO_SETTINGS_MODULE", "TRACE_TOPICS", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN")
 
 
 def free_layout():
@@ -164,7 +166,9 @@ def consul():
         yield server
 
 
-def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
+@contextlib.contextmanager
+def running_demo(tmp_path, **settings):
+    """Starts the demo, yields it up and logged in, then stops it with SIGINT and checks it left nothing."""
     dashboard_port, base_port = free_layout()
     env = {key: value for key, value in os.environ.items() if key not in FOREIGN}
     env.update(
@@ -172,27 +176,19 @@ def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
         MESHSCOPE_PORT=str(dashboard_port),
         DEMO_BASE_PORT=str(base_port),
         MESHSCOPE_ADMIN_PASSWORD=PASSWORD,
-        CONSUL_HTTP_ADDR=consul.address,
         DEMO_RPS="20",
         DEMO_OPEN_BROWSER="0",  # a browser it opened would outlive the demo, as it should for a person
+        **settings,
     )
     base = f"http://127.0.0.1:{dashboard_port}"
     demo = Demo(env)
+    demo.base_port = base_port
     try:
         wait_for("the banner", lambda: "Press Ctrl-C to stop." in demo.text or "not yet", demo, START_TIMEOUT)
         started = float(re.search(r"started in ([\d.]+) s", demo.text).group(1))
         assert started < 20, demo.text
         assert f"{base}/" in demo.text and f"admin / {PASSWORD}" in demo.text
-
-        everyone = {instance.id for instance in system.instances(base_port)}
-        wait_for("every instance registered in Consul", lambda: registered(consul) == everyone or registered(consul),
-                 demo, 30)
-
-        session = logged_in(base)
-        wait_for("gateway → each service and the Kafka flow in the topology",
-                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
-        wait_for("each balancing policy with its expected shares",
-                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
+        yield demo, logged_in(base), base
     finally:
         demo.note_descendants()
         demo.process.send_signal(signal.SIGINT)
@@ -209,7 +205,24 @@ def test_demo_runs_the_system_and_stops_cleanly(tmp_path, consul):
     assert len(demo.seen) >= len(system.instances(base_port)) + 5  # the check saw the whole tree
     bound = [port for port in demo_ports(dashboard_port, base_port) if not is_free(port)]
     assert not bound, f"ports still bound: {bound}"
+
+
+def test_with_consul_the_dashboard_sees_the_system_and_each_balancing_policy(tmp_path, consul):
+    with running_demo(tmp_path, CONSUL_HTTP_ADDR=consul.address) as (demo, session, base):
+        everyone = {instance.id for instance in system.instances(demo.base_port)}
+        wait_for("every instance registered in Consul", lambda: registered(consul) == everyone or registered(consul),
+                 demo, 30)
+        wait_for("gateway → each service and the Kafka flow in the topology",
+                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
+        wait_for("each balancing policy with its expected shares",
+                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
     assert not registered(consul), "instances left registered in Consul"
+
+
+def test_without_consul_the_topology_comes_from_traces(tmp_path):
+    with running_demo(tmp_path) as (demo, session, base):
+        wait_for("gateway → each service and the Kafka flow in the topology",
+                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
 
 
 def test_a_taken_port_is_named_with_the_variable_that_moves_it(tmp_path):
