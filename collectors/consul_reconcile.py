@@ -138,6 +138,9 @@ def _reconcile_batch(datacenter, answers, now):
                 instance = Instance(service=service, identity=lookup.free_identity(fields), first_seen=now, last_seen=now, **fields)
                 lookup.add(instance)
                 to_create.append(instance)
+            elif instance.pk is None:  # Consul listed the same instance twice: the last entry wins
+                for key, value in fields.items():
+                    setattr(instance, key, value)
             else:
                 if any(getattr(instance, key) != value for key, value in fields.items()):
                     for key, value in fields.items():

@@ -350,10 +350,14 @@ def test_maintenance_check_marks_the_instance_in_maintenance(consul):
     assert instance.in_maintenance and instance.health == "critical"
 
 
-def test_hostile_answers_are_stored_as_plain_bounded_data(consul):
+def test_hostile_answers_are_stored_as_plain_bounded_data(consul, monkeypatch):
     web(consul, "web-1", tags=["x" * 100_000, 42, "<b>ok</b>"], raw_service={"Unexpected": {"nested": [1, 2]}, "Port": "80"})
     del consul.datacenters["dc1"].instances[(AGENT_NODE, "web-1")]["Weights"]
     consul.register("<script>alert(1)</script>", "evil", port=1, meta={"k": "<img src=x onerror=alert(1)>"})
+    consul.register("twice", "twice-1", port=1)
+    consul.register("n" * 300, "too-long-a-name", port=1)
+    original = consul.health_service
+    monkeypatch.setattr(consul, "health_service", lambda dc, name: original(dc, name) * (2 if name == "twice" else 1))
 
     sync_consul()
 
@@ -363,6 +367,8 @@ def test_hostile_answers_are_stored_as_plain_bounded_data(consul):
     assert [len(tag) for tag in instance.tags] == [512, len("<b>ok</b>")]
     evil = Service.objects.get(name="<script>alert(1)</script>")
     assert evil.instances.get().meta == {"k": "<img src=x onerror=alert(1)>"}
+    assert Instance.objects.filter(consul_id="twice-1").count() == 1  # listed twice, stored once
+    assert not Instance.objects.filter(consul_id="too-long-a-name").exists()  # no column holds its name
     assert not status().is_stale
 
 
