@@ -146,9 +146,9 @@ class RegisteredFilter(admin.SimpleListFilter):
 class ConsulActionsMixin:
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
-    def confirm(self, request, queryset, action, title, form_class=None, warning=""):
+    def confirm(self, request, objects, action, title, form_class=None, warning=""):
         """The validated form once the operator confirmed, else the confirmation page to show."""
-        if not queryset:
+        if not objects:
             self.message_user(request, "Nothing to do.", messages.WARNING)
             return None
         form = form_class(request.POST if "confirm" in request.POST else None) if form_class else None
@@ -158,13 +158,11 @@ class ConsulActionsMixin:
             **self.admin_site.each_context(request),
             "title": title,
             "opts": self.model._meta,
-            "objects": queryset,
+            "objects": objects,
             "form": form,
             "action": action,
             "warning": warning,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
         }
         return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
 
