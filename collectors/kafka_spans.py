@@ -128,6 +128,9 @@ class SpanConsumer:
             return message, result, None
         except SpanRejected as rejected:
             return message, None, rejected
+        except Exception as error:  # noqa: BLE001 - one message a decoder did not foresee must not stop the partition
+            log.exception("Undecodable message at %s[%s]@%s", message.topic, message.partition, message.offset)
+            return message, None, SpanRejected("wrong_shape", f"{type(error).__name__}: {error}")
 
     def _store(self, decoded):
         spans, dead = [], []

@@ -29,6 +29,7 @@ BAD_MESSAGES = {
     "missing_field": zipkin(localEndpoint={"ipv4": "10.0.0.9"}),
     "too_many_attributes": zipkin(tags={f"k{i}": "v" for i in range(5000)}),
 }
+WRONG_TYPES = zipkin(traceId=123, id="bbbbbbbbbbbbbbbb")
 
 
 def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_still_arrive(kafka_bootstrap, topic_name, settings):
@@ -36,14 +37,14 @@ def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_stil
     old = zipkin(timestamp=int((time.time() - 86400 * 30) * 1e6), id="aaaaaaaaaaaaaaaa")
     good = zipkin_json([zipkin_span("api", "get /ok", "server", "abcdef0123456789", "0123456789abcdef")])
     create_topic(kafka_bootstrap, topic_name, partitions=1)
-    produce(kafka_bootstrap, topic_name, [*BAD_MESSAGES.values(), old, good])
+    produce(kafka_bootstrap, topic_name, [*BAD_MESSAGES.values(), old, WRONG_TYPES, good])
 
     consumer = span_consumer(kafka_bootstrap, {topic_name: "auto"})
     assert consume_until(consumer, lambda: Span.objects.filter(name="get /ok").exists())
     consumer.close()
 
     by_reason = dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")))
-    assert by_reason == {**{reason: 1 for reason in BAD_MESSAGES}, "bad_timestamp": 2}
+    assert by_reason == {**{reason: 1 for reason in BAD_MESSAGES}, "bad_timestamp": 2, "wrong_shape": 2}
     letter = DeadLetter.objects.get(reason="bad_id")
     assert (letter.topic, letter.partition, letter.offset) == (topic_name, 0, 3)
     assert letter.payload_head.startswith('[{"traceId": "<script>')
@@ -78,3 +79,27 @@ def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap,
     span = Span.objects.get()
     assert span.service.name == "<img src=x onerror=alert(1)>svc"
     assert span.attributes == {"k": "v"}
+
+
+def test_a_message_that_breaks_a_decoder_is_dead_lettered_and_the_partition_flows_on(kafka_bootstrap, topic_name, monkeypatch):
+    from collectors import kafka_spans
+
+    real_decode = kafka_spans.decode
+
+    def decode(payload, *args):
+        if payload.startswith(b"poison"):
+            raise RecursionError("a decoder bug nobody foresaw")
+        return real_decode(payload, *args)
+
+    monkeypatch.setattr(kafka_spans, "decode", decode)
+    good = zipkin_json([zipkin_span("api", "get /after", "server", "abcdef0123456789", "0123456789abcdef")])
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [b"poison pill", good])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "auto"})
+    assert consume_until(consumer, lambda: Span.objects.filter(name="get /after").exists())
+    consumer.close()
+
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, letter.offset, letter.payload_head) == ("wrong_shape", 0, "poison pill")
+    assert "RecursionError" in letter.detail

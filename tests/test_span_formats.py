@@ -53,6 +53,35 @@ def test_otlp_protobuf_and_json_decode_to_the_same_spans():
     assert client.instance == "checkout-1" and len(client.trace_id) == 32
 
 
+def test_an_otlp_server_span_without_an_instance_id_is_told_apart_by_the_address_it_serves():
+    traces = OtelTraces()
+    traces.span("orders", None, "GET /orders", "server", now_ns(), 5, attributes={"server.address": "10.1.2.3", "server.port": 8081})
+    traces.span("orders", None, "GET /legacy", "server", now_ns(), 5, attributes={"net.host.name": "10.1.2.4", "net.host.port": 8082})
+    traces.span("orders", None, "SELECT", "client", now_ns(), 5, attributes={"server.address": "db", "server.port": 5432})
+
+    records = decode(otlp_protobuf(traces.finished()), "otlp_proto", 10**6, 86400).spans
+
+    assert [(r.name, r.instance) for r in records] == [("GET /orders", "10.1.2.3:8081"), ("GET /legacy", "10.1.2.4:8082"), ("SELECT", "")]
+
+
+def test_zipkin_fields_of_the_wrong_type_reject_their_span_only():
+    now = int(time.time() * 1e6)
+    good = dict(ZIPKIN_DOCUMENTED_SPAN, timestamp=now)
+    payload = json.dumps([dict(good, traceId=123), dict(good, id="aaaaaaaaaaaaaaaa", kind=["SERVER"]), good]).encode()
+
+    decoded = decode(payload, "zipkin_json", 10**6, 86400)
+
+    assert [record.span_id for record in decoded.spans] == ["352bff9a74ca9ad2"]
+    assert [rejected.reason for rejected in decoded.rejected] == ["wrong_shape", "wrong_shape"]
+
+
+def test_otlp_json_span_that_is_not_an_object_is_the_wrong_shape():
+    payload = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [5]}]}]}).encode()
+    with pytest.raises(SpanRejected) as rejected:
+        decode(payload, "otlp_json", 10**6, 86400)
+    assert rejected.value.reason == "wrong_shape"
+
+
 def test_attributes_are_bounded_in_count_and_size():
     traces = OtelTraces()
     attributes = {f"key.{i:03}": "x" * 5000 for i in range(100)}

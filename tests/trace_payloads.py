@@ -30,7 +30,12 @@ class OtelTraces:
     def tracer(self, service, instance):
         key = (service, instance)
         if key not in self._providers:
-            provider = TracerProvider(resource=Resource.create({"service.name": service, "service.instance.id": instance}))
+            if instance:
+                resource = Resource.create({"service.name": service, "service.instance.id": instance})
+            else:
+                # Resource.create would add the SDK's random service.instance.id: this is a tracer without one.
+                resource = Resource({"service.name": service})
+            provider = TracerProvider(resource=resource)
             provider.add_span_processor(SimpleSpanProcessor(self.exporter))
             self._providers[key] = provider
         return self._providers[key].get_tracer("meshscope-tests")

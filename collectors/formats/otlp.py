@@ -52,6 +52,8 @@ def parse_json(payload):
     for resource_spans in document["resourceSpans"]:
         for scope_spans in _list(resource_spans, "scopeSpans"):
             for span in _list(scope_spans, "spans"):
+                if not isinstance(span, dict):
+                    continue  # ParseDict below rejects it with the message's reason
                 for key in ("traceId", "spanId", "parentSpanId"):
                     if key in span:
                         span[key] = _hex_to_base64(span[key])
@@ -136,7 +138,12 @@ def _instance(resource, attributes, kind):
     if instance_id:
         return text(instance_id, "service.instance.id")
     host = resource.get("host.name") or ""
-    port = attributes.get("server.port") if kind == "server" else None
+    port = None
+    if kind == "server":
+        # The SDK sets no host.name by default, but HTTP and gRPC server instrumentations name the
+        # address they serve on, which is what tells two instances of a service apart.
+        host = host or attributes.get("server.address") or attributes.get("net.host.name") or ""
+        port = attributes.get("server.port") or attributes.get("net.host.port")
     if host and port:
         return text(f"{host}:{port}", "instance")
     return text(host, "instance")

@@ -39,6 +39,9 @@ def records(spans, max_age_seconds):
             yield _record(span, max_age_seconds)
         except SpanRejected as rejected:
             yield rejected
+        except (TypeError, AttributeError, ValueError) as error:
+            # A field of the wrong type (a number for an id, a list for a kind): this span only.
+            yield SpanRejected("wrong_shape", f"a field has the wrong type: {error}")
 
 
 def _endpoint(span, key):
