@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.ingestion import resolve_unpaired, store_spans
+from topology.window import Window
 
 pytestmark = pytest.mark.django_db
 
@@ -68,14 +69,23 @@ def test_topology_has_nodes_with_rates_and_sync_async_and_peer_edges(api):
     edges = {(e["source"], e["target"]): e for e in body["edges"]}
     assert set(edges) == {("gateway", "orders"), ("orders", "inventory"), ("gateway", "legacy-billing")}
     call = edges[("gateway", "orders")]
-    assert (call["sync"], call["protocol"], call["rps"], call["error_rate"]) == ("sync", "http", 0.01, 0.3333)
+    rps = pytest.approx(3 / Window.from_params(300).covered_seconds, abs=0.001)
+    assert (call["sync"], call["protocol"], call["rps"], call["error_rate"]) == ("sync", "http", rps, 0.3333)
     assert 13.5 <= call["p50_ms"] <= 16.5
     flow = edges[("orders", "inventory")]
     assert (flow["sync"], flow["topic"]) == ("async", "order-events")
     assert 45 <= flow["p95_ms"] <= 55
     nodes = {n["name"]: n for n in body["nodes"]}
     assert set(nodes) == {"gateway", "orders", "inventory", "legacy-billing"}
-    assert (nodes["orders"]["rps"], nodes["orders"]["error_rate"], nodes["orders"]["source"]) == (0.01, 0.3333, "traces")
+    assert (nodes["orders"]["rps"], nodes["orders"]["error_rate"], nodes["orders"]["source"]) == (rps, 0.3333, "traces")
+
+
+def test_rates_divide_by_the_time_the_counted_minutes_span():
+    window = Window.from_params(60, until="2026-11-25T10:00:45Z")
+
+    # The rollup of 09:59 is counted whole, so 105 s of traffic are divided by 105 s, not by 60.
+    assert window.covered_seconds == 105
+    assert window.per_second(210) == 2.0
 
 
 def test_a_bad_window_is_a_clear_400(api):

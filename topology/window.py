@@ -47,5 +47,11 @@ class Window:
         """Filter for per-minute rollups: every minute that overlaps the window."""
         return {"minute__gte": self.first_minute, "minute__lte": self.until}
 
+    @property
+    def covered_seconds(self):
+        """What the rollups of ``minutes()`` span: the window plus the part of its first minute before
+        it, which they count too. Rates divide by this, or a short window would read up to twice high."""
+        return (self.until - self.first_minute).total_seconds()
+
     def per_second(self, count):
-        return round(count / self.seconds, 3)
+        return round(count / self.covered_seconds, 3)
