@@ -1,13 +1,17 @@
 """How calls are counted from CLIENT/SERVER pairs, whatever the batching, duplication and lateness."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from collectors.formats import decode
+from collectors.tasks import resolve_unpaired_spans
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.ingestion import resolve_unpaired, store_spans
-from topology.models import EdgeRollup, InstanceRollup, Span
+from topology.models import EdgeRollup, InstanceRollup, Service, Span
 
 pytestmark = pytest.mark.django_db
 
@@ -67,3 +71,20 @@ def test_a_child_later_than_the_grace_period_is_stored_but_not_counted_again():
     assert Span.objects.count() == 3
     # The late SERVER span still counts as a request served by its instance, from an unknown caller.
     assert InstanceRollup.objects.get(instance__identity="api-1").caller is None
+
+
+def test_the_periodic_task_settles_more_overdue_calls_than_one_batch_holds(settings):
+    settings.SPAN_PAIRING_GRACE_SECONDS = 60
+    web = Service.objects.create(name="web")
+    started = timezone.now() - timedelta(minutes=5)
+    overdue = 5000 + 250  # one batch of resolve_unpaired is 5,000 traces
+    Span.objects.bulk_create([
+        Span(trace_id=f"{i + 1:032x}", span_id=f"{i + 1:016x}", parent_id="00000000000000aa", service=web, kind="client",
+             name="SELECT", protocol="other", started_at=started, duration_us=1000, peer="postgres", paired=False)
+        for i in range(overdue)
+    ])  # fmt: skip
+
+    assert resolve_unpaired_spans() == overdue
+
+    assert calls("web", "postgres") == overdue
+    assert not Span.objects.filter(paired=False).exists()

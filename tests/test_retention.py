@@ -1,5 +1,6 @@
 """Raw spans go after SPAN_RETENTION_HOURS and rollups after ROLLUP_RETENTION_DAYS, in bounded batches."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -42,10 +43,19 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
     assert ConsumerPartitionLag.objects.count() == 1
 
 
-def test_deletion_goes_in_batches_and_stops_at_its_bound():
+def test_deletion_goes_in_batches_until_none_is_left():
     service = Service.objects.create(name="api")
     old = timezone.now() - timedelta(days=3)
     Span.objects.bulk_create([make_span(service, i, old) for i in range(30)])
 
-    assert retention.delete_older_than(Span.objects.all(), batch=7, max_batches=2) == 14
-    assert Span.objects.count() == 16
+    assert retention.delete_older_than(Span.objects.all(), time.monotonic() + 60, batch=7) == 30
+    assert not Span.objects.exists()
+
+
+def test_deletion_past_its_deadline_stops_after_one_batch():
+    service = Service.objects.create(name="api")
+    old = timezone.now() - timedelta(days=3)
+    Span.objects.bulk_create([make_span(service, i, old) for i in range(30)])
+
+    assert retention.delete_older_than(Span.objects.all(), time.monotonic(), batch=7) == 7
+    assert Span.objects.count() == 23
