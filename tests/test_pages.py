@@ -1,13 +1,17 @@
 """Pages and the side-panel API: login everywhere, CSP without inline script, untrusted names as text."""
 
 import re
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
+from collectors.consul import sync_consul
 from tests import seed
+from topology.models import SourceStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +73,9 @@ def test_pages_have_a_csp_and_no_inline_script(client_in, url):
     seed.store(seed.hostile())
     response = client_in.get(url)
     assert response.status_code == 200
-    assert "script-src 'self'" in response["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";") if part.strip())
+    assert directives["script-src"] == "'self'"
+    assert "unsafe" not in directives.get("default-src", "")
     audit = ScriptAudit()
     audit.feed(response.content.decode())
     assert audit.problems == []
@@ -120,3 +126,24 @@ def test_services_list_and_share_series(client_in):
     shares = client_in.get("/api/services/shares/", {"name": "orders", "window": 900}).json()
     assert shares["instances"] == ["orders-1"]
     assert sum(m["requests"] for m in shares["series"]) == 2
+
+
+def test_a_source_no_collector_has_reached_for_minutes_is_shown_stale(client_in):
+    SourceStatus.objects.create(name="kafka", last_success=timezone.now() - timedelta(minutes=10))
+    SourceStatus.objects.create(name="consul:dc1", last_success=timezone.now() - timedelta(seconds=20))
+
+    sources = {source["name"]: source for source in client_in.get("/api/sources/").json()["sources"]}
+
+    assert sources["kafka"]["stale"] and "Celery" in sources["kafka"]["stale_reason"]
+    assert not sources["consul:dc1"]["stale"]
+    assert "kafka stale since" in client_in.get("/").content.decode()
+
+
+def test_the_header_says_plainly_that_consul_is_not_configured(client_in, settings):
+    settings.CONSUL_HTTP_ADDR = ""
+    sync_consul()
+
+    html = client_in.get("/").content.decode()
+
+    assert "consul not configured" in html
+    assert [source["configured"] for source in client_in.get("/api/sources/").json()["sources"]] == [False]

@@ -155,7 +155,9 @@ export function setSources(sources) {
   clear(box);
   for (const source of sources) {
     const state = source.stale ? "source-stale" : source.configured === false ? "source-off" : "source-ok";
-    const text = source.stale ? `${source.name} stale since ${fmtTime(source.stale_since)}` : source.name;
+    const text = source.stale
+      ? `${source.name} stale since ${fmtTime(source.stale_since)}`
+      : source.configured === false ? `${source.name} not configured` : source.name;
     const title = source.stale
       ? `${source.stale_reason || "failing"}; last success ${source.last_success ? fmtDateTime(source.last_success) : "never"}`
       : source.last_success ? `Last success ${fmtDateTime(source.last_success)}` : "Not configured";

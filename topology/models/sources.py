@@ -1,5 +1,13 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+# Every collector records a success at least every CONSUL_BLOCKING_WAIT_SECONDS (Consul) or 5 s (the
+# lag sampler, for Kafka). A source silent for much longer is stale even though nothing failed: the
+# Celery worker or its beat is down, and the pages must not go on looking fresh.
+SILENT_AFTER_SECONDS = 120
 
 
 class SourceStatus(models.Model):
@@ -26,6 +34,15 @@ class SourceStatus(models.Model):
     def is_stale(self):
         return self.stale_since is not None
 
+    @property
+    def silent_since(self):
+        """When the source should have been heard from again, if it has not been since."""
+        if self.last_success is None or self.is_stale:
+            return None
+        allowed = timedelta(seconds=max(SILENT_AFTER_SECONDS, 3 * settings.CONSUL_BLOCKING_WAIT_SECONDS))
+        due = self.last_success + allowed
+        return due if due < timezone.now() else None
+
     @classmethod
     def record_success(cls, name):
         cls.objects.update_or_create(
@@ -51,11 +68,17 @@ class SourceStatus(models.Model):
         return status.consecutive_failures
 
     def as_dict(self):
+        silent_since = self.silent_since
+        if silent_since is not None:
+            stale_since = silent_since
+            stale_reason = "No collector has reached it since the last success: is the Celery worker with beat running?"
+        else:
+            stale_since, stale_reason = self.stale_since, self.stale_reason
         return {
             "name": self.name,
             "configured": self.configured,
-            "stale": self.is_stale,
-            "stale_since": self.stale_since,
-            "stale_reason": self.stale_reason,
+            "stale": stale_since is not None,
+            "stale_since": stale_since,
+            "stale_reason": stale_reason,
             "last_success": self.last_success,
         }
