@@ -2,7 +2,9 @@
 
 Writes go through the agent API of ``CONSUL_HTTP_ADDR``: Consul owns a service instance on the agent
 that registered it, so these act on the instances registered with that agent (every instance, with
-``consul agent -dev``). Each write raises ``ConsulWriteError`` with Consul's own words when it fails.
+``consul agent -dev``). The agent API names an instance by service ID alone, and two nodes may use the
+same ID: ``agent_location`` says which node and datacenter the agent is, so that callers act only on
+instances registered there. Each write raises ``ConsulWriteError`` with Consul's own words when it fails.
 """
 
 from urllib.parse import urlsplit
@@ -50,6 +52,20 @@ def describe(error):
     if isinstance(error, consul.ACLPermissionDenied):
         return f"Consul refused the token (403): {error}"
     return f"Consul answered: {error}"
+
+
+def agent_location():
+    """(node name, datacenter) of the agent at CONSUL_HTTP_ADDR, from ``GET /v1/agent/self``."""
+    try:
+        answer = connect().agent.self()
+    except CONSUL_ERRORS as error:
+        raise ConsulWriteError(describe(error)) from error
+    config = answer.get("Config") if isinstance(answer, dict) else None
+    node = config.get("NodeName") if isinstance(config, dict) else None
+    datacenter = config.get("Datacenter") if isinstance(config, dict) else None
+    if not (isinstance(node, str) and node and isinstance(datacenter, str) and datacenter):
+        raise ConsulWriteError("Consul's /v1/agent/self named no node and datacenter: nothing was changed.")
+    return node, datacenter
 
 
 def _write(call, *args, **kwargs):

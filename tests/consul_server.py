@@ -16,6 +16,9 @@ documentation:
   (every instance, critical ones included, with its node, its service definition and its checks, node
   checks included; the index is the service's own) and ``GET /v1/health/state/:state`` (checks, whose
   index moves when any check changes).
+- Agent, https://developer.hashicorp.com/consul/api-docs/agent#read-configuration : ``GET
+  /v1/agent/self`` (``Config`` with the agent's ``Datacenter``, ``NodeName``, ``NodeID``, ``Revision``,
+  ``Server`` and ``Version``; ``DebugConfig``, ``Coord``, ``Member`` and ``Meta`` beside it).
 - Agent services, https://developer.hashicorp.com/consul/api-docs/agent/service :
   ``PUT /v1/agent/service/register`` (case-insensitive JSON keys, "Missing service name", "Invalid
   Weights", "Invalid Service Meta"; weights default to Passing 1 / Warning 1; a check starts critical),
@@ -25,7 +28,8 @@ documentation:
   in ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; an unknown token gets 403 "ACL not
   found", no token when ACLs are on gets 403 "Permission denied".
 
-The agent the API talks to is the node ``AGENT_NODE`` of the first datacenter. Tests change the state
+The agent the API talks to is the node ``AGENT_NODE`` of the first datacenter: its writes reach only the
+instances registered on that node, whatever other nodes use the same service ID. Tests change the state
 directly with ``register``, ``deregister``, ``set_check`` and ``reset_index``, and make the server fail
 on demand with ``fail_with`` (an HTTP status), ``hang`` (no answer for a while) and ``stop`` (connection
 refused). ``requests`` records every request, for tests and for the benchmark's count.
@@ -393,6 +397,8 @@ class ConsulTestServer:
             if state not in {"any", "unknown", "passing", "warning", "critical"}:
                 raise ConsulError(400, f"Bad check state: {state}")
             return self.blocking(query, lambda: datacenter.checks_index, lambda: self.checks_in_state(datacenter, state))
+        if method == "GET" and path == "/v1/agent/self":
+            return 200, self.agent_self(), None
         if method == "PUT" and path == "/v1/agent/service/register":
             self.agent_register(body)
             return 200, "", None
@@ -447,6 +453,35 @@ class ConsulTestServer:
 
     def checks_in_state(self, datacenter, state):
         return [check for check in datacenter.checks.values() if state == "any" or check["Status"] == state]
+
+    def agent_self(self):
+        """The agent's configuration and member information; ``DebugConfig`` is Consul's whole runtime
+        configuration, of which only what this server knows is shown."""
+        node_id = "9d754d17-d864-b1d3-e758-f3fe25a9874f"
+        return {
+            "Config": {
+                "Datacenter": self.local_dc,
+                "PrimaryDatacenter": self.local_dc,
+                "NodeName": AGENT_NODE,
+                "NodeID": node_id,
+                "Revision": "0000000",
+                "Server": True,
+                "Version": "1.20.0",
+            },
+            "DebugConfig": {"Datacenter": self.local_dc, "NodeName": AGENT_NODE, "NodeID": node_id},
+            "Coord": {"Adjustment": 0, "Error": 1.5, "Height": 0.00001, "Vec": [0, 0, 0, 0, 0, 0, 0, 0]},
+            "Member": {
+                "Name": AGENT_NODE,
+                "Addr": "127.0.0.1",
+                "Port": 8301,
+                "Tags": {"build": "1.20.0:0000000", "dc": self.local_dc, "id": node_id, "port": "8300", "role": "consul",
+                         "vsn": "2", "vsn_max": "3", "vsn_min": "2"},
+                "Status": 1,
+                "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+            },
+            "Meta": {"consul-network-segment": ""},
+        }  # fmt: skip
 
     def agent_register(self, body):
         try:

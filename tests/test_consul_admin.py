@@ -1,5 +1,7 @@
 """Django admin for services and instances, whose actions write to Consul (the Consul API test server)."""
 
+import copy
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
@@ -26,7 +28,7 @@ REGISTER = reverse("admin:topology_service_register_instance")
 @pytest.fixture
 def consul(settings, monkeypatch):
     monkeypatch.setattr(consul_client, "REQUEST_TIMEOUT_SECONDS", 2)
-    with ConsulTestServer() as server:
+    with ConsulTestServer(datacenters=("dc1", "dc2")) as server:
         settings.CONSUL_HTTP_ADDR = server.url
         settings.CONSUL_HTTP_TOKEN = ""
         settings.CONSUL_DATACENTERS = ["dc1"]
@@ -287,6 +289,89 @@ def test_set_balancing_policy_writes_the_meta_key_on_every_instance_and_the_row(
     service.refresh_from_db()
     assert service.balancing_policy == "weighted"
     assert "weighted" in LogEntry.objects.get(object_id=str(service.pk)).get_change_message()
+
+
+# --- instances the agent at CONSUL_HTTP_ADDR does not hold -------------------------------------------
+
+
+def consul_state(consul):
+    return copy.deepcopy({name: (dc.instances, dc.checks) for name, dc in consul.datacenters.items()})
+
+
+@pytest.fixture
+def web_1_on_node_b(consul):
+    """Another node's instance with the same service ID as the agent's own web-1."""
+    consul.register("web", "web-1", address="10.9.0.1", port=9090, node="node-b", node_address="10.9.0.1",
+                    weights={"Passing": 1, "Warning": 1})
+    sync_consul()
+    return Instance.objects.get(consul_id="web-1", node="node-b")
+
+
+@pytest.mark.parametrize("action, form", [
+    ("deregister", {}), ("enable_maintenance", {"reason": "x"}), ("disable_maintenance", {}),
+    ("change_weights", {"passing": "9", "warning": "0"}),
+])  # fmt: skip
+def test_instance_on_another_node_with_a_colliding_id_is_refused_and_nothing_changes(operator, consul, web_1_on_node_b, action, form):
+    assert web_1_on_node_b.identity == "web-1@node-b"
+    before = consul_state(consul)
+
+    response = run_action(operator, action, [web_1_on_node_b], confirm="yes", **form)
+
+    refusals = [m for m in page_messages(response) if m.startswith("Refused")]
+    assert len(refusals) == 1 and "web-1@node-b is on node node-b in dc1" in refusals[0]
+    assert f"the agent of node {AGENT_NODE} in dc1" in refusals[0]
+    assert puts(consul) == [] and consul_state(consul) == before
+    assert not LogEntry.objects.exists()
+
+
+def test_a_mixed_selection_changes_only_the_agents_own_instances(operator, consul, web_1_on_node_b):
+    own = Instance.objects.get(identity="web-2")
+
+    response = run_action(operator, "change_weights", [own, web_1_on_node_b], passing="9", warning="0", confirm="yes")
+
+    assert any(m.startswith("Refused") and "web-1@node-b" in m for m in page_messages(response))
+    assert agent_service(consul, "web-2")["Weights"] == {"Passing": 9, "Warning": 0}
+    # the agent's own web-1, which a write by service ID alone would have hit, is as it was
+    assert agent_service(consul, "web-1")["Weights"] == {"Passing": 3, "Warning": 1}
+    assert consul.datacenters["dc1"].instances[("node-b", "web-1")]["Address"] == "10.9.0.1"
+    assert puts(consul) == ["/v1/agent/service/register"]
+    assert [entry.object_id for entry in LogEntry.objects.all()] == [str(own.pk)]
+
+
+def test_instance_in_another_datacenter_on_a_node_of_the_same_name_is_refused(settings, operator, consul):
+    consul.register("web", "web-1", address="10.8.0.1", port=8080, node=AGENT_NODE, dc="dc2")
+    settings.CONSUL_DATACENTERS = ["dc1", "dc2"]
+    sync_consul()
+    far = Instance.objects.get(consul_id="web-1", datacenter="dc2")
+    before = consul_state(consul)
+
+    response = run_action(operator, "deregister", [far], confirm="yes")
+
+    assert any(m.startswith("Refused") and f"on node {AGENT_NODE} in dc2" in m for m in page_messages(response))
+    assert puts(consul) == [] and consul_state(consul) == before
+
+
+def test_set_balancing_policy_refuses_a_service_with_instances_on_another_node(operator, consul, web_1_on_node_b):
+    service = Service.objects.get(name="web")
+    before = consul_state(consul)
+
+    response = operator.post(SERVICES, {"action": "set_balancing_policy", "index": "0", "_selected_action": [service.pk],
+                                        "policy": "weighted", "confirm": "yes"}, follow=True)
+
+    assert any("Refused" in m and "web-1@node-b" in m and "Nothing was changed" in m for m in page_messages(response))
+    assert puts(consul) == [] and consul_state(consul) == before
+    service.refresh_from_db()
+    assert service.balancing_policy == "" and not LogEntry.objects.exists()
+
+
+def test_an_agent_that_cannot_say_where_it_is_changes_nothing(operator, consul, monkeypatch):
+    monkeypatch.setattr(consul, "agent_self", lambda: {"Config": {}})
+    instance = Instance.objects.get(identity="web-1")
+
+    response = run_action(operator, "deregister", [instance], confirm="yes")
+
+    assert any("named no node and datacenter" in m for m in page_messages(response))
+    assert puts(consul) == [] and agent_service(consul, "web-1") is not None
 
 
 # --- permissions -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ refuses, the operator reads Consul's own message; when it accepts, the row follo
 log entry records who did what. The collector then confirms the change from Consul.
 """
 
+import functools
 import re
 
 from django import forms
@@ -146,6 +147,31 @@ class RegisteredFilter(admin.SimpleListFilter):
 class ConsulActionsMixin:
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
+    def agent_location(self, request):
+        """(node, datacenter) of the agent at CONSUL_HTTP_ADDR, or None after telling the operator why not."""
+        try:
+            return consul_client.agent_location()
+        except ConsulWriteError as error:
+            self.message_user(request, f"Nothing was changed: {error}", messages.ERROR)
+            return None
+
+    @staticmethod
+    def elsewhere(instances, location):
+        """The instances not registered on the agent at ``location``.
+
+        The agent API names an instance by service ID alone, and another node may use the same ID: a write
+        meant for that node's instance would change, or re-register, the agent's own instead.
+        """
+        return [i for i in instances if (i.node, i.datacenter) != location]
+
+    @staticmethod
+    def refusal(instances, location):
+        where = "; ".join(f"{i} is on node {i.node} in {i.datacenter}" for i in instances)
+        return (
+            f"Refused, as Consul changes an instance only through the agent it is registered with, and "
+            f"CONSUL_HTTP_ADDR is the agent of node {location[0]} in {location[1]}: {where}."
+        )
+
     def confirm(self, request, objects, action, title, form_class=None, warning=""):
         """The validated form once the operator confirmed, else the confirmation page to show."""
         if not objects:
@@ -273,9 +299,18 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         if not isinstance(confirmed, dict):
             return confirmed
         policy = confirmed["policy"]
+        # Asked once, and only when a service has instances in Consul: a traces-only service needs no agent.
+        agent_location = functools.cache(consul_client.agent_location)
 
         def write(service):
-            for instance in service.instances.registered().filter(in_consul=True).exclude(consul_id=""):
+            instances = list(service.instances.registered().filter(in_consul=True).exclude(consul_id="").select_related("service"))
+            location = agent_location() if instances else None
+            # All or none of a service: half its instances on a new policy would leave the collector's
+            # majority vote to pick one.
+            elsewhere = self.elsewhere(instances, location)
+            if elsewhere:
+                raise ConsulWriteError(f"{self.refusal(elsewhere, location)} Nothing was changed.")
+            for instance in instances:
                 meta = {**instance.meta, POLICY_META_KEY: policy}
                 consul_client.reregister(instance, meta=meta)
                 Instance.objects.filter(pk=instance.pk).update(meta=meta)
@@ -343,12 +378,20 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         return False
 
     def consul_listed(self, request, queryset):
-        """The selected instances Consul can act on; the others are reported and left out."""
+        """The selected instances the agent at CONSUL_HTTP_ADDR can act on; the others are reported and left out."""
         instances = list(queryset.select_related("service"))
         usable = [i for i in instances if i.in_consul and i.consul_id and i.deregistered_at is None]
         if len(usable) < len(instances):
             self.message_user(request, "Skipped instances that Consul does not list (traces only or deregistered).", messages.WARNING)
-        return usable
+        if not usable:
+            return usable
+        location = self.agent_location(request)
+        if location is None:
+            return []
+        elsewhere = self.elsewhere(usable, location)
+        if elsewhere:
+            self.message_user(request, self.refusal(elsewhere, location), messages.ERROR)
+        return [i for i in usable if i not in elsewhere]
 
     @admin.action(description="Deregister from Consul…", permissions=["deregister_from_consul"])
     def deregister(self, request, queryset):
