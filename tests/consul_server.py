@@ -22,6 +22,12 @@ documentation:
 - Agent services, https://developer.hashicorp.com/consul/api-docs/agent/service :
   ``PUT /v1/agent/service/register`` (case-insensitive JSON keys, "Missing service name", "Invalid
   Weights", "Invalid Service Meta"; weights default to Passing 1 / Warning 1; a check starts critical),
+  with its ``Check`` or ``Checks`` as https://developer.hashicorp.com/consul/api-docs/agent/check#register-check
+  defines them (HTTP, TCP or TTL; an HTTP or TCP check needs an ``Interval``). The agent keeps each
+  check's definition, and the health endpoints show it as Consul's ``HealthCheck`` does: ``Type``,
+  ``Interval``, ``Timeout`` and ``Definition`` (``HTTP``, ``Method``, ``Header``, ``TLSSkipVerify``,
+  ``TCP``, ``Interval``, ``Timeout``, ``DeregisterCriticalServiceAfter``, ``TTL``, empty ones left out),
+  durations written as Go writes them (``10s``, ``1m30s``, ``500ms``);
   ``PUT /v1/agent/service/deregister/:service_id`` and ``PUT /v1/agent/service/maintenance/:service_id``
   (the ``_service_maintenance:<id>`` critical check; 404 "Unknown service ID" for an unknown ID).
 - ACLs, https://developer.hashicorp.com/consul/api-docs/api-structure#authentication : the token comes
@@ -49,6 +55,7 @@ MAX_WAIT_SECONDS = 600
 DEFAULT_WAIT_SECONDS = 300
 META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
+GO_DURATION = re.compile(r"(?:[\d.]+(?:ns|us|µs|ms|s|m|h))+")
 DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
 
@@ -63,6 +70,32 @@ class ConsulError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+def seconds(value):
+    """A Go duration ("10s", "1m30s", "500ms") or a number of nanoseconds, as Consul's JSON decoder takes it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value / 1e9
+    if not isinstance(value, str) or not GO_DURATION.fullmatch(value):
+        raise ConsulError(400, f'Request decode failed: time: invalid duration "{value}"')
+    return sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value))
+
+
+def go_duration(value):
+    """Seconds as Go's time.Duration.String() writes them, which is how Consul's JSON shows durations."""
+    if value == 0:
+        return "0s"
+    if value < 1:
+        milliseconds = value * 1000
+        return f"{milliseconds:g}ms" if milliseconds >= 1 else f"{value * 1e6:g}µs"
+    hours, rest = divmod(value, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
 
 
 def parse_wait(value):
@@ -128,7 +161,9 @@ class Datacenter:
                 self.remove_check(key)
         return service
 
-    def check_entry(self, node, check_id, name, index, status="passing", service=None, output="", notes=""):
+    def check_entry(self, node, check_id, name, index, status="passing", service=None, output="", notes="",
+                    kind="", definition=None):
+        definition = definition or {}
         return {
             "Node": node,
             "CheckID": check_id,
@@ -139,7 +174,11 @@ class Datacenter:
             "ServiceID": service["ID"] if service else "",
             "ServiceName": service["Service"] if service else "",
             "ServiceTags": list(service["Tags"]) if service else [],
-            "Type": "",
+            "Type": kind,
+            "Interval": definition.get("Interval", ""),
+            "Timeout": definition.get("Timeout", ""),
+            "ExposedPort": 0,
+            "Definition": definition,
             "Namespace": "default",
             "CreateIndex": index,
             "ModifyIndex": index,
@@ -226,7 +265,8 @@ class ConsulTestServer:
 
     def register(self, name, service_id=None, address="", port=0, tags=(), meta=None, weights=None,
                  node=AGENT_NODE, node_address="10.0.0.1", dc=None, checks=(), raw_service=None):
-        """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples."""
+        """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples, or the checks
+        of an agent registration (``agent_check``)."""
         with self.changed:
             datacenter = self.datacenters[dc or self.local_dc]
             datacenter.ensure_node(node, node_address)
@@ -253,9 +293,15 @@ class ConsulTestServer:
         service["CreateIndex"] = previous["CreateIndex"] if previous else index
         service["ModifyIndex"] = index
         datacenter.services_index = index
-        for number, (check_name, status, output) in enumerate(checks, start=1):
-            check_id = f"service:{service['ID']}" + (f":{number}" if len(checks) > 1 else "")
-            datacenter.add_check(datacenter.check_entry(node, check_id, check_name, index, status=status, service=service, output=output))
+        for number, check in enumerate(checks, start=1):
+            if not isinstance(check, dict):
+                check = dict(zip(("name", "status", "output"), check))
+            check_id = check.get("id") or f"service:{service['ID']}" + (f":{number}" if len(checks) > 1 else "")
+            datacenter.add_check(datacenter.check_entry(
+                node, check_id, check["name"], index, status=check["status"], service=service,
+                output=check.get("output", ""), notes=check.get("notes", ""), kind=check.get("type", ""),
+                definition=check.get("definition"),
+            ))  # fmt: skip
         datacenter.touch_service(service["Service"], index, checks=bool(checks))
         self.changed.notify_all()
 
@@ -503,7 +549,9 @@ class ConsulTestServer:
                 raise ConsulError(400, f"Invalid Service Meta: Key contains invalid characters: {key!r}")
             if len(str(value)) > 512:
                 raise ConsulError(400, f"Invalid Service Meta: Value is too long (limit: 512 characters): {key!r}")
-        checks = [{key.lower(): value for key, value in check.items()} for check in definition.get("checks") or []]
+        # The agent takes ``Check`` and ``Checks`` both, ``Check`` first.
+        given = ([definition["check"]] if definition.get("check") else []) + list(definition.get("checks") or [])
+        checks = [self.agent_check(check, name) for check in given]
         service = {
             "ID": definition.get("id") or name,
             "Service": name,
@@ -522,8 +570,41 @@ class ConsulTestServer:
             existing = datacenter.checks_of(AGENT_NODE, service["ID"])
             # Without replace-existing-checks, a re-registration keeps the checks it does not mention.
             keep = checks == [] and existing
-            self._put_instance(
-                datacenter, AGENT_NODE, service,
-                [] if keep else [(check.get("name") or f"Service '{name}' check", check.get("status") or "critical", "")
-                                 for check in checks],
-            )
+            self._put_instance(datacenter, AGENT_NODE, service, [] if keep else checks)
+
+    def agent_check(self, given, service_name):
+        """A check of a service registration, as the agent keeps it; Consul's own validation errors."""
+        if not isinstance(given, dict):
+            raise ConsulError(400, "Request decode failed: a check is not an object")
+        check = {key.lower(): value for key, value in given.items()}
+        interval = seconds(check["interval"]) if check.get("interval") else 0
+        timeout = seconds(check["timeout"]) if check.get("timeout") else 0
+        ttl = seconds(check["ttl"]) if check.get("ttl") else 0
+        kind = "http" if check.get("http") else "tcp" if check.get("tcp") else "ttl" if ttl else ""
+        if interval and ttl:
+            raise ConsulError(400, "Invalid check: Interval and TTL cannot both be specified")
+        if kind in ("http", "tcp") and interval <= 0:
+            raise ConsulError(400, "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks")
+        if not kind:
+            raise ConsulError(400, "Invalid check: TTL must be > 0 for TTL checks")
+        fields = {
+            "HTTP": check.get("http") or "",
+            "Header": check.get("header") or {},
+            "Method": check.get("method") or "",
+            "TLSSkipVerify": bool(check.get("tlsskipverify")),
+            "TCP": check.get("tcp") or "",
+            "Interval": go_duration(interval) if interval else "",
+            "Timeout": go_duration(timeout) if timeout else "",
+            "DeregisterCriticalServiceAfter": go_duration(seconds(check["deregistercriticalserviceafter"]))
+            if check.get("deregistercriticalserviceafter") else "",
+            "TTL": go_duration(ttl) if ttl else "",
+        }  # fmt: skip
+        return {
+            "id": check.get("checkid") or check.get("id") or "",
+            "name": check.get("name") or f"Service '{service_name}' check",
+            "status": check.get("status") or "critical",
+            "notes": check.get("notes") or "",
+            "type": kind,
+            # Consul's HealthCheckDefinition leaves its empty fields out of the JSON.
+            "definition": {key: value for key, value in fields.items() if value},
+        }

@@ -165,12 +165,45 @@ def test_register_instance_asks_for_confirmation_then_registers_in_consul_and_lo
     assert "Registered the instance api-1 in Consul" in entry.get_change_message()
 
 
-def test_register_instance_with_a_tcp_check(operator, consul):
-    data = {**REGISTRATION, "check_type": "tcp", "check_target": "10.3.0.1:9000", "confirm": "yes"}
+def service_checks(service, service_id):
+    """The checks of an instance as Consul's health endpoint shows them, read over HTTP."""
+    _, entries = consul_client.connect().health.service(service)
+    return [check for entry in entries for check in entry["Checks"] if check["ServiceID"] == service_id]
+
+
+def test_register_instance_with_an_http_check_sends_its_url_interval_and_timeout(operator, consul):
+    operator.post(REGISTER, {**REGISTRATION, "check_interval": "15s", "confirm": "yes"})
+
+    [check] = service_checks("api", "api-1")
+    assert (check["Type"], check["Status"], check["Name"]) == ("http", "critical", "Service 'api' check")
+    assert check["Definition"] == {"HTTP": "http://10.3.0.1:9000/health", "Interval": "15s", "Timeout": "2s"}
+
+
+def test_register_instance_with_a_tcp_check_sends_its_target_interval_and_timeout(operator, consul):
+    data = {**REGISTRATION, "check_type": "tcp", "check_target": "10.3.0.1:9000", "check_interval": "1m", "confirm": "yes"}
 
     operator.post(REGISTER, data)
 
-    assert agent_service(consul, "api-1") is not None
+    [check] = service_checks("api", "api-1")
+    assert check["Type"] == "tcp" and (check["Interval"], check["Timeout"]) == ("1m0s", "2s")
+    assert check["Definition"] == {"TCP": "10.3.0.1:9000", "Interval": "1m0s", "Timeout": "2s"}
+
+
+def test_register_instance_without_a_check_registers_none(operator, consul):
+    operator.post(REGISTER, {**REGISTRATION, "check_type": "", "check_target": "", "confirm": "yes"})
+
+    assert agent_service(consul, "api-1") is not None and service_checks("api", "api-1") == []
+
+
+def test_reregistering_keeps_the_check_definition(operator, consul):
+    operator.post(REGISTER, {**REGISTRATION, "confirm": "yes"})
+    sync_consul()
+
+    run_action(operator, "change_weights", [Instance.objects.get(identity="api-1")], passing="2", warning="1", confirm="yes")
+
+    [check] = service_checks("api", "api-1")
+    assert check["Definition"]["HTTP"] == "http://10.3.0.1:9000/health"
+    assert agent_service(consul, "api-1")["Weights"] == {"Passing": 2, "Warning": 1}
 
 
 def test_register_instance_refuses_invalid_input_before_asking_consul(operator, consul):
