@@ -1,24 +1,24 @@
-# The two commands of the README: `make demo` and `make test`. Both build the virtualenv first.
+# The two commands of the README: `make demo` and `make test`. Each builds the virtualenv first, with
+# only the extras it needs, so that a first `make demo` does not wait for the test tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
 .PHONY: demo test install benchmark
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	touch $@
 
-install: $(STAMP)
+install: $(VENV)/.installed-test
 
-demo: $(STAMP)
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m demo
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	SECRET_KEY=$${SECRET_KEY:-make-test-only-key} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-benchmark: $(STAMP)
+benchmark: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.ingest

@@ -1,4 +1,5 @@
-"""Prepares the dashboard's database: migrations, then the admin user, created once.
+"""Prepares the dashboard's database: migrations, the admin user (created once) and, without Consul,
+the sample system's balancing policies and weights.
 
 Run by the supervisor as ``python -m demo.prepare`` with the dashboard's environment; prints the
 admin's name and password as JSON. The password is MESHSCOPE_ADMIN_PASSWORD when set (it then resets
@@ -22,6 +23,23 @@ def kept_secret(path):
     return path.read_text().strip()
 
 
+def record_balancing_without_consul():
+    """Without Consul nothing tells the dashboard how the gateway balances, and it would judge the
+    weighted service against an even split, as skewed. Record what the demo's layout says, as an
+    operator would set it for services that only traces know; a Consul, when there is one, says it."""
+    from demo.system import instances
+    from topology.models import Instance, Service
+
+    for spec in instances():
+        service, _ = Service.objects.get_or_create(name=spec.service.name)
+        if service.balancing_policy != spec.service.policy:
+            service.balancing_policy = spec.service.policy
+            service.save(update_fields=["balancing_policy"])
+        Instance.objects.update_or_create(
+            service=service, identity=spec.id, defaults={"weight_passing": spec.weight, "weight_warning": spec.weight}
+        )
+
+
 def main():
     import django
     from django.core.management import call_command
@@ -31,6 +49,8 @@ def main():
     from django.contrib.auth import get_user_model
 
     call_command("migrate", interactive=False, verbosity=0)
+    if not settings.CONSUL_HTTP_ADDR:
+        record_balancing_without_consul()
     username = os.environ.get("MESHSCOPE_ADMIN_USER", "admin")
     chosen = os.environ.get("MESHSCOPE_ADMIN_PASSWORD")
     password = chosen or kept_secret(settings.VAR_DIR / "admin-password")

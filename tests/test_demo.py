@@ -24,6 +24,7 @@ import requests
 
 from demo import system
 from demo.ports import is_free
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS, screenshot
 from tests.consul_server import ConsulTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,10 +220,33 @@ def test_with_consul_the_dashboard_sees_the_system_and_each_balancing_policy(tmp
     assert not registered(consul), "instances left registered in Consul"
 
 
-def test_without_consul_the_topology_comes_from_traces(tmp_path):
+def test_without_consul_the_topology_comes_from_traces_and_the_policies_from_the_demo(tmp_path):
     with running_demo(tmp_path) as (demo, session, base):
         wait_for("gateway → each service and the Kafka flow in the topology",
                  lambda: topology_complete(session, base), demo, START_TIMEOUT)
+        wait_for("each balancing policy with its expected shares",
+                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
+        if Path(CHROMIUM).exists():
+            screenshot_the_demo(session, base)
+
+
+def screenshot_the_demo(session, base):
+    """The README's quick start shows what `make demo` shows, taken from the demo itself."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=base)
+        context.add_cookies([{"name": "sessionid", "value": session.cookies["sessionid"], "url": base}])
+        page = context.new_page()
+        page.goto("/")
+        page.wait_for_function("() => window.meshscope && window.meshscope.cy.edges().length >= 6")
+        page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
+        screenshot(page, "demo-topology", docs=True)
+        page.goto("/balancers/?service=orders")
+        page.wait_for_selector(".balancer[data-service='orders'] svg.chart")
+        screenshot(page, "demo-balancers", docs=True)
+        browser.close()
 
 
 def test_a_taken_port_is_named_with_the_variable_that_moves_it(tmp_path):

@@ -7,7 +7,6 @@ the test reaches the browser through the real Redis.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,16 +16,9 @@ from pathlib import Path
 import pytest
 
 from dashboard.embedded import free_port, port_is_open
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts" / "screenshots"
-DOCS = ROOT / "docs" / "screenshots"
-
 
 
 @pytest.fixture(autouse=True)
@@ -168,14 +160,3 @@ def anonymous_page(browser, live):
     page = context.new_page()
     yield page
     context.close()
-
-
-def screenshot(page, name, docs=False):
-    """Saves artifacts/screenshots/<name>.png (CI artifact) and, for the README, docs/screenshots/."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    if docs:
-        DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS / f"{name}.png")
-    return path

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from tests import seed
-from tests.browser.conftest import screenshot
+from tests.browser.chromium import screenshot
 
 pytestmark = [pytest.mark.browser]
 

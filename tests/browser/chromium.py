@@ -1,0 +1,25 @@
+"""Debian's chromium for Playwright (Playwright's own browser download does not work on these machines),
+and where the screenshots the tests take go."""
+
+import shutil
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "screenshots"
+DOCS = ROOT / "docs" / "screenshots"
+
+
+def screenshot(page, name, docs=False):
+    """Saves artifacts/screenshots/<name>.png (CI artifact) and, for the README, docs/screenshots/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    if docs:
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS / f"{name}.png")
+    return path
