@@ -8,8 +8,9 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from collectors import consul_client
+from collectors.consul_client import POLICY_META_KEY
 from collectors.consul import sync_consul
-from tests.consul_server import AGENT_NODE, ConsulTestServer
+from tests.consul_server import AGENT_NODE, ConsulError, ConsulTestServer
 from topology.models import DeadLetter, Instance, Service, SourceStatus
 
 pytestmark = pytest.mark.django_db
@@ -405,6 +406,60 @@ def test_an_agent_that_cannot_say_where_it_is_changes_nothing(operator, consul, 
 
     assert any("named no node and datacenter" in m for m in page_messages(response))
     assert puts(consul) == [] and agent_service(consul, "web-1") is not None
+
+
+def set_policy(client, service, policy):
+    data = {"action": "set_balancing_policy", "index": "0", "_selected_action": [service.pk], "policy": policy, "confirm": "yes"}
+    return client.post(SERVICES, data, follow=True)
+
+
+def refuse_registrations(consul, monkeypatch, after=0):
+    """Consul accepts ``after`` registrations, then answers 500 to every one."""
+    accepted = []
+    register = consul.agent_register
+
+    def refusing(body):
+        if len(accepted) >= after:
+            raise ConsulError(500, "rpc error making call: No cluster leader")
+        accepted.append(body)
+        return register(body)
+
+    monkeypatch.setattr(consul, "agent_register", refusing)
+
+
+def test_set_balancing_policy_failure_shows_consuls_error_and_changes_nothing(operator, consul, monkeypatch):
+    refuse_registrations(consul, monkeypatch)
+    service = Service.objects.get(name="web")
+
+    response = set_policy(operator, service, "weighted")
+
+    assert page_messages(response) == ["web: Consul answered: 500 rpc error making call: No cluster leader"]
+    assert all(POLICY_META_KEY not in agent_service(consul, i)["Meta"] for i in ("web-1", "web-2"))
+    assert all(POLICY_META_KEY not in instance.meta for instance in Instance.objects.all())
+    service.refresh_from_db()
+    assert service.balancing_policy == "" and not LogEntry.objects.exists()
+
+
+def test_set_balancing_policy_refused_halfway_says_which_instances_changed_and_logs_them(operator, consul, monkeypatch):
+    refuse_registrations(consul, monkeypatch, after=1)
+    service = Service.objects.get(name="web")
+
+    response = set_policy(operator, service, "weighted")
+
+    assert page_messages(response) == [
+        "web: Consul refused web/web-2 (Consul answered: 500 rpc error making call: No cluster leader). "
+        "Already changed to weighted: web/web-1. Not changed: web/web-2. Run the action again once Consul accepts."
+    ]
+    assert agent_service(consul, "web-1")["Meta"][POLICY_META_KEY] == "weighted"
+    assert POLICY_META_KEY not in agent_service(consul, "web-2")["Meta"]
+    assert Instance.objects.get(identity="web-1").meta[POLICY_META_KEY] == "weighted"
+    assert POLICY_META_KEY not in Instance.objects.get(identity="web-2").meta
+    service.refresh_from_db()
+    assert service.balancing_policy == ""  # the collector follows what Consul now holds
+    entry = LogEntry.objects.get(object_id=str(service.pk))
+    assert entry.get_change_message() == (
+        f"Set the balancing policy to weighted (Consul meta {POLICY_META_KEY}) on web/web-1 only; Consul refused web/web-2."
+    )
 
 
 # --- permissions -------------------------------------------------------------------------------------

@@ -144,6 +144,18 @@ class RegisteredFilter(admin.SimpleListFilter):
 # --- the confirmation pages ---------------------------------------------------------------------------
 
 
+class PartlyWritten(ConsulWriteError):
+    """Consul took part of one object's change, then refused the rest; ``log_message`` records what it took."""
+
+    def __init__(self, message, log_message):
+        super().__init__(message)
+        self.log_message = log_message
+
+
+def names(instances):
+    return ", ".join(str(instance) for instance in instances)
+
+
 class ConsulActionsMixin:
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
@@ -200,6 +212,8 @@ class ConsulActionsMixin:
                 write(obj)
             except ConsulWriteError as error:
                 self.message_user(request, f"{obj}: {error}", messages.ERROR)
+                if isinstance(error, PartlyWritten):
+                    self.log_change(request, obj, error.log_message)  # Consul did change: the log must say so
                 continue
             self.log_change(request, obj, log_message)
             done += 1
@@ -310,10 +324,23 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
             elsewhere = self.elsewhere(instances, location)
             if elsewhere:
                 raise ConsulWriteError(f"{self.refusal(elsewhere, location)} Nothing was changed.")
+            changed = []
             for instance in instances:
                 meta = {**instance.meta, POLICY_META_KEY: policy}
-                consul_client.reregister(instance, meta=meta)
+                try:
+                    consul_client.reregister(instance, meta=meta)
+                except ConsulWriteError as error:
+                    if not changed:
+                        raise
+                    untried = instances[len(changed) + 1 :]
+                    raise PartlyWritten(
+                        f"Consul refused {instance} ({error}). Already changed to {policy}: {names(changed)}. "
+                        f"Not changed: {names([instance, *untried])}. Run the action again once Consul accepts.",
+                        f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY}) on {names(changed)} "
+                        f"only; Consul refused {instance}.",
+                    ) from error
                 Instance.objects.filter(pk=instance.pk).update(meta=meta)
+                changed.append(instance)
             service.balancing_policy = policy
             service.save(update_fields=["balancing_policy"])
 
