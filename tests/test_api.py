@@ -124,3 +124,14 @@ def test_a_route_lists_its_rate_and_merges_its_call_tree_across_traces(api):
     assert (orders["service"], orders["operation"], orders["count"], orders["errors"]) == ("orders", "GET /orders", 5, 1)
     assert orders["children"][0]["service"] == "inventory"
     assert len(body["recent"]) == 5 and len(body["failed"]) == 1
+    assert body["sampled_traces"] == 5
+
+
+def test_a_routes_slow_traces_are_the_slowest_of_the_window_not_of_the_latest(api, monkeypatch):
+    ingest(shop_traces(30, slow_every=30))  # the first trace of 30 is slow, the others are not
+    monkeypatch.setattr("topology.traces.ROUTE_TREE_SAMPLE", 10)
+
+    body = api.get("/api/routes/tree/", {"service": "gateway", "operation": "GET /api/orders"}).json()
+
+    assert body["slow"][0]["duration_ms"] == 100
+    assert body["sampled_traces"] == 10 and body["tree"]["count"] == 10

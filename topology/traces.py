@@ -6,10 +6,13 @@ from topology.latency import LatencyHistogram
 from topology.models import RouteRollup, Span
 
 MAX_TRACES = 500
-ROUTE_TREE_SAMPLE = 200
+# The call tree is merged over the route's most recent traces in the window, at most this many: enough
+# for "how often" and hop latencies to settle, few enough to read in one query. The page says how many.
+ROUTE_TREE_SAMPLE = 1000
 
 
-def trace_list(service="", operation="", min_duration_ms=None, error=None, limit=50, since=None):
+def trace_list(service="", operation="", min_duration_ms=None, error=None, limit=50, since=None, slowest=False):
+    """Traces by their root span, the most recent first, or the slowest first."""
     roots = Span.objects.filter(parent_id="").select_related("service")
     if service:
         roots = roots.filter(service__name=service)
@@ -26,7 +29,8 @@ def trace_list(service="", operation="", min_duration_ms=None, error=None, limit
     )
     if error is not None:
         roots = roots.filter(has_error=error)
-    return [_trace_summary(root) for root in roots.order_by("-started_at")[: min(limit, MAX_TRACES)]]
+    order = ("-duration_us", "-started_at") if slowest else ("-started_at",)
+    return [_trace_summary(root) for root in roots.order_by(*order)[: min(limit, MAX_TRACES)]]
 
 
 def _trace_summary(root):
@@ -125,8 +129,9 @@ def route_tree(service, operation, window):
             node["_histogram"].add(duration_us / 1000)
     return {
         "tree": _finish(tree),
+        "sampled_traces": len(trace_ids),
         "recent": trace_list(service, operation, limit=20, since=window.since),
-        "slow": sorted(trace_list(service, operation, limit=200, since=window.since), key=lambda t: -t["duration_ms"])[:10],
+        "slow": trace_list(service, operation, limit=10, since=window.since, slowest=True),
         "failed": trace_list(service, operation, error=True, limit=10, since=window.since),
     }
 
