@@ -208,6 +208,32 @@ def test_outage_keeps_last_state_marks_stale_backs_off_and_recovers(consul):
     assert ConsulDatacenter.objects.get(name="dc1").retry_after is None
 
 
+def test_outage_shows_a_stale_consul_source_in_the_api_until_consul_answers(consul, client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("sre", password="pw-123456"))
+    web(consul)
+    sync_consul()
+    consul.stop()
+    sync_consul()
+
+    def consul_source(url):
+        response = client.get(url)
+        assert response.status_code == 200
+        return next(source for source in response.json()["sources"] if source["name"] == "consul:dc1")
+
+    for url in ("/api/sources/", "/api/topology/"):
+        source = consul_source(url)
+        assert source["stale"] is True and source["configured"] is True
+        assert "unreachable" in source["stale_reason"] and source["stale_since"] is not None
+        assert source["last_success"] is not None  # the first sync's, which the stored state dates from
+
+    consul.start()
+    allow_retry()
+    sync_consul()
+    for url in ("/api/sources/", "/api/topology/"):
+        source = consul_source(url)
+        assert source["stale"] is False and source["stale_since"] is None and source["stale_reason"] == ""
+
+
 def test_backoff_doubles_with_each_failure_up_to_a_minute(consul):
     consul.fail_with(500)
     delays = []
