@@ -1,15 +1,19 @@
 """The JSON API: login required everywhere, and the topology, traces and routes it derives."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.ingestion import resolve_unpaired, store_spans
+from topology.models import DeadLetter, IngestRollup
 from topology.window import Window
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +139,17 @@ def test_a_routes_slow_traces_are_the_slowest_of_the_window_not_of_the_latest(ap
 
     assert body["slow"][0]["duration_ms"] == 100
     assert body["sampled_traces"] == 10 and body["tree"]["count"] == 10
+
+
+def test_ingest_status_gives_the_last_complete_minutes_throughput_and_dead_letters_by_reason(api):
+    now = timezone.now().replace(second=0, microsecond=0)
+    IngestRollup.objects.create(minute=now - timedelta(minutes=1), messages=120, spans=6000, duplicate_spans=50, rejected=2)
+    IngestRollup.objects.create(minute=now, messages=7, spans=350)  # still filling up
+    for reason in ("bad_id", "bad_id", "too_large"):
+        DeadLetter.objects.create(reason=reason, topic="otlp_spans", partition=0, offset=1)
+
+    body = api.get("/api/ingest/").json()
+
+    assert body["throughput"]["spans_per_second"] == 100.0 and body["throughput"]["messages_per_second"] == 2.0
+    assert [row["spans"] for row in body["minutes"]] == [6000, 350]
+    assert body["dead_letters"] == {"bad_id": 2, "too_large": 1}
