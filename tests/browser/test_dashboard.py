@@ -2,11 +2,14 @@
 
 import time
 import uuid
+from urllib.parse import urlencode
 
 import pytest
+from django.utils import timezone
 
 from tests import seed
 from tests.browser.chromium import screenshot
+from topology.models import ConsumerPartitionLag
 
 pytestmark = [pytest.mark.browser]
 
@@ -175,10 +178,16 @@ def test_a_hostile_service_name_renders_as_text_everywhere(page, live):
     page.wait_for_selector(".node-panel")
     assert page.locator("#panel h1").inner_text() == seed.HOSTILE
     screenshot(page, "hostile-topology")
-    for url in ["/services/", "/routes/", f"/traces/{trace.trace_id}/", f"/traces/?service={seed.HOSTILE}"]:
+    ConsumerPartitionLag.objects.create(
+        group=seed.HOSTILE, topic="order-events", partition=0, sampled_at=timezone.now(), committed_offset=1, end_offset=5,
+        lag_messages=4, offset_moved_at=timezone.now(), lag_seconds_method="record_timestamp", status="WARN",
+    )  # fmt: skip
+    route = "/routes/detail/?" + urlencode({"service": seed.HOSTILE, "operation": "<script>alert(2)</script>"})
+    for url in ["/services/", "/routes/", route, f"/traces/{trace.trace_id}/", f"/traces/?service={seed.HOSTILE}", "/consistency/"]:
         page.goto(url)
         page.wait_for_load_state("networkidle")
         assert seed.HOSTILE in page.inner_text("main"), url
+        assert page.locator("main img").count() == 0, url
     page.goto(f"/traces/{trace.trace_id}/")
     page.wait_for_selector("body[data-loaded='1']")
     page.locator(".span-row").first.click()
