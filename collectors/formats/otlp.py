@@ -29,6 +29,7 @@ from collectors.formats.record import (
 
 KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_ERROR = 2
+SCALAR_VALUES = frozenset(("string_value", "bool_value", "int_value", "double_value"))
 
 
 def parse_protobuf(payload):
@@ -82,6 +83,8 @@ def _hex_to_base64(value):
 
 def any_value(value):
     which = value.WhichOneof("value")
+    if which in SCALAR_VALUES:
+        return getattr(value, which)
     if which is None:
         return None
     if which == "array_value":
@@ -98,15 +101,17 @@ def records(request, max_age_seconds):
     for resource_spans in request.resource_spans:
         resource = {item.key: any_value(item.value) for item in resource_spans.resource.attributes}
         service = resource.get("service.name")
+        # Worked out once for all the resource's spans when the resource names its instance.
+        instance = _resource_instance(resource)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 try:
-                    yield _record(span, resource, service, max_age_seconds)
+                    yield _record(span, resource, service, instance, max_age_seconds)
                 except SpanRejected as rejected:
                     yield rejected
 
 
-def _record(span, resource, service, max_age_seconds):
+def _record(span, resource, service, instance, max_age_seconds):
     # Counted before conversion so that a hostile span costs little to refuse.
     check_attribute_count(len(span.attributes))
     attributes = {item.key: any_value(item.value) for item in span.attributes}
@@ -114,12 +119,13 @@ def _record(span, resource, service, max_age_seconds):
     duration_us = max(span.end_time_unix_nano - span.start_time_unix_nano, 0) // 1000
     check_times(start_us, duration_us, max_age_seconds)
     kind = KINDS.get(span.kind, "internal")
+    parent_span_id = span.parent_span_id
     return SpanRecord(
         trace_id=id_from_bytes(span.trace_id, 16, "traceId"),
         span_id=id_from_bytes(span.span_id, 8, "spanId"),
-        parent_id=id_from_bytes(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else "",
+        parent_id=id_from_bytes(parent_span_id, 8, "parentSpanId") if parent_span_id else "",
         service=text(service, "resource attribute service.name", required=True),
-        instance=_instance(resource, attributes, kind),
+        instance=instance if instance is not None else _instance(resource, attributes, kind),
         kind=kind,
         name=text(span.name, "span name") or "(unnamed)",
         protocol=protocol_of(attributes),
@@ -133,10 +139,13 @@ def _record(span, resource, service, max_age_seconds):
     )
 
 
-def _instance(resource, attributes, kind):
+def _resource_instance(resource):
+    """The instance every span of the resource belongs to, or None when it depends on the span."""
     instance_id = resource.get("service.instance.id")
-    if instance_id:
-        return text(instance_id, "service.instance.id")
+    return text(instance_id, "service.instance.id") if instance_id else None
+
+
+def _instance(resource, attributes, kind):
     host = resource.get("host.name") or ""
     port = None
     if kind == "server":

@@ -62,6 +62,8 @@ def check_attribute_count(count):
 
 def bounded_attributes(attributes):
     check_attribute_count(len(attributes))
+    if len(attributes) <= MAX_ATTRIBUTES and all(map(_within_bounds, attributes.items())):
+        return attributes  # the common case, and this runs for every span: nothing to copy
     kept = {}
     for key, value in attributes.items():
         if len(kept) == MAX_ATTRIBUTES:
@@ -75,6 +77,16 @@ def bounded_attributes(attributes):
             value = _printable(str(value))[:MAX_ATTRIBUTE_VALUE_CHARS]
         kept[_printable(str(key))[:MAX_NAME_CHARS]] = value
     return kept
+
+
+def _within_bounds(item):
+    """Whether an attribute would be kept exactly as it is."""
+    key, value = item
+    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
+        return False
+    if value.__class__ is str:
+        return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and "\x00" not in value
+    return value is None or isinstance(value, (int, float, bool))
 
 
 def check_times(start_us, duration_us, max_age_seconds):
