@@ -94,11 +94,13 @@ class StoredSpan:
     __slots__ = ("id", "trace_id", "span_id", "parent_id", "kind", "service_id", "instance_id", "name",
                  "start_us", "duration_us", "error", "protocol", "topic", "peer", "started_at", "paired")  # fmt: skip
 
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields.get(name))
-        if self.start_us is None:
-            self.start_us = int(self.started_at.timestamp() * 1_000_000)
+    # Named parameters rather than a loop over the slots: this runs for every stored span.
+    def __init__(self, id, trace_id, span_id, parent_id, kind, service_id, instance_id, name, duration_us, error,
+                 protocol, topic, peer, paired, start_us=None, started_at=None):  # fmt: skip
+        self.id, self.trace_id, self.span_id, self.parent_id, self.kind = id, trace_id, span_id, parent_id, kind
+        self.service_id, self.instance_id, self.name, self.duration_us, self.error = service_id, instance_id, name, duration_us, error
+        self.protocol, self.topic, self.peer, self.paired, self.started_at = protocol, topic, peer, paired, started_at
+        self.start_us = start_us if start_us is not None else int(started_at.timestamp() * 1_000_000)
 
     @property
     def duration_ms(self):
@@ -149,7 +151,7 @@ def _instances(records, services, now):
 
 def _insert(records, services, instances, in_batch_pairs):
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows that come back are the new spans."""
-    rows = {}
+    rows = {}  # (trace id, span id) -> (record, its row); records are unique on the key already
     for r in records:
         service_id = services[r.service]
         paired = (
@@ -157,21 +159,18 @@ def _insert(records, services, instances, in_batch_pairs):
             or (r.kind in ("server", "consumer") and not r.parent_id)
             or (r.trace_id, r.span_id) in in_batch_pairs
         )
-        rows[(r.trace_id, r.span_id)] = (
+        rows[(r.trace_id, r.span_id)] = r, (
             r.trace_id, r.span_id, r.parent_id, service_id, instances.get((service_id, r.instance)), r.kind,
             r.name, r.protocol, datetime.fromtimestamp(r.start_us / 1_000_000, UTC), r.duration_us,
             r.status_code, r.error, r.peer, r.topic, json.dumps(r.attributes), paired,
         )  # fmt: skip
-    returned = _insert_returning_new(list(rows.values()))
-    by_identity = {(r.trace_id, r.span_id): r for r in records}
+    returned = _insert_returning_new([row for _, row in rows.values()])
     new_rows = []
     for span_pk, trace_id, span_id in returned:
-        r = by_identity[(trace_id, span_id)]
-        row = rows[(trace_id, span_id)]
+        r, row = rows[(trace_id, span_id)]
         new_rows.append(StoredSpan(
-            id=span_pk, trace_id=trace_id, span_id=span_id, parent_id=r.parent_id, kind=r.kind,
-            service_id=row[3], instance_id=row[4], name=r.name, start_us=r.start_us, duration_us=r.duration_us,
-            error=r.error, protocol=r.protocol, topic=r.topic, peer=r.peer, paired=row[-1],
+            span_pk, trace_id, span_id, r.parent_id, r.kind, row[3], row[4], r.name, r.duration_us, r.error,
+            r.protocol, r.topic, r.peer, row[-1], start_us=r.start_us,
         ))  # fmt: skip
     return new_rows
 
