@@ -8,10 +8,12 @@ Everything Consul sends is untrusted: fields may be missing, of the wrong type, 
 fit is cut to the column's size or replaced by Consul's default, never trusted as markup.
 """
 
+import json
 import logging
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 
-from django.db import transaction
+from django.db import connection, models, transaction
 
 from collectors.consul_client import POLICY_META_KEY
 from topology.models import Instance, Service
@@ -20,6 +22,8 @@ from topology.models.services import BalancingPolicy, Health
 log = logging.getLogger(__name__)
 
 BATCH_SERVICES = 500
+# From this many new rows on, PostgreSQL gets them through COPY (see _create).
+COPY_AT_LEAST = 200
 MAX_TEXT = 255
 MAX_TAG = 512
 MAX_TAGS = 64
@@ -156,13 +160,37 @@ def _reconcile_batch(datacenter, answers, now):
         if _summarise(service, lookup.rows, now):
             services_changed.append(service)
 
-    Instance.objects.bulk_create(to_create, batch_size=1000)
+    _create(to_create)
     # Rows whose Consul fields changed are rewritten; the others only learn when they were last read.
     Instance.objects.bulk_update(to_update, CONSUL_FIELDS, batch_size=500)
     for start in range(0, len(read), 1000):
         Instance.objects.filter(pk__in=read[start : start + 1000]).update(last_seen=now)
     Service.objects.bulk_update(services_changed, SERVICE_FIELDS, batch_size=500)
     return bool(to_create or to_update or services_changed)
+
+
+def _create(instances):
+    """Inserts new Instance rows.
+
+    A first sync creates every instance of the catalog at once. On PostgreSQL, bulk_create's INSERT has
+    each of its parameters quoted in Python (psycopg's client-side binding, Django's default): about half
+    the time of reconciling 10,000 new instances, and the first sync missed its 10 s target. COPY sends
+    the rows as text for the server to parse.
+    """
+    if connection.vendor != "postgresql" or len(instances) < COPY_AT_LEAST:
+        Instance.objects.bulk_create(instances, batch_size=1000)
+        return
+    fields = [field for field in Instance._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    table = connection.ops.quote_name(Instance._meta.db_table)
+    # JSON columns get their text; every other value already is what psycopg writes (str, int, bool, None,
+    # an aware datetime), and Django's preparation of each value would cost as much as COPY saves.
+    json_fields = {field.attname for field in fields if isinstance(field, models.JSONField)}
+    attnames = [field.attname for field in fields]
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for instance in instances:
+            values = instance.__dict__
+            copy.write_row([json.dumps(values[name]) if name in json_fields else values[name] for name in attnames])
 
 
 def _services(parsed, now):
@@ -172,7 +200,8 @@ def _services(parsed, now):
     for name, entries in parsed.items():
         if name not in services and entries:
             service = Service(name=name, first_seen=now)
-            _summarise(service, [Instance(**fields) for fields in entries], now)
+            # Plain records: _summarise reads only fields, and model instances cost thousands of __init__s.
+            _summarise(service, [SimpleNamespace(**fields) for fields in entries], now)
             missing.append(service)
     if missing:
         Service.objects.bulk_create(missing, ignore_conflicts=True)

@@ -398,6 +398,28 @@ def test_hostile_answers_are_stored_as_plain_bounded_data(consul, monkeypatch):
     assert not status().is_stale
 
 
+def test_a_large_first_sync_stores_every_field_as_consul_sent_it(consul):
+    tricky = "tab\tnewline\nback\\slash \\N quote\" ü <b>"
+    for number in range(250):  # enough new rows in one batch for PostgreSQL's COPY
+        consul.register("web", f"web-{number}", address=f"10.1.{number // 200}.{number % 200}", port=8000 + number,
+                        tags=[tricky, "v1"], meta={"note": tricky}, weights={"Passing": number + 1, "Warning": 0},
+                        checks=[("http", "warning", tricky)])
+    consul.register("web", "web-7", address="10.7.0.7", port=80, node="node-b")  # the same ID on another node
+
+    sync_consul()
+
+    assert Instance.objects.filter(service__name="web", in_consul=True).count() == 251
+    instance = Instance.objects.get(identity="web-42")
+    assert (instance.address, instance.port, instance.node, instance.datacenter) == ("10.1.0.42", 8042, AGENT_NODE, "dc1")
+    assert instance.tags == [tricky, "v1"] and instance.meta == {"note": tricky}
+    assert (instance.weight_passing, instance.weight_warning, instance.health) == (43, 0, "warning")
+    assert instance.checks == [{"name": "Serf Health Status", "status": "passing", "output": ""},
+                               {"name": "http", "status": "warning", "output": tricky}]
+    assert instance.first_seen == instance.last_seen and instance.deregistered_at is None
+    assert not instance.in_traces and not instance.in_maintenance
+    assert Instance.objects.get(identity="web-7@node-b").address == "10.7.0.7"
+
+
 def test_answer_that_is_not_what_consul_documents_marks_stale_without_crashing(consul, monkeypatch):
     web(consul)
     monkeypatch.setattr(consul, "catalog_services", lambda datacenter: ["not", "an", "object"])
