@@ -539,3 +539,33 @@ def test_tls_with_a_ca_file_and_a_client_certificate(settings, tls_files):
         sync_consul()
         reason = status().stale_reason
         assert "unreachable" in reason and ("SSLError" in reason or "ConnectionError" in reason)
+
+
+def test_proxy_variables_of_the_environment_are_honoured(consul, monkeypatch):
+    web(consul)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+
+    sync_consul()
+
+    assert status().is_stale and "ProxyError" in status().stale_reason
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    allow_retry()
+    sync_consul()
+    assert not status().is_stale and Instance.objects.filter(identity="web-1").exists()
+
+
+def test_tls_ca_bundle_from_the_environment_when_no_ca_file_is_set(settings, tls_files, monkeypatch):
+    server_cert, server_key = tls_files["server"]
+    with ConsulTestServer(certfile=server_cert, keyfile=server_key) as server:
+        server.register("web", "web-1", port=443)
+        settings.CONSUL_HTTP_ADDR = server.url
+        settings.CONSUL_DATACENTERS = ["dc1"]
+        settings.CONSUL_BLOCKING_WAIT_SECONDS = WAIT
+        settings.CONSUL_CACERT = ""
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_files["ca"])
+
+        sync_consul()
+
+        assert not status().is_stale and Instance.objects.filter(identity="web-1").exists()
