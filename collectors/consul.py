@@ -168,6 +168,10 @@ class Round:
             for row in self.rows:
                 watch(self.watch_catalog, self.on_catalog, row)
                 watch(self.watch_checks, self.on_checks, row)
+            # A datacenter seen for the first time answers both queries at once. Acting on the first answer
+            # before the second is in would have the second, received while those reads are under way, look
+            # newer than them, and call for the same services again.
+            futures.wait([future for future, (_, _, row) in pending.items() if not (row.catalog_index or row.checks_index)])
             while pending:
                 done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                 for future in done:

@@ -80,6 +80,24 @@ def test_steady_state_sends_only_the_two_blocking_queries_and_no_per_service_req
     assert time.monotonic() - started >= 2 * WAIT  # the queries blocked: nothing changed
 
 
+def test_first_sync_reads_each_service_once_when_the_checks_answer_comes_later(consul, monkeypatch):
+    for number in range(5):
+        consul.register(f"svc-{number}", port=9000 + number, checks=[("tcp", "passing", "")])
+    answer_checks = consul.checks_in_state
+
+    def slowly(datacenter, state):
+        time.sleep(0.3)
+        return answer_checks(datacenter, state)
+
+    monkeypatch.setattr(consul, "checks_in_state", slowly)
+
+    sync_consul()
+
+    reads = [path for _, path in consul.requests if path.startswith("/v1/health/service/")]
+    assert sorted(reads) == [f"/v1/health/service/svc-{number}" for number in range(5)]
+    assert Instance.objects.filter(in_consul=True).count() == 5
+
+
 def test_check_change_is_seen_through_blocking_query_and_rereads_only_that_service(consul):
     web(consul)
     consul.register("db", "db-1", port=5432, checks=[("tcp", "passing", "")])
