@@ -6,7 +6,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from topology.latency import LatencyHistogram
-from topology.models import EdgeRollup, InstanceRollup, Service, SourceStatus
+from topology.models import EdgeRollup, Instance, InstanceRollup, Service, SourceStatus
 from topology.models.services import Health
 
 HEALTH_ORDER = {Health.CRITICAL: 3, Health.WARNING: 2, Health.PASSING: 1, Health.UNKNOWN: 0}
@@ -25,19 +25,25 @@ def topology_snapshot(window):
         incoming[edge["target"]][0] += edge["_count"]
         incoming[edge["target"]][1] += edge["_errors"]
     names = {edge["source"] for edge in edges} | {edge["target"] for edge in edges} | served.keys()
-    services = Service.objects.filter(name__in=names) | Service.objects.registered().filter(in_consul=True)
+    services = (Service.objects.filter(name__in=names) | Service.objects.registered().filter(in_consul=True)).distinct()
+    # Only what a node shows of its live instances: whole Instance rows (meta, checks) cost more than the graph.
+    live = defaultdict(list)
+    for service_id, health, in_consul in Instance.objects.registered().filter(service__in=services).values_list(
+        "service_id", "health", "in_consul"
+    ):
+        live[service_id].append((health, in_consul))
     nodes = []
-    for service in services.prefetch_related("instances").distinct():
+    for service in services:
         count, errors = (served[service.name]["count"], served[service.name]["errors"]) if service.name in served else incoming[service.name]
-        live = [i for i in service.instances.all() if i.deregistered_at is None]
+        instances = live[service.id]
         nodes.append({
             "id": service.name,
             "name": service.name,
             "rps": window.per_second(count),
             "error_rate": round(errors / count, 4) if count else 0.0,
-            "health": _worst_health(live),
+            "health": _worst_health(instances),
             "source": service.source,
-            "instances": len(live),
+            "instances": len(instances),
             "tags": service.tags,
             "balancing_policy": service.balancing_policy,
         })  # fmt: skip
@@ -87,5 +93,6 @@ def _edges(window):
 
 
 def _worst_health(instances):
-    in_consul = [instance.health for instance in instances if instance.in_consul]
+    """The worst health Consul gives a live instance; ``instances`` are (health, in_consul) pairs."""
+    in_consul = [health for health, registered in instances if registered]
     return max(in_consul, key=HEALTH_ORDER.__getitem__, default=Health.UNKNOWN)

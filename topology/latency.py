@@ -37,22 +37,30 @@ class LatencyHistogram:
     def total(self):
         return sum(self.buckets.values())
 
-    def percentile(self, fraction):
-        """The duration below which ``fraction`` of the samples fall, or None without samples."""
+    def percentiles(self, fractions):
+        """The durations below which each of ``fractions`` (ascending) of the samples fall, found in one
+        pass over the buckets (the topology asks three of every edge); Nones without samples."""
         total = self.total
         if not total:
-            return None
-        rank = max(1, math.ceil(fraction * total))
+            return [None] * len(fractions)
+        ranks = [max(1, math.ceil(fraction * total)) for fraction in fractions]
+        found = []
         seen = 0
         for key in sorted(self.buckets):
             seen += self.buckets[key]
-            if seen >= rank:
+            while len(found) < len(ranks) and seen >= ranks[len(found)]:
                 # The bucket's geometric middle halves the worst-case error of its upper bound.
-                return GROWTH ** (key - 0.5)
+                found.append(GROWTH ** (key - 0.5))
+            if len(found) == len(ranks):
+                return found
         raise AssertionError("unreachable: rank never exceeds the total")
 
+    def percentile(self, fraction):
+        return self.percentiles([fraction])[0]
+
     def percentiles_ms(self):
-        return {name: _rounded(self.percentile(q)) for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))}
+        p50, p95, p99 = self.percentiles((0.5, 0.95, 0.99))
+        return {"p50_ms": _rounded(p50), "p95_ms": _rounded(p95), "p99_ms": _rounded(p99)}
 
     def to_json(self):
         return {str(k): v for k, v in self.buckets.items()}
