@@ -10,7 +10,7 @@ The first sync is timed until every instance is stored, watched from another thr
 keeps watching Consul for changes until the blocking wait is over (30 s by default), which says nothing
 about how fast the catalog lands in the database.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python -m benchmarks.consul_sync
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/consulbench .venv/bin/python -m benchmarks.consul_sync
 """
 
 import argparse
