@@ -85,7 +85,7 @@ def daphne(db):
     env = {
         **os.environ,
         "DATABASE_URL": database_url(db),
-        "REDIS_URL": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0],
+        "REDIS_URL": settings.REDIS_URL,
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",

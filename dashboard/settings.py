@@ -124,7 +124,12 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNELS_PREFIX", "meshscope")},
+        # redis-py's asyncio pool refuses ("Too many connections") beyond 100 connections in use
+        # instead of waiting; a hundred browsers reconnecting at once after a restart reach that.
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "max_connections": 2000}],
+            "prefix": os.environ.get("CHANNELS_PREFIX", "meshscope"),
+        },
     }
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)

@@ -85,11 +85,17 @@ def test_topology_has_nodes_with_rates_and_sync_async_and_peer_edges(api):
 
 
 def test_rates_divide_by_the_time_the_counted_minutes_span():
-    window = Window.from_params(60, until="2026-11-25T10:00:45Z")
+    window = Window.from_params(60, until="2026-11-25T10:00:50Z")
 
-    # The rollup of 09:59 is counted whole, so 105 s of traffic are divided by 105 s, not by 60.
-    assert window.covered_seconds == 105
-    assert window.per_second(210) == 2.0
+    # The rollup of 09:59 is counted whole, so 110 s of traffic are divided by 110 s, not by 60.
+    assert window.covered_seconds == 110
+    assert window.per_second(220) == 2.0
+
+
+def test_the_time_rates_divide_by_grows_in_ten_second_steps():
+    covered = [Window.from_params(300, until=f"2026-11-25T10:00:{second:02}Z").covered_seconds for second in (41, 45, 50, 51)]
+
+    assert covered == [350, 350, 350, 360]
 
 
 def test_a_bad_window_is_a_clear_400(api):

@@ -1,5 +1,6 @@
 """The time window a view covers: the last N seconds up to ``until`` (now, or a replay moment)."""
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -7,6 +8,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 MAX_WINDOW_SECONDS = 14 * 86400
+RATE_STEP_SECONDS = 10  # at most 3 % of a 5-minute window, 16 % of a 1-minute one
 
 
 class WindowError(ValueError):
@@ -50,8 +52,12 @@ class Window:
     @property
     def covered_seconds(self):
         """What the rollups of ``minutes()`` span: the window plus the part of its first minute before
-        it, which they count too. Rates divide by this, or a short window would read up to twice high."""
-        return (self.until - self.first_minute).total_seconds()
+        it, which they count too. Rates divide by this, or a short window would read up to twice high.
+
+        It grows in steps of RATE_STEP_SECONDS, not with every second: an idle edge's rate then stays
+        put between steps, so live deltas carry the edges whose traffic changed, not every edge."""
+        elapsed = (self.until - self.first_minute).total_seconds()
+        return math.ceil(elapsed / RATE_STEP_SECONDS) * RATE_STEP_SECONDS
 
     def per_second(self, count):
         return round(count / self.covered_seconds, 3)
