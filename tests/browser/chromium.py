@@ -1,6 +1,7 @@
 """Debian's chromium for Playwright (Playwright's own browser download does not work on these machines),
 and where the screenshots the tests take go."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,11 +16,13 @@ DOCS = ROOT / "docs" / "screenshots"
 
 
 def screenshot(page, name, docs=False):
-    """Saves artifacts/screenshots/<name>.png (CI artifact) and, for the README, docs/screenshots/."""
+    """Saves artifacts/screenshots/<name>.png (CI artifact) and, for the README's screenshots, also
+    docs/screenshots/<name>.png when MESHSCOPE_DOC_SCREENSHOTS=1: a plain test run changes no
+    tracked file."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
-    if docs:
+    if docs and os.environ.get("MESHSCOPE_DOC_SCREENSHOTS") == "1":
         DOCS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS / f"{name}.png")
     return path
