@@ -141,6 +141,7 @@ class SpanConsumer:
             spans.extend(result.spans)
             for span_rejected in result.rejected:
                 dead.append(self._dead_letter_row(message, span_rejected.reason, span_rejected.detail, message.value))
+        dead = _not_yet_dead_lettered(dead)
         DeadLetter.objects.bulk_create(dead)
         return store_spans(spans, messages=len(decoded), rejected=len(dead)).new_spans
 
@@ -156,7 +157,7 @@ class SpanConsumer:
         )
 
     def _dead_letter(self, message, reason, detail):
-        self._dead_letter_row(message, reason, detail, message.value).save()
+        DeadLetter.objects.bulk_create(_not_yet_dead_lettered([self._dead_letter_row(message, reason, detail, message.value)]))
 
     def _back_off(self, source, error):
         self.failures += 1
@@ -164,3 +165,15 @@ class SpanConsumer:
         if source == "kafka":
             SourceStatus.record_failure("kafka", f"Span consumer: {error}")
         time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(self.failures, 6)))
+
+
+def _not_yet_dead_lettered(rows):
+    """Leaves out the messages a first delivery already dead-lettered: after a restart or a rebalance
+    they come again, and the dead-letter table, like the span table, keeps one record of each."""
+    if not rows:
+        return rows
+    known = set(
+        DeadLetter.objects.filter(topic__in={row.topic for row in rows}, offset__in={row.offset for row in rows})
+        .values_list("topic", "partition", "offset")
+    )
+    return [row for row in rows if (row.topic, row.partition, row.offset) not in known]

@@ -15,7 +15,11 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
-        indexes = [models.Index(fields=["received_at"], name="deadletter_received_idx")]
+        indexes = [
+            models.Index(fields=["received_at"], name="deadletter_received_idx"),
+            # A redelivered message is looked up by where it came from, so that it is recorded once.
+            models.Index(fields=["topic", "offset", "partition"], name="deadletter_source_idx"),
+        ]
 
     def __str__(self):
         return f"{self.reason} at {self.topic}[{self.partition}]@{self.offset}"
