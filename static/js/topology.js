@@ -228,10 +228,12 @@ function edgeElement(e) {
 function layeredPositions(nodes, edges) {
   const ids = nodes.map((n) => n.data.id);
   const out = new Map(ids.map((id) => [id, []]));
+  const callers = new Map(ids.map((id) => [id, []]));
   const indeg = new Map(ids.map((id) => [id, 0]));
   for (const e of edges) {
     if (e.data.source === e.data.target || !out.has(e.data.source) || !indeg.has(e.data.target)) continue;
     out.get(e.data.source).push(e.data.target);
+    callers.get(e.data.target).push(e.data.source);
     indeg.set(e.data.target, indeg.get(e.data.target) + 1);
   }
   const rank = new Map();
@@ -271,10 +273,10 @@ function layeredPositions(nodes, edges) {
     // Order by the mean position of the callers already placed: fewer crossings, cheaply.
     const weight = (id) => {
       let sum = 0, n = 0;
-      for (const e of edges) if (e.data.target === id && yOf.has(e.data.source)) { sum += yOf.get(e.data.source); n += 1; }
+      for (const source of callers.get(id)) if (yOf.has(source)) { sum += yOf.get(source); n += 1; }
       return n ? sum / n : Infinity;
     };
-    const keyed = column.length * edges.length < 2e6 ? column.map((id) => [weight(id), id]) : column.map((id) => [0, id]);
+    const keyed = column.map((id) => [weight(id), id]);
     keyed.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
     const slices = Math.ceil(keyed.length / perColumn);
     for (let s = 0; s < slices; s++) {
