@@ -58,6 +58,16 @@ def checkout(error=False, start_us=None):
     return t
 
 
+def one_call(caller, route, callee, operation):
+    """``caller`` serving ``route`` calls ``callee``'s ``operation``: one new call, for tests that watch
+    a change arrive."""
+    t = Trace()
+    root = t.span(caller, f"{caller}-1", route, "server", 0, 20)
+    call = t.span(caller, f"{caller}-1", "GET", "client", 2, 10, parent=root, peer=callee)
+    t.span(callee, f"{callee}-1", operation, "server", 3, 8, parent=call)
+    return t
+
+
 def hostile():
     t = Trace()
     root = t.span(HOSTILE, "<b>bold-1</b>", "<script>alert(2)</script>", "server", 0, 30,

@@ -83,11 +83,7 @@ def test_snapshot_then_seq_numbered_deltas_that_rebuild_the_view(session_cookie)
         assert ("orders", "inventory", "async") in edges and ("gateway", "orders", "sync") in edges
 
         # A new service starts calling: the next broadcast carries it, and only what changed.
-        trace = seed.Trace()
-        root = trace.span("orders", "orders-1", "GET /orders", "server", 0, 20)
-        call = trace.span("orders", "orders-1", "GET", "client", 2, 10, parent=root, peer="shipping")
-        trace.span("shipping", "shipping-1", "GET /quote", "server", 3, 8, parent=call)
-        await database_sync_to_async(seed.store)(trace)
+        await database_sync_to_async(seed.store)(seed.one_call("orders", "GET /orders", "shipping", "GET /quote"))
         await database_sync_to_async(live.broadcast)("topology")
 
         delta = await ws.receive_json_from(timeout=5)
@@ -175,11 +171,7 @@ def test_announce_change_reaches_an_open_socket_within_a_second(session_cookie):
         ws = communicator("/ws/live/topology/", session_cookie)
         assert (await ws.connect())[0]
         snapshot = await ws.receive_json_from(timeout=5)
-        trace = seed.Trace()
-        root = trace.span("gateway", "gateway-1", "GET /api/cart", "server", 0, 20)
-        call = trace.span("gateway", "gateway-1", "GET", "client", 2, 10, parent=root, peer="cart")
-        trace.span("cart", "cart-1", "GET /cart", "server", 3, 8, parent=call)
-        await database_sync_to_async(seed.store)(trace)
+        await database_sync_to_async(seed.store)(seed.one_call("gateway", "GET /api/cart", "cart", "GET /cart"))
         await database_sync_to_async(live.redis_client().delete)(live._key("slot", "topology"))
         started = time.monotonic()
         await database_sync_to_async(live.announce_change)("topology")
@@ -212,11 +204,7 @@ def test_a_ping_recomputes_a_view_that_nobody_announced_for_a_while(session_cook
         assert (await ws.connect())[0]
         snapshot = await ws.receive_json_from(timeout=5)
         # The window slid and traffic changed, but no collector announced it.
-        trace = seed.Trace()
-        root = trace.span("gateway", "gateway-1", "GET /api/search", "server", 0, 20)
-        call = trace.span("gateway", "gateway-1", "GET", "client", 2, 10, parent=root, peer="search")
-        trace.span("search", "search-1", "GET /q", "server", 3, 8, parent=call)
-        await database_sync_to_async(seed.store)(trace)
+        await database_sync_to_async(seed.store)(seed.one_call("gateway", "GET /api/search", "search", "GET /q"))
         client = live.redis_client()
         stored = json.loads(client.get(live._key("state", "topology", 300)))
         stored["stored_at"] -= 60
