@@ -44,11 +44,23 @@ FOREIGN = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SECRET_KEY",
            "DJANGO_SETTINGS_MODULE", "TRACE_TOPICS", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN")
 
 
+def ephemeral_port_floor():
+    """The lowest port the kernel hands out to outgoing connections (Linux's default is 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_layout():
-    """A dashboard port and a DEMO_BASE_PORT whose whole range is free."""
+    """A dashboard port and a DEMO_BASE_PORT whose whole range is free.
+
+    The range lies below the ephemeral ports: there, a port that is free when checked can become the
+    local end of one of the demo's own outgoing connections before its server binds it.
+    """
     span = max(instance.port for instance in system.instances(0)) + 1
     for _ in range(200):
-        base = random.randrange(20000, 60000 - span)
+        base = random.randrange(20000, ephemeral_port_floor() - span)
         dashboard = base + span
         if all(is_free(port) for port in range(base, dashboard + 1)):
             return dashboard, base
