@@ -49,3 +49,13 @@ def _isolated_channel_layer(settings, redis_url):
 @pytest.fixture
 def topic_name():
     return f"spans-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _forget_remembered_edge_totals():
+    """A rolled-back SQLite test reuses ids, so a later test's rollups could match an earlier fingerprint."""
+    from topology import edge_totals
+
+    edge_totals.forget()
+    yield
+    edge_totals.forget()

@@ -2,11 +2,11 @@
 
 from collections import defaultdict
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from topology.latency import LatencyHistogram
-from topology.models import EdgeRollup, Instance, InstanceRollup, Service, SourceStatus
+from topology.edge_totals import edge_totals
+from topology.models import Instance, InstanceRollup, Service, SourceStatus
 from topology.models.services import Health
 
 HEALTH_ORDER = {Health.CRITICAL: 3, Health.WARNING: 2, Health.PASSING: 1, Health.UNKNOWN: 0}
@@ -15,17 +15,22 @@ HEALTH_ORDER = {Health.CRITICAL: 3, Health.WARNING: 2, Health.PASSING: 1, Health
 def topology_snapshot(window):
     edges = _edges(window)
     served = {
-        row["instance__service__name"]: row
+        row["instance__service_id"]: row
         for row in InstanceRollup.objects.filter(**window.minutes())
-        .values("instance__service__name")
+        .values("instance__service_id")
         .annotate(count=Sum("count"), errors=Sum("errors"))
+        .order_by()
     }
     incoming = defaultdict(lambda: [0, 0])
     for edge in edges:
         incoming[edge["target"]][0] += edge["_count"]
         incoming[edge["target"]][1] += edge["_errors"]
-    names = {edge["source"] for edge in edges} | {edge["target"] for edge in edges} | served.keys()
-    services = (Service.objects.filter(name__in=names) | Service.objects.registered().filter(in_consul=True)).distinct()
+    ids = {edge["source"] for edge in edges} | {edge["target"] for edge in edges} | served.keys()
+    services = list(
+        Service.objects.filter(Q(id__in=ids) | Q(in_consul=True, deregistered_at__isnull=True)).only(
+            "name", "in_consul", "in_traces", "tags", "balancing_policy"
+        )
+    )
     # Only what a node shows of its live instances: whole Instance rows (meta, checks) cost more than the graph.
     live = defaultdict(list)
     for service_id, health, in_consul in Instance.objects.registered().filter(service__in=services).values_list(
@@ -33,8 +38,10 @@ def topology_snapshot(window):
     ):
         live[service_id].append((health, in_consul))
     nodes = []
+    names = {}
     for service in services:
-        count, errors = (served[service.name]["count"], served[service.name]["errors"]) if service.name in served else incoming[service.name]
+        names[service.id] = service.name
+        count, errors = (served[service.id]["count"], served[service.id]["errors"]) if service.id in served else incoming[service.id]
         instances = live[service.id]
         nodes.append({
             "id": service.name,
@@ -49,34 +56,24 @@ def topology_snapshot(window):
         })  # fmt: skip
     for edge in edges:
         del edge["_count"], edge["_errors"]
+        edge["source"], edge["target"] = names[edge["source"]], names[edge["target"]]
+        edge["id"] = f"{edge['source']}->{edge['target']}/{edge['protocol']}/{edge['topic']}"
     return {
         "window": window.seconds,
         "until": window.until,
         "generated_at": timezone.now(),
         "nodes": sorted(nodes, key=lambda node: node["name"]),
-        "edges": edges,
+        "edges": sorted(edges, key=lambda edge: edge["id"]),
         "sources": [status.as_dict() for status in SourceStatus.objects.all()],
     }
 
 
 def _edges(window):
-    merged = {}
-    rows = EdgeRollup.objects.filter(**window.minutes()).values_list(
-        "source__name", "target__name", "protocol", "topic", "count", "errors", "negative_delays", "latency_buckets"
-    )
-    for source, target, protocol, topic, count, errors, negative, buckets in rows:
-        key = (source, target, protocol, topic)
-        if key not in merged:
-            merged[key] = [0, 0, 0, LatencyHistogram()]
-        entry = merged[key]
-        entry[0] += count
-        entry[1] += errors
-        entry[2] += negative
-        entry[3].merge(buckets)
+    """Every edge of the window, its services by id (the caller names them)."""
     edges = []
-    for (source, target, protocol, topic), (count, errors, negative, histogram) in sorted(merged.items()):
+    for (source, target, protocol, topic), total in edge_totals(window).items():
+        count, errors = total.count, total.errors
         edges.append({
-            "id": f"{source}->{target}/{protocol}/{topic}",
             "source": source,
             "target": target,
             "protocol": protocol,
@@ -84,8 +81,8 @@ def _edges(window):
             "topic": topic,
             "rps": window.per_second(count),
             "error_rate": round(errors / count, 4) if count else 0.0,
-            **histogram.percentiles_ms(),
-            "negative_delays": negative,
+            **total.histogram.percentiles_ms(),
+            "negative_delays": total.negative_delays,
             "_count": count,
             "_errors": errors,
         })  # fmt: skip

@@ -1,0 +1,92 @@
+"""Per-edge totals over a window's minutes, with the totals of its settled minutes remembered.
+
+A live view recomputes its window every second, but only the newest minutes still change: the spans
+of older minutes have arrived. Each process keeps the totals of a window's settled minutes and reuses
+them while their fingerprint (row count, summed calls and largest id of those rollups) stays the same.
+A late span for a settled minute changes it: adding a rollup raises the row count and the id, and
+updating one adds at least one call (rollup_batch.Delta counts every observation), so the totals are
+read again. An hour's window then costs about what its two newest minutes cost.
+"""
+
+import json
+import threading
+from collections import OrderedDict
+from datetime import timedelta
+from typing import NamedTuple
+
+from django.db.models import Count, Max, Sum
+from django.utils import timezone
+
+from topology.json_list import JSONList
+from topology.latency import LatencyHistogram
+from topology.models import EdgeRollup
+
+UNSETTLED_MINUTES = 2  # the current minute and the one before it still receive spans
+REMEMBERED_RANGES = 8  # a few windows (5 min, 15 min, 1 h) and replays, each a few MB at most
+
+_remembered = OrderedDict()  # (first minute, end) -> (fingerprint, totals)
+_lock = threading.Lock()
+
+
+class EdgeTotal(NamedTuple):
+    count: int
+    errors: int
+    negative_delays: int
+    histogram: LatencyHistogram
+
+
+def edge_totals(window):
+    """``{(source_id, target_id, protocol, topic): EdgeTotal}`` over every minute of ``window``."""
+    first = window.first_minute
+    current = min(window.until, timezone.now()).replace(second=0, microsecond=0)
+    settled_end = max(first, current - timedelta(minutes=UNSETTLED_MINUTES - 1))
+    totals = dict(_settled_totals(first, settled_end))
+    _add(totals, EdgeRollup.objects.filter(minute__gte=settled_end, minute__lte=window.until))
+    return totals
+
+
+def _settled_totals(first, end):
+    if end <= first:
+        return {}
+    rollups = EdgeRollup.objects.filter(minute__gte=first, minute__lt=end)
+    fingerprint = tuple(rollups.aggregate(rows=Count("id"), calls=Sum("count"), last=Max("id")).values())
+    key = (first, end)
+    with _lock:
+        remembered = _remembered.get(key)
+        if remembered is not None and remembered[0] == fingerprint:
+            _remembered.move_to_end(key)
+            return remembered[1]
+    # Read after the fingerprint: the totals hold at least what it describes, so a change between
+    # the two reads only means one more read next time, never a stale view.
+    totals = {}
+    _add(totals, rollups)
+    with _lock:
+        _remembered[key] = (fingerprint, totals)
+        while len(_remembered) > REMEMBERED_RANGES:
+            _remembered.popitem(last=False)
+    return totals
+
+
+def _add(totals, rollups):
+    rows = (
+        rollups.values_list("source_id", "target_id", "protocol", "topic")
+        .annotate(Sum("count"), Sum("errors"), Sum("negative_delays"), JSONList("latency_buckets"))
+        .order_by()
+    )
+    for source, target, protocol, topic, count, errors, negative_delays, histograms in rows:
+        key = (source, target, protocol, topic)
+        earlier = totals.get(key)
+        if earlier is None:
+            totals[key] = EdgeTotal(count, errors, negative_delays, LatencyHistogram().merge_all(json.loads(histograms)))
+        else:
+            # A copy: the earlier total may be remembered, and shared by every view of its minutes.
+            totals[key] = EdgeTotal(
+                earlier.count + count, earlier.errors + errors, earlier.negative_delays + negative_delays,
+                earlier.histogram.copy().merge_all(json.loads(histograms)),
+            )  # fmt: skip
+
+
+def forget():
+    """Drops what this process remembers (tests whose databases reuse ids after a rollback)."""
+    with _lock:
+        _remembered.clear()
