@@ -7,6 +7,7 @@ import pytest
 from tests.seed import Trace, store
 from topology import edge_totals
 from topology.graph import topology_snapshot
+from topology.models import Service
 from topology.window import Window
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +69,14 @@ def test_a_new_edge_in_a_settled_minute_appears():
     store(*calls_at(four_minutes_ago_us(), 1, callee="payments"))
 
     assert {e["target"] for e in topology_snapshot(Window.from_params(300))["edges"]} == {"orders", "payments"}
+
+
+def test_a_service_deleted_in_the_admin_leaves_the_graph_with_its_edges():
+    store(*calls_at(four_minutes_ago_us(), 2), *calls_at(four_minutes_ago_us(), 1, callee="payments"))
+    topology_snapshot(Window.from_params(300))
+
+    Service.objects.get(name="payments").delete()
+
+    snapshot = topology_snapshot(Window.from_params(300))
+    assert {e["target"] for e in snapshot["edges"]} == {"orders"}
+    assert "payments" not in {n["name"] for n in snapshot["nodes"]}

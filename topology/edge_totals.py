@@ -5,7 +5,7 @@ of older minutes have arrived. Each process keeps the totals of a window's settl
 them while their fingerprint (row count, summed calls and largest id of those rollups) stays the same.
 A late span for a settled minute changes it: adding a rollup raises the row count and the id, and
 updating one adds at least one call (rollup_batch.Delta counts every observation), so the totals are
-read again. An hour's window then costs about what its two newest minutes cost.
+read again. A live hour's window then reads two minutes of rollups a second, not sixty.
 """
 
 import json

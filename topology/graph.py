@@ -54,6 +54,8 @@ def topology_snapshot(window):
             "tags": service.tags,
             "balancing_policy": service.balancing_policy,
         })  # fmt: skip
+    # An edge whose service was deleted (in the admin) between the two reads goes with it.
+    edges = [edge for edge in edges if edge["source"] in names and edge["target"] in names]
     for edge in edges:
         del edge["_count"], edge["_errors"]
         edge["source"], edge["target"] = names[edge["source"]], names[edge["target"]]
