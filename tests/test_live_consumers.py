@@ -148,15 +148,53 @@ def test_the_view_is_computed_once_per_broadcast_however_many_clients(session_co
     run(scenario)
 
 
-def test_rest_views_get_invalidations_with_sequence_numbers(session_cookie):
+def test_a_view_without_a_snapshot_gets_invalidations_with_sequence_numbers(session_cookie):
     async def scenario():
-        ws = communicator("/ws/live/balancers/", session_cookie)
+        ws = communicator("/ws/live/services/", session_cookie)
         assert (await ws.connect())[0]
         first = await ws.receive_json_from(timeout=5)
         assert first["type"] == "invalidate"
-        await database_sync_to_async(live.broadcast)("balancers")
+        await database_sync_to_async(live.broadcast)("services")
         second = await ws.receive_json_from(timeout=5)
-        assert second == {**second, "type": "invalidate", "view": "balancers", "seq": first["seq"] + 1}
+        assert second == {**second, "type": "invalidate", "view": "services", "seq": first["seq"] + 1}
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_the_routes_view_sends_a_snapshot_then_only_the_route_that_changed(session_cookie):
+    seed.seed_mesh(traces=2)
+
+    async def scenario():
+        ws = communicator("/ws/live/routes/?window=300", session_cookie)
+        assert (await ws.connect())[0]
+        snapshot = await ws.receive_json_from(timeout=5)
+        assert snapshot["type"] == "snapshot"
+        assert [(r["service"], r["operation"], r["count"]) for r in snapshot["data"]["routes"]] == [("gateway", "GET /api/orders", 2)]
+
+        await database_sync_to_async(seed.store)(seed.one_call("search", "GET /api/search", "catalog", "GET /items"))
+        await database_sync_to_async(live.broadcast)("routes")
+        delta = await ws.receive_json_from(timeout=5)
+        while delta["seq"] <= snapshot["seq"]:  # the snapshot's own computation, as the client skips it
+            delta = await ws.receive_json_from(timeout=5)
+
+        assert (delta["type"], delta["prev"], delta["seq"]) == ("delta", snapshot["seq"], snapshot["seq"] + 1)
+        assert [(r["service"], r["operation"]) for r in delta["changes"]["routes"]["upsert"]] == [("search", "GET /api/search")]
+        await ws.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("view, keys", [("balancers", {"services", "window"}), ("lag", {"groups", "flows", "kafka"})])
+def test_the_balancer_and_lag_views_send_snapshots(session_cookie, view, keys):
+    seed.seed_mesh(traces=2)
+
+    async def scenario():
+        ws = communicator(f"/ws/live/{view}/?window=900", session_cookie)
+        assert (await ws.connect())[0]
+        snapshot = await ws.receive_json_from(timeout=5)
+        assert (snapshot["type"], snapshot["window"]) == ("snapshot", 900)
+        assert keys <= set(snapshot["data"])
         await ws.disconnect()
 
     run(scenario)

@@ -78,12 +78,24 @@ def test_a_burst_of_announcements_gives_one_broadcast_now_and_one_trailing(count
 def test_steady_announcements_broadcast_at_most_about_once_a_second(counted_broadcasts):
     started = time.monotonic()
     while time.monotonic() - started < 3.0:
-        live.announce_change("balancers")
+        live.announce_change("routes")
         time.sleep(0.02)
     time.sleep(1.2)
     assert 3 <= len(counted_broadcasts) <= 5
     times = [t for _, t in counted_broadcasts]
     assert min(b - a for a, b in zip(times, times[1:])) >= 0.9
+
+
+def test_balancers_broadcast_at_most_once_in_five_seconds_while_the_topology_keeps_its_second(counted_broadcasts):
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:
+        live.announce_change("balancers")
+        live.announce_change("topology")
+        time.sleep(0.02)
+    time.sleep(0.3)
+    views = [view for view, _ in counted_broadcasts]
+    assert views.count("balancers") == 1
+    assert views.count("topology") >= 2
 
 
 def test_views_coalesce_separately_and_unknown_views_never_raise(counted_broadcasts):

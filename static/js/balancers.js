@@ -1,7 +1,7 @@
 // Balancers: per service, each instance's weight, expected and actual share, deviation and the
 // fairness figures (χ², Jain's index), with the shares per minute as a chart.
-import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock } from "./util.js";
-import { livePage } from "./page.js";
+import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus } from "./util.js";
+import { liveView } from "./page.js";
 
 const box = qs("#balancers");
 const params = new URLSearchParams(location.search);
@@ -102,13 +102,30 @@ async function loadDetail(name) {
   details.set(name, { report, shares, weights });
 }
 
-async function load() {
-  const data = await getJSON(`/api/balancers/?${query({ window: currentWindow() })}`);
-  services = data.services || [];
-  if (services.length <= 4) services.forEach((s) => open.add(s.service));
+let openedFew = false;
+function show(state) {
+  services = state.services || [];
+  if (!openedFew && services.length) {
+    // A few services open by themselves, once: a card the user closes stays closed.
+    openedFew = true;
+    if (services.length <= 4) services.forEach((s) => open.add(s.service));
+  }
   render();
-  await Promise.all(Array.from(open).filter((n) => services.some((s) => s.service === n)).map(loadDetail));
-  render();
+  refreshDetails();
+}
+
+// The open cards' details come from REST; refetched with the summaries, at most every 5 s.
+let detailsAt = 0, detailsTimer = null;
+function refreshDetails() {
+  clearTimeout(detailsTimer);
+  const wait = detailsAt + 5000 - Date.now();
+  if (wait > 0) {
+    detailsTimer = setTimeout(refreshDetails, wait);
+    return;
+  }
+  detailsAt = Date.now();
+  Promise.all(Array.from(open).filter((n) => services.some((s) => s.service === n)).map(loadDetail))
+    .then(render, (error) => setStatus("reconnecting", `Loading failed: ${error.message}`));
 }
 
 box.addEventListener("click", async (event) => {
@@ -124,5 +141,9 @@ box.addEventListener("click", async (event) => {
   }
 });
 qs("#filter-text").addEventListener("input", debounce((e) => { filter = e.target.value.trim().toLowerCase(); render(); }, 100));
-const currentWindow = windowSelector(() => page.refresh());
-const page = livePage({ view: "balancers", load, minIntervalMs: 5000 });
+const currentWindow = windowSelector((window) => {
+  details.clear();
+  detailsAt = 0;
+  socket.setWindow(window);
+});
+const socket = liveView({ view: "balancers", window: currentWindow(), show });

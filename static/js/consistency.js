@@ -1,7 +1,7 @@
 // Consistency: Kafka consumer groups (lag per partition, status, trend) and asynchronous flows
 // (propagation delay percentiles over time).
-import { h, qs, clear, getJSON, query, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock, setSources } from "./util.js";
-import { livePage } from "./page.js";
+import { h, qs, clear, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock } from "./util.js";
+import { liveView } from "./page.js";
 
 const expanded = new Set();
 
@@ -82,16 +82,6 @@ function renderFlows(data) {
   }
 }
 
-async function load() {
-  const [lag, flows] = await Promise.all([
-    getJSON(`/api/lag/?${query({ window: currentWindow() })}`),
-    getJSON(`/api/flows/?${query({ window: currentWindow() })}`),
-  ]);
-  renderLag(lag);
-  renderFlows(flows);
-  lastLag = lag;
-}
-
 let lastLag = null;
 qs("#lag").addEventListener("click", (event) => {
   const button = event.target.closest("button.toggle");
@@ -101,5 +91,13 @@ qs("#lag").addEventListener("click", (event) => {
   else expanded.add(group);
   if (lastLag) renderLag(lastLag);
 });
-const currentWindow = windowSelector(() => page.refresh());
-const page = livePage({ view: "lag", load, minIntervalMs: 3000 });
+const currentWindow = windowSelector((window) => socket.setWindow(window));
+const socket = liveView({
+  view: "lag",
+  window: currentWindow(),
+  show: (state) => {
+    lastLag = state;
+    renderLag(state);
+    renderFlows(state);
+  },
+});

@@ -1,7 +1,23 @@
-// Pages whose data comes from REST endpoints: fetch, render, and refetch when the live socket says
-// the view changed (coalesced server side to about once a second; throttled here as well).
+// How a page stays live. liveView: the socket carries the view itself (a snapshot, then deltas) and
+// the page shows each state. livePage: a page whose data comes from REST endpoints refetches when the
+// socket says the view changed (coalesced server side to about once a second; throttled here as well).
 import { setUpdated, setStatus, setSources, getJSON } from "./util.js";
 import { LiveSocket } from "./live.js";
+
+export function liveView({ view, window, show }) {
+  const socket = new LiveSocket({
+    view,
+    window,
+    onData: (state) => {
+      show(state);
+      setUpdated(state.generated_at);
+    },
+  });
+  socket.connect();
+  refreshSources();
+  setInterval(refreshSources, 30000);
+  return socket;
+}
 
 export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
   let running = false, again = false, last = 0, timer = null;
@@ -21,7 +37,8 @@ export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
       if (again) { again = false; refresh(); }
     }
   }
-  const socket = view ? new LiveSocket({ view, onInvalidate: refresh }) : null;
+  // A view the socket carries whole (routes) only says here that it changed.
+  const socket = view ? new LiveSocket({ view, onInvalidate: refresh, onData: (state, message) => message.type !== "snapshot" && refresh() }) : null;
   if (socket) socket.connect();
   // Rollups slide with time even when nothing is announced.
   setInterval(() => { if (!socket || !socket.paused) refresh(); }, pollMs);

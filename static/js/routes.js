@@ -1,5 +1,5 @@
-import { h, qs, clear, getJSON, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce } from "./util.js";
-import { livePage } from "./page.js";
+import { h, qs, clear, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce } from "./util.js";
+import { liveView } from "./page.js";
 
 let rows = [];
 let sortKey = "rps", sortDir = -1, filter = "";
@@ -28,13 +28,7 @@ function render() {
   qs("#routes-empty").hidden = shown.length > 0;
 }
 
-async function load() {
-  const data = await getJSON(`/api/routes/?${query({ window: currentWindow() })}`);
-  rows = Array.isArray(data) ? data : data.routes || [];
-  render();
-}
-
-const currentWindow = windowSelector(() => page.refresh());
+const currentWindow = windowSelector((window) => socket.setWindow(window));
 qs("#filter-text").addEventListener("input", debounce((e) => { filter = e.target.value.trim().toLowerCase(); render(); }, 100));
 qs("#routes-table thead").addEventListener("click", (e) => {
   const th = e.target.closest("th[data-sort]");
@@ -43,4 +37,11 @@ qs("#routes-table thead").addEventListener("click", (e) => {
   sortKey = th.dataset.sort;
   render();
 });
-const page = livePage({ view: "routes", load });
+const socket = liveView({
+  view: "routes",
+  window: currentWindow(),
+  show: (state) => {
+    rows = state.routes || [];
+    render();
+  },
+});

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
+from dashboard import live as live_updates
 from tests import seed
 from tests.browser.chromium import screenshot
 from topology.models import ConsumerPartitionLag
@@ -133,6 +134,11 @@ def test_a_route_shows_its_call_tree_and_a_trace_its_waterfall(page, live):
     row = page.locator("#routes-table tbody tr").first.inner_text()
     assert "gateway" in row and "GET /api/orders" in row
     screenshot(page, "routes", docs=True)
+    # A new route arrives as a delta of the routes view, without a reload.
+    seed.store(seed.one_call("search", "GET /api/search", "catalog", "GET /items"))
+    live_updates.announce_change("routes")
+    page.wait_for_selector("#routes-table a.route-link:text-is('GET /api/search')")
+    assert page.locator("#routes-table tbody tr").count() == 2
 
     page.click("a.route-link")
     page.wait_for_selector("#call-tree tbody tr.hop")
