@@ -50,8 +50,8 @@ VIEWS = ("topology", "routes", "balancers", "lag", "services")
 WINDOWS = (300, 900, 3600)
 DEFAULT_WINDOW = 300
 # At most one broadcast per interval and view. The balancer statistics over minutes of traffic, and the
-# lag sampled every few seconds, gain nothing from a second's freshness and cost the most to compute
-# (about 0.8 s and 0.2 s for 1,000 services, in the collector's own process).
+# lag sampled every 5 s, gain nothing from a second's freshness, and after the topology they cost the
+# most to compute (150 ms and 60 ms for 1,000 services, in the collector's own process).
 COALESCE_MS = {"topology": 1000, "routes": 1000, "services": 1000, "balancers": 5000, "lag": 5000}
 WATCH_TTL_SECONDS = 120
 STATE_TTL_SECONDS = 24 * 3600
@@ -74,7 +74,7 @@ def _routes(window):
     from topology.traces import routes
     from topology.window import Window
 
-    # NUL cannot occur in a stored name (PostgreSQL refuses it), so the key is unambiguous.
+    # NUL separates the parts: PostgreSQL refuses it in text, and no tracer writes it in a name.
     rows = [{"id": f"{row['service']}\0{row['operation']}", **row} for row in routes(Window.from_params(window))]
     return {"generated_at": timezone.now(), "routes": rows}
 

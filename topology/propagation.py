@@ -30,28 +30,23 @@ def flows(minutes=60, now=None):
     rollups = (
         EdgeRollup.objects.exclude(topic="")
         .filter(minute__gte=now - timedelta(minutes=minutes), minute__lt=now)
-        .select_related("source", "target")
         .order_by("minute")
+        .values_list("source__name", "topic", "target__name", "minute", "count", "negative_delays", "latency_buckets")
     )
     by_flow = {}
-    for rollup in rollups:
-        key = (rollup.source.name, rollup.topic, rollup.target.name)
-        by_flow.setdefault(key, []).append(rollup)
+    for producer, topic, consumer, minute, count, negative, buckets in rollups:
+        by_flow.setdefault((producer, topic, consumer), []).append((minute, count, negative, LatencyHistogram().merge(buckets)))
     result = []
-    for (producer, topic, consumer), minutes_of_flow in sorted(by_flow.items()):
-        total = LatencyHistogram()
-        for rollup in minutes_of_flow:
-            total.merge(rollup.latency_buckets)
+    for (producer, topic, consumer), series in sorted(by_flow.items()):
+        total = LatencyHistogram().merge_all(histogram.buckets for *_, histogram in series)
         result.append(
             {
                 "producer": producer,
                 "topic": topic,
                 "consumer": consumer,
-                **_figures(
-                    sum(r.count for r in minutes_of_flow), sum(r.negative_delays for r in minutes_of_flow), total
-                ),
+                **_figures(sum(count for _, count, _, _ in series), sum(negative for _, _, negative, _ in series), total),
                 "series": [
-                    {"minute": r.minute, **_figures(r.count, r.negative_delays, r.histogram)} for r in minutes_of_flow
+                    {"minute": minute, **_figures(count, negative, histogram)} for minute, count, negative, histogram in series
                 ],
             }
         )
