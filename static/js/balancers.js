@@ -92,19 +92,21 @@ function render() {
 }
 
 async function loadDetail(name) {
+  const seconds = currentWindow();
   const [report, shares, service] = await Promise.all([
-    getJSON(`/api/balancers/${encodeURIComponent(name)}/?${query({ window: currentWindow() })}`),
-    getJSON(`/api/services/shares/?${query({ name, window: currentWindow() })}`).catch(() => null),
-    getJSON(`/api/services/detail/?${query({ name, window: currentWindow() })}`).catch(() => null),
+    getJSON(`/api/balancers/${encodeURIComponent(name)}/?${query({ window: seconds })}`),
+    getJSON(`/api/services/shares/?${query({ name, window: seconds })}`).catch(() => null),
+    getJSON(`/api/services/detail/?${query({ name, window: seconds })}`).catch(() => null),
   ]);
   // The configured weights (Consul's Weights.Passing / Weights.Warning) come with the service detail.
   const weights = new Map(((service && service.instances) || []).map((i) => [i.identity, i]));
-  details.set(name, { report, shares, weights });
+  if (seconds === currentWindow()) details.set(name, { report, shares, weights }); // not a window left meanwhile
 }
 
 let openedFew = false;
 function show(state) {
-  services = state.services || [];
+  // Deltas add new records at the end: keep the server's order (by name).
+  services = [...(state.services || [])].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
   if (!openedFew && services.length) {
     // A few services open by themselves, once: a card the user closes stays closed.
     openedFew = true;

@@ -96,8 +96,12 @@ const socket = liveView({
   view: "lag",
   window: currentWindow(),
   show: (state) => {
-    lastLag = state;
-    renderLag(state);
-    renderFlows(state);
+    // Deltas add new records at the end: keep the server's order (by name).
+    const byKey = (key) => (a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+    const groups = [...(state.groups || [])].sort(byKey((g) => g.group));
+    const flows = [...(state.flows || [])].sort(byKey((f) => `${f.producer}\0${f.topic}\0${f.consumer}`));
+    lastLag = { ...state, groups };
+    renderLag(lastLag);
+    renderFlows({ flows });
   },
 });

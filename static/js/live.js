@@ -92,6 +92,7 @@ export class LiveSocket {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.retry);
     clearInterval(this.pinger);
     if (this.ws) this.ws.close();
     this.ws = null;
@@ -152,6 +153,14 @@ export class LiveSocket {
       this.seq = message.seq;
       this.stats.deltas += 1;
       this.render(message);
+    } else if (message.type === "error") {
+      // The server could not compute the snapshot: say so, and ask again shortly.
+      setStatus("reconnecting", message.message || "The view could not be loaded");
+      clearTimeout(this.retry);
+      this.retry = setTimeout(() => {
+        setStatus(this.paused ? "paused" : "live");
+        this.resync();
+      }, 5000);
     } else if (message.type === "invalidate") {
       const first = this.seq === null;
       if (!first && message.seq <= this.seq) return;

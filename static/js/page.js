@@ -16,6 +16,8 @@ export function liveView({ view, window, show }) {
   socket.connect();
   refreshSources();
   setInterval(refreshSources, 30000);
+  // Times shown relative to now ("sampled 20 s ago") move on while the view itself does not change.
+  setInterval(() => { if (socket.state && !socket.paused) show(socket.state); }, 30000);
   return socket;
 }
 

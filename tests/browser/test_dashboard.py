@@ -296,6 +296,11 @@ def test_stale_sources_gaps_and_replay(page, live):
     page.evaluate("""() => { const s = window.meshscope.socket;
         s.receive(JSON.stringify({type: 'delta', view: 'topology', seq: s.seq + 5, prev: s.seq + 4, changes: {}})); }""")
     page.wait_for_function("() => window.meshscope.socket.stats.resyncs === 1 && window.meshscope.socket.stats.snapshots === 2")
+    # A snapshot the server could not compute is said, and asked for again a few seconds later.
+    page.evaluate("() => window.meshscope.socket.receive(JSON.stringify({type: 'error', message: 'The snapshot could not be computed.'}))")
+    assert page.get_attribute("#live-status", "data-state") == "reconnecting"
+    page.wait_for_function("() => window.meshscope.socket.stats.snapshots === 3", timeout=10000)
+    page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
 
     # Replay: drag the slider back; the page shows the rollups of then (nothing, ten minutes before the seed).
     page.eval_on_selector("#replay", "el => { el.value = '-30'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
