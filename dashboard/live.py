@@ -451,7 +451,9 @@ def snapshot(view, window, max_age=5.0):
 
 def _refresh_and_send(view, window):
     message = refresh_state(view, window)
-    if message is not None and message["changes"]:
+    # Sent even when nothing changed: it took a sequence number, and a client that missed it would
+    # see a gap and ask for the whole view again.
+    if message is not None:
         from asgiref.sync import async_to_sync
         from channels.layers import get_channel_layer
 
