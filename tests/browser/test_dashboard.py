@@ -184,12 +184,16 @@ def test_a_hostile_service_name_renders_as_text_everywhere(page, live):
     page.wait_for_selector(".node-panel")
     assert page.locator("#panel h1").inner_text() == seed.HOSTILE
     screenshot(page, "hostile-topology")
+    page.evaluate("name => { window.meshscope.cy.edges().filter(e => e.data('source') === name).emit('tap'); }", seed.HOSTILE)
+    page.wait_for_selector(".edge-panel")
+    assert seed.HOSTILE in page.inner_text("#panel")
+    assert page.locator("#panel img").count() == 0
     ConsumerPartitionLag.objects.create(
         group=seed.HOSTILE, topic="order-events", partition=0, sampled_at=timezone.now(), committed_offset=1, end_offset=5,
         lag_messages=4, offset_moved_at=timezone.now(), lag_seconds_method="record_timestamp", status="WARN",
     )  # fmt: skip
     route = "/routes/detail/?" + urlencode({"service": seed.HOSTILE, "operation": "<script>alert(2)</script>"})
-    for url in ["/services/", "/routes/", route, f"/traces/{trace.trace_id}/", f"/traces/?service={seed.HOSTILE}", "/consistency/"]:
+    for url in ["/services/", "/routes/", route, f"/traces/{trace.trace_id}/", f"/traces/?service={seed.HOSTILE}", "/consistency/", "/balancers/"]:
         page.goto(url)
         page.wait_for_load_state("networkidle")
         assert seed.HOSTILE in page.inner_text("main"), url
