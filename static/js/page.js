@@ -21,7 +21,7 @@ export function liveView({ view, window, show }) {
   return socket;
 }
 
-export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
+export function livePage({ view, load, window = 300, minIntervalMs = 2000, pollMs = 30000 }) {
   let running = false, again = false, last = 0, timer = null;
   async function refresh() {
     if (running) { again = true; return; }
@@ -40,7 +40,7 @@ export function livePage({ view, load, minIntervalMs = 2000, pollMs = 30000 }) {
     }
   }
   // A view the socket carries whole (routes) only says here that it changed.
-  const socket = view ? new LiveSocket({ view, onInvalidate: refresh, onData: (state, message) => message.type !== "snapshot" && refresh() }) : null;
+  const socket = view ? new LiveSocket({ view, window, onInvalidate: refresh, onData: (state, message) => message.type !== "snapshot" && refresh() }) : null;
   if (socket) socket.connect();
   // Rollups slide with time even when nothing is announced.
   setInterval(() => { if (!socket || !socket.paused) refresh(); }, pollMs);

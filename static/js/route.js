@@ -63,5 +63,8 @@ async function load() {
   renderTraces("failed", data.failed);
 }
 
-const currentWindow = windowSelector(() => page.refresh());
-const page = livePage({ view: "routes", load, minIntervalMs: 5000 });
+const currentWindow = windowSelector((window) => {
+  page.socket.setWindow(window);
+  page.refresh();
+});
+const page = livePage({ view: "routes", load, window: currentWindow(), minIntervalMs: 5000 });

@@ -159,6 +159,10 @@ def test_a_route_shows_its_call_tree_and_a_trace_its_waterfall(page, live):
     assert page.locator("#failed .trace-item").count() == 1
     assert page.locator("#recent .trace-item").count() == 5
     screenshot(page, "route", docs=True)
+    # Another window: the tree is read again, and the page listens to that window's routes.
+    with page.expect_response(lambda response: "/api/routes/tree/" in response.url and "window=900" in response.url):
+        page.click("#window-select button[data-window='900']")
+    page.wait_for_selector("#call-tree tbody tr.hop")
 
     failed = next(t for t in traces if any(r.error for r in t.records))
     page.goto(f"/traces/{failed.trace_id}/")
