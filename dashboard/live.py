@@ -69,36 +69,29 @@ def _topology(window):
 
 
 def _routes(window):
-    from django.utils import timezone
-
     from topology.traces import routes
     from topology.window import Window
 
     # NUL separates the parts: PostgreSQL refuses it in text, and no tracer writes it in a name.
     rows = [{"id": f"{row['service']}\0{row['operation']}", **row} for row in routes(Window.from_params(window))]
-    return {"generated_at": timezone.now(), "routes": rows}
+    return {"routes": rows}
 
 
 def _balancers(window):
-    from django.utils import timezone
-
     from topology.balancing import BalancerWindow
 
     overview = BalancerWindow(minutes=window / 60).overview()
     services = [{"id": summary["service"], **summary} for summary in overview["services"]]
-    return {"generated_at": timezone.now(), "window": overview["window"], "services": services}
+    return {"window": overview["window"], "services": services}
 
 
 def _lag(window):
-    from django.utils import timezone
-
     from topology.consumer_lag import lag_overview
     from topology.models import SourceStatus
     from topology.propagation import flows
 
     kafka = SourceStatus.objects.filter(name="kafka").first()
     return {
-        "generated_at": timezone.now(),
         "kafka": kafka.as_dict() if kafka else None,
         "groups": [{"id": group["group"], **group} for group in lag_overview(minutes=window / 60)],
         "flows": [
@@ -211,6 +204,11 @@ def frames(text):
 def _event(message):
     """The channel-layer event of a broadcast: encoded (and split) once, forwarded as is by every consumer."""
     return {"type": "live.message", "frames": frames(encode(message))}
+
+
+def _computed(view, window):
+    """The view as its builder gives it, stamped with when (a builder may stamp it itself), as JSON carries it."""
+    return _plain({"generated_at": datetime.now(timezone.utc), **BUILDERS[view](window)})
 
 
 def _plain(data):
@@ -395,7 +393,7 @@ def refresh_state(view, window):
         return None
     try:
         started = time.perf_counter()
-        data = _plain(BUILDERS[view](window))
+        data = _computed(view, window)
         compute_ms = (time.perf_counter() - started) * 1000
         stored = _load_state(view, window) or {"seq": 0, "data": {}}
         changes = diff(stored["data"], data)
@@ -411,7 +409,7 @@ def refresh_state(view, window):
             "window": window,
             "seq": seq,
             "prev": stored["seq"],
-            "generated_at": data.get("generated_at") or datetime.now(timezone.utc).isoformat(),
+            "generated_at": data["generated_at"],
             "compute_ms": round(compute_ms, 1),
             "sent_at": time.time(),
             "changes": changes,
@@ -445,7 +443,7 @@ def snapshot(view, window, max_age=5.0):
                 if stored is not None:
                     break
             else:
-                stored = {"seq": 0, "data": _plain(BUILDERS[view](window))}
+                stored = {"seq": 0, "data": _computed(view, window)}
     return {"type": "snapshot", "view": view, "window": window, "seq": stored["seq"], "data": stored["data"]}
 
 
