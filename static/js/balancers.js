@@ -1,6 +1,6 @@
 // Balancers: per service, each instance's weight, expected and actual share, deviation and the
 // fairness figures (χ², Jain's index), with the shares per minute as a chart.
-import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus } from "./util.js";
+import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus, throttled } from "./util.js";
 import { liveView } from "./page.js";
 
 const box = qs("#balancers");
@@ -117,18 +117,14 @@ function show(state) {
 }
 
 // The open cards' details come from REST; refetched with the summaries, at most every 5 s.
-let detailsAt = 0, detailsTimer = null;
-function refreshDetails() {
-  clearTimeout(detailsTimer);
-  const wait = detailsAt + 5000 - Date.now();
-  if (wait > 0) {
-    detailsTimer = setTimeout(refreshDetails, wait);
-    return;
+const refreshDetails = throttled(async () => {
+  try {
+    await Promise.all(Array.from(open).filter((n) => services.some((s) => s.service === n)).map(loadDetail));
+    render();
+  } catch (error) {
+    setStatus("reconnecting", `Loading failed: ${error.message}`);
   }
-  detailsAt = Date.now();
-  Promise.all(Array.from(open).filter((n) => services.some((s) => s.service === n)).map(loadDetail))
-    .then(render, (error) => setStatus("reconnecting", `Loading failed: ${error.message}`));
-}
+}, 5000);
 
 box.addEventListener("click", async (event) => {
   const button = event.target.closest("button.toggle");
@@ -145,7 +141,7 @@ box.addEventListener("click", async (event) => {
 qs("#filter-text").addEventListener("input", debounce((e) => { filter = e.target.value.trim().toLowerCase(); render(); }, 100));
 const currentWindow = windowSelector((window) => {
   details.clear();
-  detailsAt = 0;
+  refreshDetails.reset();
   socket.setWindow(window);
 });
 const socket = liveView({ view: "balancers", window: currentWindow(), show });

@@ -1,7 +1,7 @@
 // How a page stays live. liveView: the socket carries the view itself (a snapshot, then deltas) and
 // the page shows each state. livePage: a page whose data comes from REST endpoints refetches when the
 // socket says the view changed (coalesced server side to about once a second; throttled here as well).
-import { setUpdated, setStatus, setSources, getJSON } from "./util.js";
+import { setUpdated, setStatus, setSources, getJSON, throttled } from "./util.js";
 import { LiveSocket } from "./live.js";
 
 export function liveView({ view, window, show }) {
@@ -14,40 +14,34 @@ export function liveView({ view, window, show }) {
     },
   });
   socket.connect();
-  refreshSources();
-  setInterval(refreshSources, 30000);
+  followSources(30000);
   // Times shown relative to now ("sampled 20 s ago") move on while the view itself does not change.
   setInterval(() => { if (socket.state && !socket.paused) show(socket.state); }, 30000);
   return socket;
 }
 
 export function livePage({ view, load, window = 300, minIntervalMs = 2000, pollMs = 30000 }) {
-  let running = false, again = false, last = 0, timer = null;
-  async function refresh() {
-    if (running) { again = true; return; }
-    const wait = last + minIntervalMs - Date.now();
-    if (wait > 0) { clearTimeout(timer); timer = setTimeout(refresh, wait); return; }
-    running = true;
+  const refresh = throttled(async () => {
     try {
       await load();
       setUpdated();
     } catch (error) {
       setStatus("reconnecting", `Loading failed: ${error.message}`);
-    } finally {
-      running = false;
-      last = Date.now();
-      if (again) { again = false; refresh(); }
     }
-  }
+  }, minIntervalMs);
   // A view the socket carries whole (routes) only says here that it changed.
   const socket = view ? new LiveSocket({ view, window, onInvalidate: refresh, onData: (state, message) => message.type !== "snapshot" && refresh() }) : null;
   if (socket) socket.connect();
   // Rollups slide with time even when nothing is announced.
   setInterval(() => { if (!socket || !socket.paused) refresh(); }, pollMs);
-  refreshSources();
-  setInterval(refreshSources, pollMs);
+  followSources(pollMs);
   refresh();
   return { refresh, socket };
+}
+
+function followSources(everyMs) {
+  refreshSources();
+  setInterval(refreshSources, everyMs);
 }
 
 async function refreshSources() {

@@ -264,6 +264,27 @@ export function debounce(fn, ms) {
   };
 }
 
+// Runs the async `task` at most once every `ms`, never two at a time; a call in between runs it once
+// more when it may. `reset()` lets the next call run at once (a new window, say).
+export function throttled(task, ms) {
+  let running = false, again = false, last = 0, timer = null;
+  async function run() {
+    if (running) { again = true; return; }
+    const wait = last + ms - Date.now();
+    if (wait > 0) { clearTimeout(timer); timer = setTimeout(run, wait); return; }
+    running = true;
+    try {
+      await task();
+    } finally {
+      running = false;
+      last = Date.now();
+      if (again) { again = false; run(); }
+    }
+  }
+  run.reset = () => { clearTimeout(timer); last = 0; };
+  return run;
+}
+
 export function traceLink(traceId, text) {
   return h("a", { href: `/traces/${encodeURIComponent(traceId)}/`, class: "mono", text: text || String(traceId).slice(0, 16) });
 }
