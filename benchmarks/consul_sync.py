@@ -22,7 +22,7 @@ import time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -42,10 +42,16 @@ def populate(consul, services, instances):
     for s in range(services):
         for i in range(instances):
             consul.register(
-                f"service-{s:04d}", f"service-{s:04d}-{i}", address=f"10.{s // 250}.{s % 250}.{i + 1}", port=8080,
-                tags=["v1", f"zone-{i % 3}"], meta={"version": "1.0"}, weights={"Passing": 10, "Warning": 1},
-                node=f"node-{i}", checks=[("http", "passing", "HTTP GET: 200 OK")],
-            )  # fmt: skip
+                f"service-{s:04d}",
+                f"service-{s:04d}-{i}",
+                address=f"10.{s // 250}.{s % 250}.{i + 1}",
+                port=8080,
+                tags=["v1", f"zone-{i % 3}"],
+                meta={"version": "1.0"},
+                weights={"Passing": 10, "Warning": 1},
+                node=f"node-{i}",
+                checks=[("http", "passing", "HTTP GET: 200 OK")],
+            )
 
 
 def serve(services, instances, commands):
@@ -148,10 +154,14 @@ def main():
     print(f"database             {connection.vendor}")
     print(f"catalog              {args.services} services x {args.instances} instances ({stored} stored)")
     stored_in = f"{all_stored:.2f} s" if all_stored is not None else "never"
-    print(f"first sync           {stored_in} until all {expected} instances were stored; the task returned after "
-          f"{task_returned:.2f} s, at the end of its blocking wait, having sent {first_requests} HTTP requests")
-    print(f"steady state         {per_minute:.1f} requests/min over {args.steady_seconds:.0f} s "
-          f"(blocking wait {settings.CONSUL_BLOCKING_WAIT_SECONDS} s), {per_service} per-service requests")
+    print(
+        f"first sync           {stored_in} until all {expected} instances were stored; the task returned after "
+        f"{task_returned:.2f} s, at the end of its blocking wait, having sent {first_requests} HTTP requests"
+    )
+    print(
+        f"steady state         {per_minute:.1f} requests/min over {args.steady_seconds:.0f} s "
+        f"(blocking wait {settings.CONSUL_BLOCKING_WAIT_SECONDS} s), {per_service} per-service requests"
+    )
     print(f"one check change     {change_reads} per-service request(s); the instance is now {flipped}")
 
 

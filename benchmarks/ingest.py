@@ -18,18 +18,18 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
 from django.db import connection  # noqa: E402
-from topology.models import Span  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
 from dashboard.embedded import EmbeddedKafka  # noqa: E402
 from tests.kafka_helpers import FAST_GROUP, create_topic, produce, span_consumer  # noqa: E402
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf  # noqa: E402
+from topology.models import Span  # noqa: E402
 
 SPANS_PER_MESSAGE = 50
 MESSAGING = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
@@ -40,11 +40,55 @@ def template_message():
     traces = OtelTraces()
     for i in range(10):
         start = now_ns()
-        root = traces.span("gateway", f"gateway-{i % 2}", "GET /api/orders", "server", start, 30, attributes={"http.request.method": "GET", "http.route": "/api/orders"})
-        call = traces.span("gateway", f"gateway-{i % 2}", "GET", "client", start + 10**6, 20, parent=root, attributes={"http.request.method": "GET", "peer.service": "orders"})
-        served = traces.span("orders", f"orders-{i % 3}", "GET /orders", "server", start + 2 * 10**6, 15, parent=call, attributes={"http.request.method": "GET", "http.response.status_code": 200})
-        send = traces.span("orders", f"orders-{i % 3}", "order-events publish", "producer", start + 3 * 10**6, 1, parent=served, attributes=MESSAGING)
-        traces.span("inventory", "inventory-0", "order-events process", "consumer", start + 8 * 10**6, 2, parent=send, attributes=MESSAGING)
+        root = traces.span(
+            "gateway",
+            f"gateway-{i % 2}",
+            "GET /api/orders",
+            "server",
+            start,
+            30,
+            attributes={"http.request.method": "GET", "http.route": "/api/orders"},
+        )
+        call = traces.span(
+            "gateway",
+            f"gateway-{i % 2}",
+            "GET",
+            "client",
+            start + 10**6,
+            20,
+            parent=root,
+            attributes={"http.request.method": "GET", "peer.service": "orders"},
+        )
+        served = traces.span(
+            "orders",
+            f"orders-{i % 3}",
+            "GET /orders",
+            "server",
+            start + 2 * 10**6,
+            15,
+            parent=call,
+            attributes={"http.request.method": "GET", "http.response.status_code": 200},
+        )
+        send = traces.span(
+            "orders",
+            f"orders-{i % 3}",
+            "order-events publish",
+            "producer",
+            start + 3 * 10**6,
+            1,
+            parent=served,
+            attributes=MESSAGING,
+        )
+        traces.span(
+            "inventory",
+            "inventory-0",
+            "order-events process",
+            "consumer",
+            start + 8 * 10**6,
+            2,
+            parent=send,
+            attributes=MESSAGING,
+        )
     template = ExportTraceServiceRequest()
     template.ParseFromString(otlp_protobuf(traces.finished()))
     return template
@@ -65,8 +109,15 @@ def messages(count):
 
 
 def raw_consume(bootstrap, topic, expected_messages):
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=1000, **FAST_GROUP)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=1000,
+        **FAST_GROUP,
+    )
     seen, started, before_clock = 0, None, 0
     while seen < expected_messages:
         batch = consumer.poll(timeout_ms=500)
@@ -104,7 +155,9 @@ def ingest_in_processes(bootstrap, topic, expected_spans, workers):
         "KAFKA_MAX_POLL_INTERVAL_MS": "15000",
     }
     root = Path(__file__).resolve().parent.parent
-    processes = [subprocess.Popen([sys.executable, "manage.py", "consume_spans"], cwd=root, env=env) for _ in range(workers)]
+    processes = [
+        subprocess.Popen([sys.executable, "manage.py", "consume_spans"], cwd=root, env=env) for _ in range(workers)
+    ]
     try:
         started, first = None, 0
         while True:
@@ -123,7 +176,9 @@ def ingest_in_processes(bootstrap, topic, expected_spans, workers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
-    parser.add_argument("--workers", type=int, default=2, help="Consumer processes for the scale-out figure (0: skip it).")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Consumer processes for the scale-out figure (0: skip it)."
+    )
     args = parser.parse_args()
     count = args.spans // SPANS_PER_MESSAGE
     spans = count * SPANS_PER_MESSAGE

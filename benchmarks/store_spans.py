@@ -14,7 +14,7 @@ import time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -34,7 +34,11 @@ def main():
     try:
         payloads = messages(MESSAGES_PER_BATCH * BATCHES)
         batches = [
-            [span for _ in range(MESSAGES_PER_BATCH) for span in decode(next(payloads), "otlp_proto", 10**7, 86400).spans]
+            [
+                span
+                for _ in range(MESSAGES_PER_BATCH)
+                for span in decode(next(payloads), "otlp_proto", 10**7, 86400).spans
+            ]
             for _ in range(BATCHES)
         ]
         seconds = []
@@ -49,7 +53,9 @@ def main():
     size = len(batches[0])
     print(f"database      {connection.vendor}")
     print(f"batch         {size:,} spans, {len(measured)} batches after {WARM_UP} to warm up")
-    print(f"median        {statistics.median(measured) * 1000:.0f} ms ({size / statistics.median(measured):,.0f} spans/s)")
+    print(
+        f"median        {statistics.median(measured) * 1000:.0f} ms ({size / statistics.median(measured):,.0f} spans/s)"
+    )
     print(f"best          {min(measured) * 1000:.0f} ms ({size / min(measured):,.0f} spans/s)")
 
 

@@ -33,7 +33,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
 os.environ.setdefault("CHANNELS_PREFIX", f"bench-{uuid.uuid4().hex[:8]}")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -45,9 +45,13 @@ from dashboard.embedded import free_port, port_is_open  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @contextmanager
@@ -74,7 +78,9 @@ def database_url(db):
     if "sqlite" in db["ENGINE"]:
         return f"sqlite:///{db['NAME']}"
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{db['USER'] or 'postgres'}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{db['USER'] or 'postgres'}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
 
 
 @contextmanager
@@ -91,11 +97,15 @@ def daphne(db):
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=open(os.environ["BENCH_DAPHNE_LOG"], "ab") if os.environ.get("BENCH_DAPHNE_LOG") else subprocess.DEVNULL,
-    )  # fmt: skip
+    log_path = os.environ.get("BENCH_DAPHNE_LOG", os.devnull)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         deadline = time.monotonic() + 30
         while not port_is_open("127.0.0.1", port):
@@ -134,7 +144,12 @@ def seed(services, edges, minutes=5, seed_value=4):
     teams = ["checkout", "catalog", "identity", "payments", "search", "shipping", "media", "ads", "ledger", "notify"]
     Service.objects.bulk_create(
         [
-            Service(name=f"{teams[i % len(teams)]}-svc-{i:04d}", in_traces=True, in_consul=i % 3 != 0, tags=[teams[i % len(teams)], f"tier-{i % 4}"])
+            Service(
+                name=f"{teams[i % len(teams)]}-svc-{i:04d}",
+                in_traces=True,
+                in_consul=i % 3 != 0,
+                tags=[teams[i % len(teams)], f"tier-{i % 4}"],
+            )
             for i in range(services)
         ],
         batch_size=1000,
@@ -159,15 +174,27 @@ def seed(services, edges, minutes=5, seed_value=4):
                 histogram.add(rng.lognormvariate(3, 0.8), count // 8 or 1)
             rows.append(
                 EdgeRollup(
-                    minute=minute, source_id=source, target_id=target, protocol="messaging" if topic else "http",
-                    topic=topic, count=count, errors=rng.randint(0, count // 50), latency_sum_ms=count * 20.0,
+                    minute=minute,
+                    source_id=source,
+                    target_id=target,
+                    protocol="messaging" if topic else "http",
+                    topic=topic,
+                    count=count,
+                    errors=rng.randint(0, count // 50),
+                    latency_sum_ms=count * 20.0,
                     latency_buckets=histogram.to_json(),
-                )  # fmt: skip
+                )
             )
     EdgeRollup.objects.bulk_create(rows, batch_size=5000)
     Instance.objects.bulk_create(
         [
-            Instance(service_id=sid, identity=f"i-{sid}-{k}", in_consul=True, in_traces=True, health=rng.choice(["passing"] * 8 + ["warning", "critical"]))
+            Instance(
+                service_id=sid,
+                identity=f"i-{sid}-{k}",
+                in_consul=True,
+                in_traces=True,
+                health=rng.choice(["passing"] * 8 + ["warning", "critical"]),
+            )
             for sid in ids
             for k in range(2)
         ],
@@ -208,7 +235,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--edges", type=int, default=5000)
-    parser.add_argument("--window", type=int, default=300, choices=(300, 900, 3600), help="the window the server figures read")
+    parser.add_argument(
+        "--window", type=int, default=300, choices=(300, 900, 3600), help="the window the server figures read"
+    )
     parser.add_argument("--minutes", type=int, default=5, help="minutes of rollups to seed")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--browser-runs", type=int, default=3)
@@ -228,33 +257,51 @@ def main():
     with scratch_database() as db:
         started = time.perf_counter()
         rows = seed(args.services, args.edges, minutes=args.minutes)
-        print(f"seeded {args.services} services, {args.edges} edges ({rows} edge-minute rollups) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"seeded {args.services} services, {args.edges} edges ({rows} edge-minute rollups) in {time.perf_counter() - started:.1f} s"
+        )
 
         window = args.window
-        snapshot, times = timed(lambda: topology_snapshot(Window.from_params(window)), args.runs, before=edge_totals.forget)
-        print(f"server  topology_snapshot, first reading   {figures(times)}   nodes={len(snapshot['nodes'])} edges={len(snapshot['edges'])}")
+        snapshot, times = timed(
+            lambda: topology_snapshot(Window.from_params(window)), args.runs, before=edge_totals.forget
+        )
+        print(
+            f"server  topology_snapshot, first reading   {figures(times)}   nodes={len(snapshot['nodes'])} edges={len(snapshot['edges'])}"
+        )
         _, times = timed(lambda: topology_snapshot(Window.from_params(window)), args.runs)
-        print(f"server  topology_snapshot, live reading    {figures(times)}   settled minutes remembered, as every recompute after the first")
+        print(
+            f"server  topology_snapshot, live reading    {figures(times)}   settled minutes remembered, as every recompute after the first"
+        )
         encoded, times = timed(lambda: json.dumps(snapshot, cls=DjangoJSONEncoder), args.runs)
         print(f"server  JSON encoding                      {figures(times)}   {len(encoded) / 1024:.0f} KiB")
         from django.conf import settings
 
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
         client = Client()
-        client.force_login(__import__("django.contrib.auth", fromlist=["get_user_model"]).get_user_model().objects.get_or_create(username="bench-api")[0])
+        client.force_login(
+            __import__("django.contrib.auth", fromlist=["get_user_model"])
+            .get_user_model()
+            .objects.get_or_create(username="bench-api")[0]
+        )
         _, times = timed(lambda: client.get(f"/api/topology/?window={window}"), args.runs)
         print(f"server  GET /api/topology/ (in process)    {figures(times)}")
         message, times = timed(lambda: live.refresh_state("topology", window), args.runs)
-        print(f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(live.encode(message)) / 1024:.1f} KiB")
+        print(
+            f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(live.encode(message)) / 1024:.1f} KiB"
+        )
 
         _, times = timed(lambda: live.encode(live.snapshot("topology", window, max_age=3600)), args.runs)
-        print(f"live    websocket snapshot (stored state)  {figures(times)}   what a new client waits for on the server")
+        print(
+            f"live    websocket snapshot (stored state)  {figures(times)}   what a new client waits for on the server"
+        )
 
         cookie = session_cookie()
         with daphne(db) as url:
             import urllib.request
 
-            request = urllib.request.Request(f"{url}/api/topology/?window={window}", headers={"Cookie": f"sessionid={cookie}"})
+            request = urllib.request.Request(
+                f"{url}/api/topology/?window={window}", headers={"Cookie": f"sessionid={cookie}"}
+            )
             _, times = timed(lambda: urllib.request.urlopen(request).read(), args.runs)
             print(f"server  GET /api/topology/ via daphne      {figures(times)}")
 
@@ -277,13 +324,19 @@ def main():
                     if os.environ.get("BENCH_DEBUG"):
                         for _ in range(6):
                             time.sleep(5)
-                            print(page.evaluate("() => window.meshscope && ({draws: window.meshscope.draws, drawn: window.meshscope.drawnMs, nodes: window.meshscope.cy.nodes().length, state: document.querySelector('#live-status').dataset.state, stats: window.meshscope.socket && window.meshscope.socket.stats})"))
+                            print(
+                                page.evaluate(
+                                    "() => window.meshscope && ({draws: window.meshscope.draws, drawn: window.meshscope.drawnMs, nodes: window.meshscope.cy.nodes().length, state: document.querySelector('#live-status').dataset.state, stats: window.meshscope.socket && window.meshscope.socket.stats})"
+                                )
+                            )
                     page.wait_for_function(
                         f"() => window.meshscope && window.meshscope.firstDrawnMs && window.meshscope.cy.nodes().length >= {args.services}",
                         timeout=60000,
                         polling=50,
                     )
-                    result = page.evaluate("() => ({drawn: window.meshscope.firstDrawnMs, draw: window.meshscope.firstDrawMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length, phases: window.meshscope.phases})")
+                    result = page.evaluate(
+                        "() => ({drawn: window.meshscope.firstDrawnMs, draw: window.meshscope.firstDrawMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length, phases: window.meshscope.phases})"
+                    )
                     phases.append(result["phases"])
                     drawn.append(result["drawn"])
                     draw_only.append(result["draw"])
@@ -296,13 +349,21 @@ def main():
                 context.add_cookies([{"name": "sessionid", "value": cookie, "url": url}])
                 page = context.new_page()
                 page.goto("/", wait_until="commit")
-                page.wait_for_function("() => window.meshscope && window.meshscope.firstDrawnMs", timeout=60000, polling=50)
-                grouped = page.evaluate("() => ({drawn: window.meshscope.firstDrawnMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length})")
+                page.wait_for_function(
+                    "() => window.meshscope && window.meshscope.firstDrawnMs", timeout=60000, polling=50
+                )
+                grouped = page.evaluate(
+                    "() => ({drawn: window.meshscope.firstDrawnMs, nodes: window.meshscope.cy.nodes().length, edges: window.meshscope.cy.edges().length})"
+                )
                 page.screenshot(path=args.screenshot.replace(".png", "-grouped.png"))
                 context.close()
                 browser.close()
-            print(f"browser navigation start -> graph drawn    {figures(drawn)}   nodes={result['nodes']} edges={result['edges']}")
-            print(f"browser default (grouped) view drawn       {grouped['drawn']:7.1f} ms   groups={grouped['nodes']} edges={grouped['edges']}")
+            print(
+                f"browser navigation start -> graph drawn    {figures(drawn)}   nodes={result['nodes']} edges={result['edges']}"
+            )
+            print(
+                f"browser default (grouped) view drawn       {grouped['drawn']:7.1f} ms   groups={grouped['nodes']} edges={grouped['edges']}"
+            )
             print(f"browser snapshot received -> drawn (JS)    {figures(draw_only)}")
             # Cumulative ms from the start of the last draw: where the JS time goes (the layout is in "layout").
             print(f"browser draw phases (last draw, ms)        {phases[-1]}")

@@ -26,7 +26,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 os.environ.setdefault("SECRET_KEY", "benchmark-only-key")
 os.environ.setdefault("CHANNELS_PREFIX", f"bench-{uuid.uuid4().hex[:8]}")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -116,8 +116,10 @@ async def run(url, cookie, args):
     started = time.perf_counter()
     await asyncio.gather(*(client.connect() for client in clients))
     snapshots = await asyncio.gather(*(client.message() for client in clients))
-    print(f"{args.clients} clients connected and got their snapshots in {(time.perf_counter() - started) * 1000:.0f} ms "
-          f"(snapshot {len(json.dumps(snapshots[0])) / 1024:.0f} KiB, seq {snapshots[0]['seq']})")  # fmt: skip
+    print(
+        f"{args.clients} clients connected and got their snapshots in {(time.perf_counter() - started) * 1000:.0f} ms "
+        f"(snapshot {len(json.dumps(snapshots[0])) / 1024:.0f} KiB, seq {snapshots[0]['seq']})"
+    )
     seqs = [s["seq"] for s in snapshots]
 
     async def receive_until(client, index, seq):
@@ -155,14 +157,20 @@ async def run(url, cookie, args):
         client.close()
 
     print(f"broadcasts: {args.rounds} rounds x {args.clients} clients = {len(delays)} deliveries")
-    print(f"delivery delay (broadcast -> receipt)   p50 {percentile(delays, 0.5):6.1f} ms   p95 {percentile(delays, 0.95):6.1f} ms   "
-          f"max {max(delays):6.1f} ms")  # fmt: skip
-    print(f"delta size                              median {statistics.median(sizes) / 1024:.1f} KiB   max {max(sizes) / 1024:.1f} KiB "
-          f"(of a {len(json.dumps(snapshots[0])) / 1024:.0f} KiB view)")  # fmt: skip
+    print(
+        f"delivery delay (broadcast -> receipt)   p50 {percentile(delays, 0.5):6.1f} ms   p95 {percentile(delays, 0.95):6.1f} ms   "
+        f"max {max(delays):6.1f} ms"
+    )
+    print(
+        f"delta size                              median {statistics.median(sizes) / 1024:.1f} KiB   max {max(sizes) / 1024:.1f} KiB "
+        f"(of a {len(json.dumps(snapshots[0])) / 1024:.0f} KiB view)"
+    )
     print(f"view compute per broadcast (once for all clients)   median {statistics.median(computes):.0f} ms")
     print(f"announce_change cost to the collector   {announce_cost:.1f} ms")
-    print(f"announce_change -> every client has it  p50 {percentile(end_to_end, 0.5):6.1f} ms   p95 {percentile(end_to_end, 0.95):6.1f} ms "
-          f"(includes computing the view)")  # fmt: skip
+    print(
+        f"announce_change -> every client has it  p50 {percentile(end_to_end, 0.5):6.1f} ms   p95 {percentile(end_to_end, 0.95):6.1f} ms "
+        f"(includes computing the view)"
+    )
     print("target: delivery p95 < 500 ms")
 
 

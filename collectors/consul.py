@@ -171,7 +171,9 @@ class Round:
             # A datacenter seen for the first time answers both queries at once. Acting on the first answer
             # before the second is in would have the second, received while those reads are under way, look
             # newer than them, and call for the same services again.
-            futures.wait([future for future, (_, _, row) in pending.items() if not (row.catalog_index or row.checks_index)])
+            futures.wait(
+                [future for future, (_, _, row) in pending.items() if not (row.catalog_index or row.checks_index)]
+            )
             while pending:
                 done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
                 for future in done:
@@ -244,7 +246,11 @@ class Round:
         if resync or digests.get("") != row.check_digests.get(""):
             names = set(row.service_indexes) | set(digests)
         else:
-            names = {name for name in digests.keys() | row.check_digests.keys() if digests.get(name) != row.check_digests.get(name)}
+            names = {
+                name
+                for name in digests.keys() | row.check_digests.keys()
+                if digests.get(name) != row.check_digests.get(name)
+            }
         names = self.not_read_since(row, [name for name in names if name], received_at)
         self.read_and_reconcile(row, names, force=resync)
         row.check_digests = digests

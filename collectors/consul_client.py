@@ -32,7 +32,11 @@ def connect():
     uses_tls = parts.scheme == "https" or (not parts.scheme and bool(settings.CONSUL_CACERT))
     cert = None
     if settings.CONSUL_CLIENT_CERT:
-        cert = (settings.CONSUL_CLIENT_CERT, settings.CONSUL_CLIENT_KEY) if settings.CONSUL_CLIENT_KEY else settings.CONSUL_CLIENT_CERT
+        cert = (
+            (settings.CONSUL_CLIENT_CERT, settings.CONSUL_CLIENT_KEY)
+            if settings.CONSUL_CLIENT_KEY
+            else settings.CONSUL_CLIENT_CERT
+        )
     client = consul.Consul(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 8500,

@@ -32,9 +32,21 @@ MAX_OUTPUT = 4096
 HEALTH_ORDER = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.CRITICAL: 3}
 MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
 CONSUL_FIELDS = [
-    "consul_id", "node", "address", "port", "datacenter", "tags", "meta", "weight_passing",
-    "weight_warning", "health", "checks", "in_maintenance", "in_consul", "deregistered_at",
-]  # fmt: skip
+    "consul_id",
+    "node",
+    "address",
+    "port",
+    "datacenter",
+    "tags",
+    "meta",
+    "weight_passing",
+    "weight_warning",
+    "health",
+    "checks",
+    "in_maintenance",
+    "in_consul",
+    "deregistered_at",
+]
 SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_seen", "deregistered_at"]
 
 
@@ -117,12 +129,14 @@ def mark_absent(datacenter, present, now):
     if not gone:
         return False
     with transaction.atomic():
-        _reconcile_batch(datacenter, dict.fromkeys(gone, []), now)
+        _reconcile_batch(datacenter, {name: [] for name in gone}, now)
     return True
 
 
 def _reconcile_batch(datacenter, answers, now):
-    parsed = {name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()}
+    parsed = {
+        name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()
+    }
     services = _services(parsed, now)
     instances = defaultdict(list)
     for instance in Instance.objects.filter(service__in=services.values()):
@@ -139,7 +153,9 @@ def _reconcile_batch(datacenter, answers, now):
         for fields in entries:
             instance = lookup.match(fields)
             if instance is None:
-                instance = Instance(service=service, identity=lookup.free_identity(fields), first_seen=now, last_seen=now, **fields)
+                instance = Instance(
+                    service=service, identity=lookup.free_identity(fields), first_seen=now, last_seen=now, **fields
+                )
                 lookup.add(instance)
                 to_create.append(instance)
             elif instance.pk is None:  # Consul listed the same instance twice: the last entry wins
@@ -153,8 +169,12 @@ def _reconcile_batch(datacenter, answers, now):
                 read.append(instance.pk)
             seen.add(id(instance))
         for instance in rows:
-            if (instance.in_consul and instance.datacenter == datacenter and instance.deregistered_at is None
-                    and id(instance) not in seen):
+            if (
+                instance.in_consul
+                and instance.datacenter == datacenter
+                and instance.deregistered_at is None
+                and id(instance) not in seen
+            ):
                 instance.deregistered_at = now
                 to_update.append(instance)
         if _summarise(service, lookup.rows, now):
@@ -205,7 +225,9 @@ def _services(parsed, now):
             missing.append(service)
     if missing:
         Service.objects.bulk_create(missing, ignore_conflicts=True)
-        services.update((service.name, service) for service in Service.objects.filter(name__in=[s.name for s in missing]))
+        services.update(
+            (service.name, service) for service in Service.objects.filter(name__in=[s.name for s in missing])
+        )
     return services
 
 

@@ -128,7 +128,7 @@ class SpanConsumer:
             return message, result, None
         except SpanRejected as rejected:
             return message, None, rejected
-        except Exception as error:  # noqa: BLE001 - one message a decoder did not foresee must not stop the partition
+        except Exception as error:
             log.exception("Undecodable message at %s[%s]@%s", message.topic, message.partition, message.offset)
             return message, None, SpanRejected("wrong_shape", f"{type(error).__name__}: {error}")
 
@@ -157,7 +157,9 @@ class SpanConsumer:
         )
 
     def _dead_letter(self, message, reason, detail):
-        DeadLetter.objects.bulk_create(_not_yet_dead_lettered([self._dead_letter_row(message, reason, detail, message.value)]))
+        DeadLetter.objects.bulk_create(
+            _not_yet_dead_lettered([self._dead_letter_row(message, reason, detail, message.value)])
+        )
 
     def _back_off(self, source, error):
         self.failures += 1
@@ -173,7 +175,8 @@ def _not_yet_dead_lettered(rows):
     if not rows:
         return rows
     known = set(
-        DeadLetter.objects.filter(topic__in={row.topic for row in rows}, offset__in={row.offset for row in rows})
-        .values_list("topic", "partition", "offset")
+        DeadLetter.objects.filter(
+            topic__in={row.topic for row in rows}, offset__in={row.offset for row in rows}
+        ).values_list("topic", "partition", "offset")
     )
     return [row for row in rows if (row.topic, row.partition, row.offset) not in known]

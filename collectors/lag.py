@@ -57,7 +57,9 @@ def _committed_offsets(admin, groups):
     committed = {}
     for group in groups:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
-        committed[group] = {tp: meta.offset for tp, meta in offsets.items() if meta.offset is not None and meta.offset >= 0}
+        committed[group] = {
+            tp: meta.offset for tp, meta in offsets.items() if meta.offset is not None and meta.offset >= 0
+        }
     return committed
 
 
@@ -107,7 +109,9 @@ def observe(admin, consumer):
     groups = _groups(admin)
     committed = _committed_offsets(admin, groups)
     partitions = _existing(consumer, {tp for offsets in committed.values() for tp in offsets})
-    committed = {group: {tp: o for tp, o in offsets.items() if tp in partitions} for group, offsets in committed.items()}
+    committed = {
+        group: {tp: o for tp, o in offsets.items() if tp in partitions} for group, offsets in committed.items()
+    }
     end_offsets = consumer.end_offsets(list(partitions), timeout_ms=REQUEST_TIMEOUT_MS) if partitions else {}
     # Several groups may sit at one offset of one partition: each offset is read once.
     wanted = {}

@@ -17,7 +17,11 @@ app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for n
 app.conf.task_routes = {"collectors.consume_spans": {"queue": "spans"}}
 app.conf.beat_schedule = {
     "consume-spans": {"task": "collectors.consume_spans", "schedule": 1.0, "options": {"expires": 2}},
-    "resolve-unpaired-spans": {"task": "collectors.resolve_unpaired_spans", "schedule": 15.0, "options": {"expires": 15}},
+    "resolve-unpaired-spans": {
+        "task": "collectors.resolve_unpaired_spans",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
     "prune": {"task": "collectors.prune", "schedule": 60.0, "options": {"expires": 60}},
     # Burrow's window is 10 samples: at 5 s, a consumer silent for about 45 s is STOP.
     "sample-consumer-lag": {"task": "collectors.sample_consumer_lag", "schedule": 5.0, "options": {"expires": 5}},

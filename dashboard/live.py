@@ -39,7 +39,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -208,7 +208,7 @@ def _event(message):
 
 def _computed(view, window):
     """The view as its builder gives it, stamped with when (a builder may stamp it itself), as JSON carries it."""
-    return _plain({"generated_at": datetime.now(timezone.utc), **BUILDERS[view](window)})
+    return _plain({"generated_at": datetime.now(UTC), **BUILDERS[view](window)})
 
 
 def _plain(data):
@@ -275,7 +275,9 @@ def announce_change(view):
         _attempt(view, client)
     except Exception as error:  # the contract: never raise into a collector
         _redis_down_until = time.monotonic() + REDIS_DOWN_BACKOFF_SECONDS
-        logger.warning("announce_change(%r) failed, live updates paused for %.0f s: %s", view, REDIS_DOWN_BACKOFF_SECONDS, error)
+        logger.warning(
+            "announce_change(%r) failed, live updates paused for %.0f s: %s", view, REDIS_DOWN_BACKOFF_SECONDS, error
+        )
     return None
 
 

@@ -84,8 +84,20 @@ def dashboard_children(env, port, var_dir):
     daphne = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"]
     celery = [PYTHON, "-m", "celery", "-A", "dashboard", "worker", "--loglevel", "INFO"]
     # The collectors' periodic tasks, and beat, on the default queue.
-    tasks = [*celery, "-n", "tasks@%h", "-Q", "celery", "--concurrency", "2", "-P", "prefork",
-             "--beat", "--schedule", str(var_dir / "celerybeat-schedule")]
+    tasks = [
+        *celery,
+        "-n",
+        "tasks@%h",
+        "-Q",
+        "celery",
+        "--concurrency",
+        "2",
+        "-P",
+        "prefork",
+        "--beat",
+        "--schedule",
+        str(var_dir / "celerybeat-schedule"),
+    ]
     # The span consumer keeps one Kafka group member per process between runs: a solo worker of its own.
     spans = [*celery, "-n", "spans@%h", "-Q", "spans", "-P", "solo"]
     # The tasks worker gets Celery's cold shutdown (SIGQUIT): a warm one would wait out a Consul blocking
@@ -109,23 +121,27 @@ def service_children(env):
 
 def banner(port, admin, brokers, embedded, var_dir, seconds):
     password = admin["password"] or "(changed since the first run; set MESHSCOPE_ADMIN_PASSWORD to reset it)"
-    where = {name: f"{address} ({'embedded' if name in embedded else 'from the environment'})"
-             for name, address in brokers.items()}
+    where = {
+        name: f"{address} ({'embedded' if name in embedded else 'from the environment'})"
+        for name, address in brokers.items()
+    }
     consul = os.environ.get("CONSUL_HTTP_ADDR") or "not configured: the topology comes from traces alone"
-    return "\n".join([
-        "",
-        f"meshscope demo is running (started in {seconds:.1f} s).",
-        f"  Open      http://127.0.0.1:{port}/",
-        f"  Log in    {admin['username']} / {password}",
-        f"  Gateway   http://127.0.0.1:{system.instance('gateway-1').port}/api/orders"
-        f"  (about {os.environ.get('DEMO_RPS', '20')} requests/s; DEMO_RPS changes it)",
-        f"  Kafka     {where['kafka']}",
-        f"  Redis     {where['redis']}",
-        f"  Consul    {consul}",
-        f"  Logs      {var_dir / 'logs'}",
-        "Press Ctrl-C to stop.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"meshscope demo is running (started in {seconds:.1f} s).",
+            f"  Open      http://127.0.0.1:{port}/",
+            f"  Log in    {admin['username']} / {password}",
+            f"  Gateway   http://127.0.0.1:{system.instance('gateway-1').port}/api/orders"
+            f"  (about {os.environ.get('DEMO_RPS', '20')} requests/s; DEMO_RPS changes it)",
+            f"  Kafka     {where['kafka']}",
+            f"  Redis     {where['redis']}",
+            f"  Consul    {consul}",
+            f"  Logs      {var_dir / 'logs'}",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+    )
 
 
 def open_browser(url):
@@ -162,8 +178,9 @@ def main():
     port = int(os.environ.get("MESHSCOPE_PORT", "8000"))
     var_dir = Path(os.environ.get("MESHSCOPE_VAR_DIR", ROOT / "var")).resolve()
     # Embedded unless the environment names one: a Redis that merely answers on 6379 is not ours to use.
-    embedded = [name for name, var in (("kafka", "KAFKA_BOOTSTRAP_SERVERS"), ("redis", "REDIS_URL"))
-                if not os.environ.get(var)]
+    embedded = [
+        name for name, var in (("kafka", "KAFKA_BOOTSTRAP_SERVERS"), ("redis", "REDIS_URL")) if not os.environ.get(var)
+    ]
     try:
         taken = ports.taken(port_plan(port, embedded))
     except StartupError as error:

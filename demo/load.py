@@ -3,6 +3,7 @@
 The load itself is not instrumented, so the gateway's SERVER spans are the roots of the traces.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -42,10 +43,9 @@ def main():
     session = requests.Session()
 
     def send(method, path, body):
-        try:
+        # The gateway may be starting or stopping; the next request will tell.
+        with contextlib.suppress(requests.RequestException):
             session.request(method, gateway + path, json=body, timeout=10)
-        except requests.RequestException:
-            pass  # the gateway is starting or stopping; the next request will tell
 
     # A fixed schedule rather than a closed loop, so slow responses do not lower the offered load.
     with ThreadPoolExecutor(max_workers=16) as pool:

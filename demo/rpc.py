@@ -72,7 +72,7 @@ def traced(service, method, function):
     return handle
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def channel(address, port):
     return grpc.insecure_channel(f"{address}:{port}")
 

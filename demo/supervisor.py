@@ -5,6 +5,7 @@ then stops the children in order (load first, brokers last) and kills whatever l
 child also gets SIGTERM should the supervisor die without cleaning up (PR_SET_PDEATHSIG).
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -75,8 +76,14 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(child), "ab") as log:
             result = subprocess.run(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                start_new_session=True, preexec_fn=die_with_parent, check=False,
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+                check=False,
             )
         if result.returncode:
             raise StartupError(f"{name} failed with exit code {result.returncode}.\n{self.tail(child)}")
@@ -113,8 +120,11 @@ class Supervisor:
             child.restarts = [at for at in child.restarts if now - at < 60] + [now]
             if len(child.restarts) > self.max_restarts_per_minute:
                 raise StartupError(f"{child.name} keeps exiting (code {child.process.returncode}).\n{self.tail(child)}")
-            print(f"meshscope demo: {child.name} exited with code {child.process.returncode}; restarting it.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"meshscope demo: {child.name} exited with code {child.process.returncode}; restarting it.",
+                file=sys.stderr,
+                flush=True,
+            )
             self.start(child)
 
     def stop_all(self, grace=10.0):
@@ -127,10 +137,8 @@ class Supervisor:
                 if child.process.poll() is None:
                     child.process.send_signal(child.stop_signal)
             for child in group:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
         # Grandchildren (a worker's pool) live in the child's group: kill the whole group.
         for child in self.children:
             signal_group(child, signal.SIGKILL)
@@ -138,7 +146,5 @@ class Supervisor:
 
 
 def signal_group(child, signum):
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.process.pid, signum)
-    except ProcessLookupError:
-        pass

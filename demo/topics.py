@@ -1,5 +1,6 @@
 """Creates the demo's Kafka topics: the two span topics and the orders topic, 3 partitions each."""
 
+import contextlib
 import time
 
 from kafka import KafkaAdminClient
@@ -21,9 +22,7 @@ def create_topics(bootstrap_servers, names, timeout=30):
             time.sleep(1)
     try:
         for name in names:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

@@ -161,8 +161,9 @@ class Datacenter:
                 self.remove_check(key)
         return service
 
-    def check_entry(self, node, check_id, name, index, status="passing", service=None, output="", notes="",
-                    kind="", definition=None):
+    def check_entry(
+        self, node, check_id, name, index, status="passing", service=None, output="", notes="", kind="", definition=None
+    ):
         definition = definition or {}
         return {
             "Node": node,
@@ -263,8 +264,21 @@ class ConsulTestServer:
 
     # --- state, as an operator or Consul's anti-entropy would change it --------------------------
 
-    def register(self, name, service_id=None, address="", port=0, tags=(), meta=None, weights=None,
-                 node=AGENT_NODE, node_address="10.0.0.1", dc=None, checks=(), raw_service=None):
+    def register(
+        self,
+        name,
+        service_id=None,
+        address="",
+        port=0,
+        tags=(),
+        meta=None,
+        weights=None,
+        node=AGENT_NODE,
+        node_address="10.0.0.1",
+        dc=None,
+        checks=(),
+        raw_service=None,
+    ):
         """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples, or the checks
         of an agent registration (``agent_check``)."""
         with self.changed:
@@ -297,11 +311,20 @@ class ConsulTestServer:
             if not isinstance(check, dict):
                 check = dict(zip(("name", "status", "output"), check))
             check_id = check.get("id") or f"service:{service['ID']}" + (f":{number}" if len(checks) > 1 else "")
-            datacenter.add_check(datacenter.check_entry(
-                node, check_id, check["name"], index, status=check["status"], service=service,
-                output=check.get("output", ""), notes=check.get("notes", ""), kind=check.get("type", ""),
-                definition=check.get("definition"),
-            ))  # fmt: skip
+            datacenter.add_check(
+                datacenter.check_entry(
+                    node,
+                    check_id,
+                    check["name"],
+                    index,
+                    status=check["status"],
+                    service=service,
+                    output=check.get("output", ""),
+                    notes=check.get("notes", ""),
+                    kind=check.get("type", ""),
+                    definition=check.get("definition"),
+                )
+            )
         datacenter.touch_service(service["Service"], index, checks=bool(checks))
         self.changed.notify_all()
 
@@ -311,7 +334,10 @@ class ConsulTestServer:
             had_checks = bool(datacenter.owned_checks.get((node, service_id)))
             service = datacenter.pop_instance(node, service_id)
             if service is None:
-                raise ConsulError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+                raise ConsulError(
+                    404,
+                    f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.',
+                )
             index = datacenter.bump()
             datacenter.services_index = index
             datacenter.touch_service(service["Service"], index, checks=had_checks)
@@ -333,16 +359,24 @@ class ConsulTestServer:
             datacenter = self.datacenters[dc or self.local_dc]
             service = datacenter.instances.get((node, service_id))
             if service is None:
-                raise ConsulError(404, f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+                raise ConsulError(
+                    404,
+                    f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.',
+                )
             key = (node, f"_service_maintenance:{service_id}")
             if enable == (key in datacenter.checks):
                 return
             index = datacenter.bump()
             if enable:
-                notes = reason or "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
-                datacenter.add_check(datacenter.check_entry(
-                    node, key[1], "Service Maintenance Mode", index, status="critical", service=service, notes=notes
-                ))
+                notes = (
+                    reason
+                    or "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+                )
+                datacenter.add_check(
+                    datacenter.check_entry(
+                        node, key[1], "Service Maintenance Mode", index, status="critical", service=service, notes=notes
+                    )
+                )
             else:
                 datacenter.remove_check(key)
             datacenter.touch_service(service["Service"], index, checks=True)
@@ -353,7 +387,7 @@ class ConsulTestServer:
         with self.changed:
             datacenter = self.datacenters[dc or self.local_dc]
             datacenter.raft_index = datacenter.services_index = datacenter.checks_index = value
-            datacenter.service_indexes = {name: value for name in datacenter.service_indexes}
+            datacenter.service_indexes = dict.fromkeys(datacenter.service_indexes, value)
             self.changed.notify_all()
 
     # --- the HTTP API ------------------------------------------------------------------------------
@@ -393,7 +427,9 @@ class ConsulTestServer:
                 text = payload if isinstance(payload, str) else json.dumps(payload)
                 data = text.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8" if isinstance(payload, str) else "application/json")
+                self.send_header(
+                    "Content-Type", "text/plain; charset=utf-8" if isinstance(payload, str) else "application/json"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 if index is not None:
                     self.send_header("X-Consul-Index", str(index))
@@ -437,12 +473,16 @@ class ConsulTestServer:
             return self.blocking(query, lambda: datacenter.services_index, lambda: self.catalog_services(datacenter))
         if method == "GET" and path.startswith("/v1/health/service/"):
             datacenter, name = self.datacenter(query), path.removeprefix("/v1/health/service/")
-            return self.blocking(query, lambda: datacenter.service_index(name), lambda: self.health_service(datacenter, name))
+            return self.blocking(
+                query, lambda: datacenter.service_index(name), lambda: self.health_service(datacenter, name)
+            )
         if method == "GET" and path.startswith("/v1/health/state/"):
             datacenter, state = self.datacenter(query), path.removeprefix("/v1/health/state/")
             if state not in {"any", "unknown", "passing", "warning", "critical"}:
                 raise ConsulError(400, f"Bad check state: {state}")
-            return self.blocking(query, lambda: datacenter.checks_index, lambda: self.checks_in_state(datacenter, state))
+            return self.blocking(
+                query, lambda: datacenter.checks_index, lambda: self.checks_in_state(datacenter, state)
+            )
         if method == "GET" and path == "/v1/agent/self":
             return 200, self.agent_self(), None
         if method == "PUT" and path == "/v1/agent/service/register":
@@ -489,12 +529,20 @@ class ConsulTestServer:
         for node, service_id in sorted(datacenter.by_name.get(name, ())):
             service = datacenter.instances[(node, service_id)]
             checks = datacenter.checks_of(node, "") + datacenter.checks_of(node, service_id)
-            entries.append({
-                "Node": {"ID": "", "Node": node, "Address": datacenter.nodes[node], "Datacenter": datacenter.name,
-                         "TaggedAddresses": {}, "Meta": {}},
-                "Service": service,
-                "Checks": checks,
-            })
+            entries.append(
+                {
+                    "Node": {
+                        "ID": "",
+                        "Node": node,
+                        "Address": datacenter.nodes[node],
+                        "Datacenter": datacenter.name,
+                        "TaggedAddresses": {},
+                        "Meta": {},
+                    },
+                    "Service": service,
+                    "Checks": checks,
+                }
+            )
         return entries
 
     def checks_in_state(self, datacenter, state):
@@ -520,14 +568,26 @@ class ConsulTestServer:
                 "Name": AGENT_NODE,
                 "Addr": "127.0.0.1",
                 "Port": 8301,
-                "Tags": {"build": "1.20.0:0000000", "dc": self.local_dc, "id": node_id, "port": "8300", "role": "consul",
-                         "vsn": "2", "vsn_max": "3", "vsn_min": "2"},
+                "Tags": {
+                    "build": "1.20.0:0000000",
+                    "dc": self.local_dc,
+                    "id": node_id,
+                    "port": "8300",
+                    "role": "consul",
+                    "vsn": "2",
+                    "vsn_max": "3",
+                    "vsn_min": "2",
+                },
                 "Status": 1,
-                "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+                "ProtocolMin": 1,
+                "ProtocolMax": 5,
+                "ProtocolCur": 2,
+                "DelegateMin": 2,
+                "DelegateMax": 5,
+                "DelegateCur": 4,
             },
             "Meta": {"consul-network-segment": ""},
-        }  # fmt: skip
+        }
 
     def agent_register(self, body):
         try:
@@ -584,7 +644,9 @@ class ConsulTestServer:
         if interval and ttl:
             raise ConsulError(400, "Invalid check: Interval and TTL cannot both be specified")
         if kind in ("http", "tcp") and interval <= 0:
-            raise ConsulError(400, "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks")
+            raise ConsulError(
+                400, "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks"
+            )
         if not kind:
             raise ConsulError(400, "Invalid check: TTL must be > 0 for TTL checks")
         fields = {
@@ -596,9 +658,10 @@ class ConsulTestServer:
             "Interval": go_duration(interval) if interval else "",
             "Timeout": go_duration(timeout) if timeout else "",
             "DeregisterCriticalServiceAfter": go_duration(seconds(check["deregistercriticalserviceafter"]))
-            if check.get("deregistercriticalserviceafter") else "",
+            if check.get("deregistercriticalserviceafter")
+            else "",
             "TTL": go_duration(ttl) if ttl else "",
-        }  # fmt: skip
+        }
         return {
             "id": check.get("checkid") or check.get("id") or "",
             "name": check.get("name") or f"Service '{service_name}' check",

@@ -20,8 +20,22 @@ class Trace:
         self.start_us = start_us or int(time.time() * 1_000_000) - 5_000_000
         self.records = []
 
-    def span(self, service, instance, name, kind, offset_ms, duration_ms, parent=None, error=False, protocol="http",
-             peer="", topic="", attributes=None, status_code=""):  # fmt: skip
+    def span(
+        self,
+        service,
+        instance,
+        name,
+        kind,
+        offset_ms,
+        duration_ms,
+        parent=None,
+        error=False,
+        protocol="http",
+        peer="",
+        topic="",
+        attributes=None,
+        status_code="",
+    ):
         record = SpanRecord(
             trace_id=self.trace_id,
             span_id=uuid.uuid4().hex[:16],
@@ -47,14 +61,56 @@ def checkout(error=False, start_us=None):
     """gateway GET /api/orders → orders GET /orders → payments POST /charge, and orders publishes
     order-events that inventory consumes (asynchronous)."""
     t = Trace(start_us)
-    root = t.span("gateway", "gateway-1", "GET /api/orders", "server", 0, 120, attributes={"http.route": "/api/orders", "http.request.method": "GET"})
+    root = t.span(
+        "gateway",
+        "gateway-1",
+        "GET /api/orders",
+        "server",
+        0,
+        120,
+        attributes={"http.route": "/api/orders", "http.request.method": "GET"},
+    )
     call = t.span("gateway", "gateway-1", "GET", "client", 5, 100, parent=root, peer="orders")
-    orders = t.span("orders", "orders-1", "GET /orders", "server", 8, 95, parent=call, attributes={"db.system": "postgresql"})
+    orders = t.span(
+        "orders", "orders-1", "GET /orders", "server", 8, 95, parent=call, attributes={"db.system": "postgresql"}
+    )
     pay = t.span("orders", "orders-1", "POST", "client", 20, 60, parent=orders, peer="payments", error=error)
-    t.span("payments", "payments-1", "POST /charge", "server", 22, 55, parent=pay, error=error, attributes={"payment.provider": "acme"})
+    t.span(
+        "payments",
+        "payments-1",
+        "POST /charge",
+        "server",
+        22,
+        55,
+        parent=pay,
+        error=error,
+        attributes={"payment.provider": "acme"},
+    )
     messaging = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
-    send = t.span("orders", "orders-1", "order-events publish", "producer", 85, 3, parent=orders, protocol="messaging", topic="order-events", attributes=messaging)
-    t.span("inventory", "inventory-1", "order-events process", "consumer", 140, 12, parent=send, protocol="messaging", topic="order-events", attributes=messaging)
+    send = t.span(
+        "orders",
+        "orders-1",
+        "order-events publish",
+        "producer",
+        85,
+        3,
+        parent=orders,
+        protocol="messaging",
+        topic="order-events",
+        attributes=messaging,
+    )
+    t.span(
+        "inventory",
+        "inventory-1",
+        "order-events process",
+        "consumer",
+        140,
+        12,
+        parent=send,
+        protocol="messaging",
+        topic="order-events",
+        attributes=messaging,
+    )
     return t
 
 
@@ -70,8 +126,15 @@ def one_call(caller, route, callee, operation):
 
 def hostile():
     t = Trace()
-    root = t.span(HOSTILE, "<b>bold-1</b>", "<script>alert(2)</script>", "server", 0, 30,
-                  attributes={"note": "<img src=y onerror=alert(3)>", "<i>key</i>": "x"})  # fmt: skip
+    root = t.span(
+        HOSTILE,
+        "<b>bold-1</b>",
+        "<script>alert(2)</script>",
+        "server",
+        0,
+        30,
+        attributes={"note": "<img src=y onerror=alert(3)>", "<i>key</i>": "x"},
+    )
     call = t.span(HOSTILE, "<b>bold-1</b>", "GET", "client", 2, 20, parent=root, peer="orders")
     t.span("orders", "orders-1", "GET /orders", "server", 3, 18, parent=call)
     return t

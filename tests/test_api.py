@@ -5,7 +5,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -19,10 +18,19 @@ from topology.window import Window
 pytestmark = pytest.mark.django_db
 
 ENDPOINTS = [
-    "/api/topology/", "/api/routes/", "/api/routes/tree/?service=a&operation=b", "/api/traces/",
-    "/api/traces/0af7651916cd43dd8448eb211c80319c/", "/api/ingest/", "/api/services/", "/api/balancers/",
-    "/api/balancers/orders/", "/api/lag/", "/api/flows/", "/api/schema/",
-]  # fmt: skip
+    "/api/topology/",
+    "/api/routes/",
+    "/api/routes/tree/?service=a&operation=b",
+    "/api/traces/",
+    "/api/traces/0af7651916cd43dd8448eb211c80319c/",
+    "/api/ingest/",
+    "/api/services/",
+    "/api/balancers/",
+    "/api/balancers/orders/",
+    "/api/lag/",
+    "/api/flows/",
+    "/api/schema/",
+]
 
 
 def ingest(spans):
@@ -34,12 +42,57 @@ def shop_traces(count=3, slow_every=None):
     traces = OtelTraces()
     for i in range(count):
         start = now_ns()
-        root = traces.span("gateway", "gateway-1", "GET /api/orders", "server", start, 100 if slow_every and i % slow_every == 0 else 20)
-        call = traces.span("gateway", "gateway-1", "GET", "client", start + 10**6, 15, parent=root, attributes={"http.request.method": "GET"})
-        served = traces.span("orders", "orders-1", "GET /orders", "server", start + 2 * 10**6, 10, parent=call, error=i == 0)
-        send = traces.span("orders", "orders-1", "order-events publish", "producer", start + 3 * 10**6, 1, parent=served, attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"})
-        traces.span("inventory", "inventory-1", "order-events process", "consumer", start + 53 * 10**6, 2, parent=send, attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"})
-        traces.span("gateway", "gateway-1", "GET", "client", start + 5 * 10**6, 3, parent=root, attributes={"peer.service": "legacy-billing"})
+        root = traces.span(
+            "gateway",
+            "gateway-1",
+            "GET /api/orders",
+            "server",
+            start,
+            100 if slow_every and i % slow_every == 0 else 20,
+        )
+        call = traces.span(
+            "gateway",
+            "gateway-1",
+            "GET",
+            "client",
+            start + 10**6,
+            15,
+            parent=root,
+            attributes={"http.request.method": "GET"},
+        )
+        served = traces.span(
+            "orders", "orders-1", "GET /orders", "server", start + 2 * 10**6, 10, parent=call, error=i == 0
+        )
+        send = traces.span(
+            "orders",
+            "orders-1",
+            "order-events publish",
+            "producer",
+            start + 3 * 10**6,
+            1,
+            parent=served,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"},
+        )
+        traces.span(
+            "inventory",
+            "inventory-1",
+            "order-events process",
+            "consumer",
+            start + 53 * 10**6,
+            2,
+            parent=send,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": "order-events"},
+        )
+        traces.span(
+            "gateway",
+            "gateway-1",
+            "GET",
+            "client",
+            start + 5 * 10**6,
+            3,
+            parent=root,
+            attributes={"peer.service": "legacy-billing"},
+        )
     return traces.finished()
 
 
@@ -93,7 +146,9 @@ def test_rates_divide_by_the_time_the_counted_minutes_span():
 
 
 def test_the_time_rates_divide_by_grows_in_ten_second_steps():
-    covered = [Window.from_params(300, until=f"2026-11-25T10:00:{second:02}Z").covered_seconds for second in (41, 45, 50, 51)]
+    covered = [
+        Window.from_params(300, until=f"2026-11-25T10:00:{second:02}Z").covered_seconds for second in (41, 45, 50, 51)
+    ]
 
     assert covered == [350, 350, 350, 360]
 
@@ -131,7 +186,12 @@ def test_a_route_lists_its_rate_and_merges_its_call_tree_across_traces(api):
     tree = body["tree"]
     assert (tree["service"], tree["count"]) == ("gateway", 5)
     (orders,) = tree["children"]
-    assert (orders["service"], orders["operation"], orders["count"], orders["errors"]) == ("orders", "GET /orders", 5, 1)
+    assert (orders["service"], orders["operation"], orders["count"], orders["errors"]) == (
+        "orders",
+        "GET /orders",
+        5,
+        1,
+    )
     assert orders["children"][0]["service"] == "inventory"
     assert len(body["recent"]) == 5 and len(body["failed"]) == 1
     assert body["sampled_traces"] == 5
@@ -149,7 +209,9 @@ def test_a_routes_slow_traces_are_the_slowest_of_the_window_not_of_the_latest(ap
 
 def test_ingest_status_gives_the_last_complete_minutes_throughput_and_dead_letters_by_reason(api):
     now = timezone.now().replace(second=0, microsecond=0)
-    IngestRollup.objects.create(minute=now - timedelta(minutes=1), messages=120, spans=6000, duplicate_spans=50, rejected=2)
+    IngestRollup.objects.create(
+        minute=now - timedelta(minutes=1), messages=120, spans=6000, duplicate_spans=50, rejected=2
+    )
     IngestRollup.objects.create(minute=now, messages=7, spans=350)  # still filling up
     for reason in ("bad_id", "bad_id", "too_large"):
         DeadLetter.objects.create(reason=reason, topic="otlp_spans", partition=0, offset=1)

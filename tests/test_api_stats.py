@@ -86,12 +86,20 @@ def test_flows_endpoint_shows_negative_delays(user_client):
         histogram.add(delay_ms)
     EdgeRollup.objects.create(
         minute=(timezone.now() - timedelta(minutes=2)).replace(second=0, microsecond=0),
-        source=orders, target=billing, protocol="messaging", topic="invoices",
-        count=5, negative_delays=1, latency_buckets=histogram.to_json(),
+        source=orders,
+        target=billing,
+        protocol="messaging",
+        topic="invoices",
+        count=5,
+        negative_delays=1,
+        latency_buckets=histogram.to_json(),
     )
     EdgeRollup.objects.create(  # a synchronous edge is not a flow
         minute=(timezone.now() - timedelta(minutes=2)).replace(second=0, microsecond=0),
-        source=orders, target=billing, protocol="http", count=3,
+        source=orders,
+        target=billing,
+        protocol="http",
+        count=3,
     )
 
     [flow] = user_client.get("/api/flows/").json()["flows"]

@@ -14,8 +14,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def zipkin(**overrides):
-    span = {"traceId": "4e441824ec2b6a44ffdc9bb9a6453df3", "id": "ffdc9bb9a6453df3", "name": "get", "kind": "SERVER",
-            "timestamp": int(time.time() * 1e6), "duration": 1200, "localEndpoint": {"serviceName": "api"}}  # fmt: skip
+    span = {
+        "traceId": "4e441824ec2b6a44ffdc9bb9a6453df3",
+        "id": "ffdc9bb9a6453df3",
+        "name": "get",
+        "kind": "SERVER",
+        "timestamp": int(time.time() * 1e6),
+        "duration": 1200,
+        "localEndpoint": {"serviceName": "api"},
+    }
     span.update(overrides)
     return json.dumps([span]).encode()
 
@@ -32,7 +39,9 @@ BAD_MESSAGES = {
 WRONG_TYPES = zipkin(traceId=123, id="bbbbbbbbbbbbbbbb")
 
 
-def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_still_arrive(kafka_bootstrap, topic_name, settings):
+def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_still_arrive(
+    kafka_bootstrap, topic_name, settings
+):
     settings.SPAN_MAX_MESSAGE_BYTES = 200 * 1024
     old = zipkin(timestamp=int((time.time() - 86400 * 30) * 1e6), id="aaaaaaaaaaaaaaaa")
     good = zipkin_json([zipkin_span("api", "get /ok", "server", "abcdef0123456789", "0123456789abcdef")])
@@ -44,7 +53,7 @@ def test_each_kind_of_bad_message_is_dead_lettered_by_reason_and_good_spans_stil
     consumer.close()
 
     by_reason = dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")))
-    assert by_reason == {**{reason: 1 for reason in BAD_MESSAGES}, "bad_timestamp": 2, "wrong_shape": 2}
+    assert by_reason == {**dict.fromkeys(BAD_MESSAGES, 1), "bad_timestamp": 2, "wrong_shape": 2}
     letter = DeadLetter.objects.get(reason="bad_id")
     assert (letter.topic, letter.partition, letter.offset) == (topic_name, 0, 3)
     assert letter.payload_head.startswith('[{"traceId": "<script>')
@@ -68,7 +77,7 @@ def test_one_bad_span_is_dead_lettered_while_the_rest_of_its_message_is_kept(kaf
 
 
 def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap, topic_name):
-    hostile = '<img src=x onerror=alert(1)>\x00svc'
+    hostile = "<img src=x onerror=alert(1)>\x00svc"
     create_topic(kafka_bootstrap, topic_name, partitions=1)
     produce(kafka_bootstrap, topic_name, [zipkin(localEndpoint={"serviceName": hostile}, tags={"k\x00": "v\x00"})])
 
@@ -81,7 +90,9 @@ def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap,
     assert span.attributes == {"k": "v"}
 
 
-def test_a_message_that_breaks_a_decoder_is_dead_lettered_and_the_partition_flows_on(kafka_bootstrap, topic_name, monkeypatch):
+def test_a_message_that_breaks_a_decoder_is_dead_lettered_and_the_partition_flows_on(
+    kafka_bootstrap, topic_name, monkeypatch
+):
     from collectors import kafka_spans
 
     real_decode = kafka_spans.decode
@@ -112,7 +123,9 @@ def test_a_redelivered_bad_message_is_dead_lettered_once(kafka_bootstrap, topic_
 
     for delivery in (1, 2):  # a second group reads the same offsets, as a restarted consumer would
         consumer = span_consumer(kafka_bootstrap, {topic_name: "auto"})
-        assert consume_until(consumer, lambda: IngestRollup.objects.aggregate(n=Sum("messages"))["n"] == 2 * delivery)
+        assert consume_until(
+            consumer, lambda delivery=delivery: IngestRollup.objects.aggregate(n=Sum("messages"))["n"] == 2 * delivery
+        )
         consumer.close()
 
     assert DeadLetter.objects.count() == 1

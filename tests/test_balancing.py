@@ -99,7 +99,9 @@ def test_jain_index_is_one_over_n_when_one_instance_gets_everything():
 
 
 def test_few_requests_are_too_few_to_tell():
-    assert BalanceStatistics("round_robin", ["a", "b", "c"], [12, 9, 9], [1, 1, 1]).verdict["status"] == TOO_FEW_REQUESTS
+    assert (
+        BalanceStatistics("round_robin", ["a", "b", "c"], [12, 9, 9], [1, 1, 1]).verdict["status"] == TOO_FEW_REQUESTS
+    )
     assert BalanceStatistics("round_robin", ["a", "b"], [0, 0], [1, 1]).verdict["status"] == TOO_FEW_REQUESTS
 
 
@@ -266,7 +268,7 @@ def test_an_instance_that_just_joined_does_not_leave_the_verdict_at_too_few():
 
 @pytest.mark.django_db
 def test_overview_lists_every_callee_with_its_verdict():
-    service, instances = make_service("orders", "random", [1, 1])
+    _service, instances = make_service("orders", "random", [1, 1])
     store_requests(instances, choose([1, 1], 2000, seed=1))
     make_service("idle", "random", [1, 1])
 

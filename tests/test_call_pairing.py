@@ -78,11 +78,24 @@ def test_the_periodic_task_settles_more_overdue_calls_than_one_batch_holds(setti
     web = Service.objects.create(name="web")
     started = timezone.now() - timedelta(minutes=5)
     overdue = 5000 + 250  # one batch of resolve_unpaired is 5,000 traces
-    Span.objects.bulk_create([
-        Span(trace_id=f"{i + 1:032x}", span_id=f"{i + 1:016x}", parent_id="00000000000000aa", service=web, kind="client",
-             name="SELECT", protocol="other", started_at=started, duration_us=1000, peer="postgres", paired=False)
-        for i in range(overdue)
-    ])  # fmt: skip
+    Span.objects.bulk_create(
+        [
+            Span(
+                trace_id=f"{i + 1:032x}",
+                span_id=f"{i + 1:016x}",
+                parent_id="00000000000000aa",
+                service=web,
+                kind="client",
+                name="SELECT",
+                protocol="other",
+                started_at=started,
+                duration_us=1000,
+                peer="postgres",
+                paired=False,
+            )
+            for i in range(overdue)
+        ]
+    )
 
     assert resolve_unpaired_spans() == overdue
 

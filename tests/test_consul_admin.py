@@ -8,17 +8,20 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from collectors import consul_client
-from collectors.consul_client import POLICY_META_KEY
 from collectors.consul import sync_consul
+from collectors.consul_client import POLICY_META_KEY
 from tests.consul_server import AGENT_NODE, ConsulError, ConsulTestServer
 from topology.models import DeadLetter, Instance, Service, SourceStatus
 
 pytestmark = pytest.mark.django_db
 
 CONSUL_PERMISSIONS = [
-    "register_in_consul", "deregister_from_consul", "set_maintenance_in_consul", "set_weights_in_consul",
+    "register_in_consul",
+    "deregister_from_consul",
+    "set_maintenance_in_consul",
+    "set_weights_in_consul",
     "set_balancing_policy",
-]  # fmt: skip
+]
 VIEW_PERMISSIONS = ["view_service", "view_instance", "view_deadletter", "view_sourcestatus"]
 EDIT_SERVICES = ["change_service"]
 INSTANCES = reverse("admin:topology_instance_changelist")
@@ -34,8 +37,16 @@ def consul(settings, monkeypatch):
         settings.CONSUL_HTTP_TOKEN = ""
         settings.CONSUL_DATACENTERS = ["dc1"]
         settings.CONSUL_BLOCKING_WAIT_SECONDS = 0.1
-        server.register("web", "web-1", address="10.1.0.1", port=8080, tags=["v1"], meta={"team": "edge"},
-                        weights={"Passing": 3, "Warning": 1}, checks=[("http", "passing", "200 OK")])
+        server.register(
+            "web",
+            "web-1",
+            address="10.1.0.1",
+            port=8080,
+            tags=["v1"],
+            meta={"team": "edge"},
+            weights={"Passing": 3, "Warning": 1},
+            checks=[("http", "passing", "200 OK")],
+        )
         server.register("web", "web-2", address="10.1.0.2", port=8080, checks=[("http", "critical", "503")])
         sync_consul()
         yield server
@@ -112,7 +123,9 @@ def test_fields_consul_owns_are_read_only(operator, consul):
 
 
 def test_html_from_consul_is_shown_as_text(operator, consul):
-    consul.register("<script>alert(1)</script>", "evil<b>", port=1, checks=[("<img src=x onerror=alert(1)>", "passing", "")])
+    consul.register(
+        "<script>alert(1)</script>", "evil<b>", port=1, checks=[("<img src=x onerror=alert(1)>", "passing", "")]
+    )
     sync_consul()
     evil = Service.objects.get(name="<script>alert(1)</script>")
 
@@ -144,10 +157,19 @@ def test_dead_letters_and_source_statuses_are_listed_read_only(operator, consul)
 
 
 REGISTRATION = {
-    "service": "api", "service_id": "api-1", "address": "10.3.0.1", "port": "9000", "tags": "blue, canary",
-    "meta": "version=2\nowner=payments", "passing": "5", "warning": "1", "check_type": "http",
-    "check_target": "http://10.3.0.1:9000/health", "check_interval": "10s", "check_timeout": "2s",
-}  # fmt: skip
+    "service": "api",
+    "service_id": "api-1",
+    "address": "10.3.0.1",
+    "port": "9000",
+    "tags": "blue, canary",
+    "meta": "version=2\nowner=payments",
+    "passing": "5",
+    "warning": "1",
+    "check_type": "http",
+    "check_target": "http://10.3.0.1:9000/health",
+    "check_interval": "10s",
+    "check_timeout": "2s",
+}
 
 
 def test_register_instance_asks_for_confirmation_then_registers_in_consul_and_logs(operator, consul):
@@ -181,7 +203,13 @@ def test_register_instance_with_an_http_check_sends_its_url_interval_and_timeout
 
 
 def test_register_instance_with_a_tcp_check_sends_its_target_interval_and_timeout(operator, consul):
-    data = {**REGISTRATION, "check_type": "tcp", "check_target": "10.3.0.1:9000", "check_interval": "1m", "confirm": "yes"}
+    data = {
+        **REGISTRATION,
+        "check_type": "tcp",
+        "check_target": "10.3.0.1:9000",
+        "check_interval": "1m",
+        "confirm": "yes",
+    }
 
     operator.post(REGISTER, data)
 
@@ -200,7 +228,9 @@ def test_reregistering_keeps_the_check_definition(operator, consul):
     operator.post(REGISTER, {**REGISTRATION, "confirm": "yes"})
     sync_consul()
 
-    run_action(operator, "change_weights", [Instance.objects.get(identity="api-1")], passing="2", warning="1", confirm="yes")
+    run_action(
+        operator, "change_weights", [Instance.objects.get(identity="api-1")], passing="2", warning="1", confirm="yes"
+    )
 
     [check] = service_checks("api", "api-1")
     assert check["Definition"]["HTTP"] == "http://10.3.0.1:9000/health"
@@ -335,17 +365,31 @@ def consul_state(consul):
 @pytest.fixture
 def web_1_on_node_b(consul):
     """Another node's instance with the same service ID as the agent's own web-1."""
-    consul.register("web", "web-1", address="10.9.0.1", port=9090, node="node-b", node_address="10.9.0.1",
-                    weights={"Passing": 1, "Warning": 1})
+    consul.register(
+        "web",
+        "web-1",
+        address="10.9.0.1",
+        port=9090,
+        node="node-b",
+        node_address="10.9.0.1",
+        weights={"Passing": 1, "Warning": 1},
+    )
     sync_consul()
     return Instance.objects.get(consul_id="web-1", node="node-b")
 
 
-@pytest.mark.parametrize("action, form", [
-    ("deregister", {}), ("enable_maintenance", {"reason": "x"}), ("disable_maintenance", {}),
-    ("change_weights", {"passing": "9", "warning": "0"}),
-])  # fmt: skip
-def test_instance_on_another_node_with_a_colliding_id_is_refused_and_nothing_changes(operator, consul, web_1_on_node_b, action, form):
+@pytest.mark.parametrize(
+    "action, form",
+    [
+        ("deregister", {}),
+        ("enable_maintenance", {"reason": "x"}),
+        ("disable_maintenance", {}),
+        ("change_weights", {"passing": "9", "warning": "0"}),
+    ],
+)
+def test_instance_on_another_node_with_a_colliding_id_is_refused_and_nothing_changes(
+    operator, consul, web_1_on_node_b, action, form
+):
     assert web_1_on_node_b.identity == "web-1@node-b"
     before = consul_state(consul)
 
@@ -389,8 +433,17 @@ def test_set_balancing_policy_refuses_a_service_with_instances_on_another_node(o
     service = Service.objects.get(name="web")
     before = consul_state(consul)
 
-    response = operator.post(SERVICES, {"action": "set_balancing_policy", "index": "0", "_selected_action": [service.pk],
-                                        "policy": "weighted", "confirm": "yes"}, follow=True)
+    response = operator.post(
+        SERVICES,
+        {
+            "action": "set_balancing_policy",
+            "index": "0",
+            "_selected_action": [service.pk],
+            "policy": "weighted",
+            "confirm": "yes",
+        },
+        follow=True,
+    )
 
     assert any("Refused" in m and "web-1@node-b" in m and "Nothing was changed" in m for m in page_messages(response))
     assert puts(consul) == [] and consul_state(consul) == before
@@ -409,7 +462,13 @@ def test_an_agent_that_cannot_say_where_it_is_changes_nothing(operator, consul, 
 
 
 def set_policy(client, service, policy):
-    data = {"action": "set_balancing_policy", "index": "0", "_selected_action": [service.pk], "policy": policy, "confirm": "yes"}
+    data = {
+        "action": "set_balancing_policy",
+        "index": "0",
+        "_selected_action": [service.pk],
+        "policy": policy,
+        "confirm": "yes",
+    }
     return client.post(SERVICES, data, follow=True)
 
 
@@ -471,8 +530,16 @@ def test_viewer_sees_the_admin_but_cannot_run_actions(viewer, consul):
     services = viewer.get(SERVICES)
     instances = viewer.get(INSTANCES)
     run_action(viewer, "deregister", [instance], confirm="yes")
-    viewer.post(SERVICES, {"action": "set_balancing_policy", "index": "0", "_selected_action": [instance.service_id],
-                           "policy": "random", "confirm": "yes"})
+    viewer.post(
+        SERVICES,
+        {
+            "action": "set_balancing_policy",
+            "index": "0",
+            "_selected_action": [instance.service_id],
+            "policy": "random",
+            "confirm": "yes",
+        },
+    )
 
     assert services.status_code == instances.status_code == 200
     assert services.context["action_form"] is None and instances.context["action_form"] is None
@@ -483,7 +550,7 @@ def test_viewer_sees_the_admin_but_cannot_run_actions(viewer, consul):
 
 
 def test_each_action_needs_its_own_permission(client, consul):
-    client.force_login(staff("maintainer", VIEW_PERMISSIONS + ["set_maintenance_in_consul"]))
+    client.force_login(staff("maintainer", [*VIEW_PERMISSIONS, "set_maintenance_in_consul"]))
     instance = Instance.objects.get(identity="web-1")
 
     offered = [name for name, _ in client.get(INSTANCES).context["action_form"].fields["action"].choices if name]

@@ -395,7 +395,12 @@ def test_maintenance_check_marks_the_instance_in_maintenance(consul):
 
 
 def test_hostile_answers_are_stored_as_plain_bounded_data(consul, monkeypatch):
-    web(consul, "web-1", tags=["x" * 100_000, 42, "<b>ok</b>"], raw_service={"Unexpected": {"nested": [1, 2]}, "Port": "80"})
+    web(
+        consul,
+        "web-1",
+        tags=["x" * 100_000, 42, "<b>ok</b>"],
+        raw_service={"Unexpected": {"nested": [1, 2]}, "Port": "80"},
+    )
     del consul.datacenters["dc1"].instances[(AGENT_NODE, "web-1")]["Weights"]
     consul.register("<script>alert(1)</script>", "evil", port=1, meta={"k": "<img src=x onerror=alert(1)>"})
     consul.register("twice", "twice-1", port=1)
@@ -417,22 +422,36 @@ def test_hostile_answers_are_stored_as_plain_bounded_data(consul, monkeypatch):
 
 
 def test_a_large_first_sync_stores_every_field_as_consul_sent_it(consul):
-    tricky = "tab\tnewline\nback\\slash \\N quote\" ü <b>"
+    tricky = 'tab\tnewline\nback\\slash \\N quote" ü <b>'
     for number in range(250):  # enough new rows in one batch for PostgreSQL's COPY
-        consul.register("web", f"web-{number}", address=f"10.1.{number // 200}.{number % 200}", port=8000 + number,
-                        tags=[tricky, "v1"], meta={"note": tricky}, weights={"Passing": number + 1, "Warning": 0},
-                        checks=[("http", "warning", tricky)])
+        consul.register(
+            "web",
+            f"web-{number}",
+            address=f"10.1.{number // 200}.{number % 200}",
+            port=8000 + number,
+            tags=[tricky, "v1"],
+            meta={"note": tricky},
+            weights={"Passing": number + 1, "Warning": 0},
+            checks=[("http", "warning", tricky)],
+        )
     consul.register("web", "web-7", address="10.7.0.7", port=80, node="node-b")  # the same ID on another node
 
     sync_consul()
 
     assert Instance.objects.filter(service__name="web", in_consul=True).count() == 251
     instance = Instance.objects.get(identity="web-42")
-    assert (instance.address, instance.port, instance.node, instance.datacenter) == ("10.1.0.42", 8042, AGENT_NODE, "dc1")
+    assert (instance.address, instance.port, instance.node, instance.datacenter) == (
+        "10.1.0.42",
+        8042,
+        AGENT_NODE,
+        "dc1",
+    )
     assert instance.tags == [tricky, "v1"] and instance.meta == {"note": tricky}
     assert (instance.weight_passing, instance.weight_warning, instance.health) == (43, 0, "warning")
-    assert instance.checks == [{"name": "Serf Health Status", "status": "passing", "output": ""},
-                               {"name": "http", "status": "warning", "output": tricky}]
+    assert instance.checks == [
+        {"name": "Serf Health Status", "status": "passing", "output": ""},
+        {"name": "http", "status": "warning", "output": tricky},
+    ]
     assert instance.first_seen == instance.last_seen and instance.deregistered_at is None
     assert not instance.in_traces and not instance.in_maintenance
     assert Instance.objects.get(identity="web-7@node-b").address == "10.7.0.7"
@@ -510,7 +529,9 @@ def _certificate(subject, issuer_key, issuer, key, ca=False):
     if not ca:
         import ipaddress
 
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
     return builder.sign(issuer_key, hashes.SHA256()), name
 
 
@@ -522,7 +543,9 @@ def tls_files(tmp_path):
 
     def write(name, key, cert):
         (tmp_path / f"{name}.key").write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
         (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")

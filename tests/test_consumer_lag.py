@@ -10,9 +10,9 @@ from topology.consumer_lag import (
     OffsetTimeTable,
     Point,
     WindowEntry,
+    lag_overview,
     lag_trend,
     latest_for_group,
-    lag_overview,
     partition_status,
     record_samples,
     seconds_to_catch_up,
@@ -27,7 +27,9 @@ def status(commits, silent_for=0, current_lag=None, step=5):
     """Burrow's status of commits (offset, lag) made every ``step`` seconds, judged ``silent_for``
     seconds after the last one."""
     n = len(commits)
-    window = [WindowEntry(offset, lag, T0 - timedelta(seconds=step * (n - 1 - i))) for i, (offset, lag) in enumerate(commits)]
+    window = [
+        WindowEntry(offset, lag, T0 - timedelta(seconds=step * (n - 1 - i))) for i, (offset, lag) in enumerate(commits)
+    ]
     lag = commits[-1][1] if current_lag is None else current_lag
     return partition_status(window, lag, T0 + timedelta(seconds=silent_for))
 
@@ -154,7 +156,11 @@ def observation(committed, end, record_timestamp=None, group_state="Empty", grou
 @pytest.mark.django_db
 def test_lag_seconds_comes_from_the_record_at_the_committed_offset():
     [sample] = record_samples([observation(90, 100, record_timestamp=T0.timestamp() - 42)], now=T0)
-    assert (sample.lag_messages, sample.lag_seconds, sample.lag_seconds_method) == (10, pytest.approx(42), "record_timestamp")
+    assert (sample.lag_messages, sample.lag_seconds, sample.lag_seconds_method) == (
+        10,
+        pytest.approx(42),
+        "record_timestamp",
+    )
 
 
 @pytest.mark.django_db
@@ -216,4 +222,6 @@ def test_long_series_are_averaged_per_minute():
     [overview] = lag_overview(minutes=24 * 60, now=start + timedelta(seconds=180))
 
     assert [point["at"] for point in overview["series"]] == [start + timedelta(minutes=m) for m in range(3)]
-    assert [point["lag_messages"] for point in overview["series"]] == [pytest.approx(v, abs=1) for v in (27.5, 87.5, 147.5)]
+    assert [point["lag_messages"] for point in overview["series"]] == [
+        pytest.approx(v, abs=1) for v in (27.5, 87.5, 147.5)
+    ]

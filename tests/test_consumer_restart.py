@@ -57,7 +57,16 @@ def test_a_consumer_killed_mid_batch_loses_nothing_and_counts_nothing_twice(kafk
         for _ in range(2):
             start = now_ns()
             root = traces.span("gateway", "gateway-1", "GET /api/cart", "server", start, 20)
-            call = traces.span("gateway", "gateway-1", "GET", "client", start + 10**6, 15, parent=root, attributes={"http.request.method": "GET"})
+            call = traces.span(
+                "gateway",
+                "gateway-1",
+                "GET",
+                "client",
+                start + 10**6,
+                15,
+                parent=root,
+                attributes={"http.request.method": "GET"},
+            )
             traces.span("cart", "cart-1", "GET /cart", "server", start + 2 * 10**6, 10, parent=call)
         messages.append(otlp_protobuf(traces.finished()))
     create_topic(kafka_bootstrap, topic_name, partitions=2)

@@ -40,8 +40,17 @@ EXPECTED_SHARES = {
 MIN_REQUESTS = 250
 SHARE_TOLERANCE = 0.12
 # Keep the environment of whoever runs the tests out of the demo: it must bring up its own.
-FOREIGN = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER",
-           "DJANGO_SETTINGS_MODULE", "TRACE_TOPICS", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN")
+FOREIGN = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "SECRET_KEY",
+    "CELERY_TASK_ALWAYS_EAGER",
+    "DJANGO_SETTINGS_MODULE",
+    "TRACE_TOPICS",
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_TOKEN",
+)
 
 
 def ephemeral_port_floor():
@@ -74,8 +83,12 @@ def demo_ports(dashboard, base):
 class Demo:
     def __init__(self, env):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "demo"], cwd=ROOT, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "demo"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.output = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -121,8 +134,12 @@ def logged_in(base):
     session.get(f"{base}/admin/login/", timeout=5).raise_for_status()
     response = session.post(
         f"{base}/admin/login/",
-        data={"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": session.cookies["csrftoken"],
-              "next": "/admin/"},
+        data={
+            "username": "admin",
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            "next": "/admin/",
+        },
         headers={"Referer": f"{base}/admin/login/"},
         timeout=10,
     )
@@ -223,21 +240,41 @@ def running_demo(tmp_path, **settings):
 def test_with_consul_the_dashboard_sees_the_system_and_each_balancing_policy(tmp_path, consul):
     with running_demo(tmp_path, CONSUL_HTTP_ADDR=consul.address) as (demo, session, base):
         everyone = {instance.id for instance in system.instances(demo.base_port)}
-        wait_for("every instance registered in Consul", lambda: registered(consul) == everyone or registered(consul),
-                 demo, 30)
-        wait_for("gateway → each service and the Kafka flow in the topology",
-                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
-        wait_for("each balancing policy with its expected shares",
-                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
+        wait_for(
+            "every instance registered in Consul",
+            lambda: registered(consul) == everyone or registered(consul),
+            demo,
+            30,
+        )
+        wait_for(
+            "gateway → each service and the Kafka flow in the topology",
+            lambda: topology_complete(session, base),
+            demo,
+            START_TIMEOUT,
+        )
+        wait_for(
+            "each balancing policy with its expected shares",
+            lambda: balancers_as_expected(session, base),
+            demo,
+            START_TIMEOUT,
+        )
     assert not registered(consul), "instances left registered in Consul"
 
 
 def test_without_consul_the_topology_comes_from_traces_and_the_policies_from_the_demo(tmp_path):
     with running_demo(tmp_path) as (demo, session, base):
-        wait_for("gateway → each service and the Kafka flow in the topology",
-                 lambda: topology_complete(session, base), demo, START_TIMEOUT)
-        wait_for("each balancing policy with its expected shares",
-                 lambda: balancers_as_expected(session, base), demo, START_TIMEOUT)
+        wait_for(
+            "gateway → each service and the Kafka flow in the topology",
+            lambda: topology_complete(session, base),
+            demo,
+            START_TIMEOUT,
+        )
+        wait_for(
+            "each balancing policy with its expected shares",
+            lambda: balancers_as_expected(session, base),
+            demo,
+            START_TIMEOUT,
+        )
         if Path(CHROMIUM).exists():
             screenshot_the_demo(session, base)
 
@@ -268,8 +305,9 @@ def test_a_taken_port_is_named_with_the_variable_that_moves_it(tmp_path):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", dashboard_port))
         squatter.listen()
-        result = subprocess.run([sys.executable, "-m", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
     assert result.returncode == 2
     assert f"port {dashboard_port}: the dashboard; choose another with MESHSCOPE_PORT" in result.stderr
     assert not (tmp_path / "logs").exists(), "nothing may start when a port is taken"

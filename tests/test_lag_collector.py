@@ -54,8 +54,12 @@ class ControllableConsumer(threading.Thread):
     def __init__(self, bootstrap, topic, group):
         super().__init__(daemon=True)
         self.consumer = KafkaConsumer(
-            topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-            auto_offset_reset="earliest", **FAST_GROUP,
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **FAST_GROUP,
         )
         self.mode = "run"
         self.rate = None
@@ -205,7 +209,9 @@ def test_every_group_is_sampled_when_none_is_configured_and_batched_records_coun
     )
     try:
         consumer.poll(timeout_ms=3000)
-        consumer.commit({tp: OffsetAndMetadata(10 if tp.partition == 0 else 0, None, -1) for tp in consumer.assignment()})
+        consumer.commit(
+            {tp: OffsetAndMetadata(10 if tp.partition == 0 else 0, None, -1) for tp in consumer.assignment()}
+        )
     finally:
         consumer.close()
 

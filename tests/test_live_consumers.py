@@ -192,7 +192,9 @@ def test_the_routes_view_sends_a_snapshot_then_only_the_route_that_changed(sessi
         assert (await ws.connect())[0]
         snapshot = await ws.receive_json_from(timeout=5)
         assert snapshot["type"] == "snapshot"
-        assert [(r["service"], r["operation"], r["count"]) for r in snapshot["data"]["routes"]] == [("gateway", "GET /api/orders", 2)]
+        assert [(r["service"], r["operation"], r["count"]) for r in snapshot["data"]["routes"]] == [
+            ("gateway", "GET /api/orders", 2)
+        ]
 
         await database_sync_to_async(seed.store)(seed.one_call("search", "GET /api/search", "catalog", "GET /items"))
         await database_sync_to_async(live.broadcast)("routes")
@@ -201,7 +203,9 @@ def test_the_routes_view_sends_a_snapshot_then_only_the_route_that_changed(sessi
             delta = await ws.receive_json_from(timeout=5)
 
         assert (delta["type"], delta["prev"], delta["seq"]) == ("delta", snapshot["seq"], snapshot["seq"] + 1)
-        assert [(r["service"], r["operation"]) for r in delta["changes"]["routes"]["upsert"]] == [("search", "GET /api/search")]
+        assert [(r["service"], r["operation"]) for r in delta["changes"]["routes"]["upsert"]] == [
+            ("search", "GET /api/search")
+        ]
         await ws.disconnect()
 
     run(scenario)

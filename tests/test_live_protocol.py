@@ -1,5 +1,6 @@
 """The delta protocol and the coalescing behind announce_change, on the real Redis."""
 
+import itertools
 import threading
 import time
 
@@ -83,7 +84,7 @@ def test_steady_announcements_broadcast_at_most_about_once_a_second(counted_broa
     time.sleep(1.2)
     assert 3 <= len(counted_broadcasts) <= 5
     times = [t for _, t in counted_broadcasts]
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.9
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.9
 
 
 def test_balancers_broadcast_at_most_once_in_five_seconds_while_the_topology_keeps_its_second(counted_broadcasts):
@@ -108,7 +109,10 @@ def test_views_coalesce_separately_and_unknown_views_never_raise(counted_broadca
 
 def test_announce_change_never_raises_when_redis_is_down(settings, monkeypatch):
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"], "prefix": "down"}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"], "prefix": "down"},
+        }
     }
     monkeypatch.setattr(live, "_redis_down_until", 0.0)
     started = time.monotonic()
@@ -135,7 +139,11 @@ def test_announcements_from_other_processes_share_the_slot(counted_broadcasts):
 def test_large_messages_are_split_into_chunks_under_the_frame_limit_and_join_back():
     import json
 
-    message = {"type": "snapshot", "seq": 3, "data": {"nodes": [{"id": f'svc-"{i}"-é', "rps": i} for i in range(40000)]}}
+    message = {
+        "type": "snapshot",
+        "seq": 3,
+        "data": {"nodes": [{"id": f'svc-"{i}"-é', "rps": i} for i in range(40000)]},
+    }
     text = live.encode(message)
     assert len(text) > 1024 * 1024
     frames = live.frames(text)

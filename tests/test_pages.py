@@ -15,10 +15,23 @@ from topology.models import SourceStatus
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/routes/", "/routes/detail/?service=gateway&operation=GET%20/api/orders", "/traces/", "/traces/abc/",
-         "/balancers/", "/consistency/", "/services/"]  # fmt: skip
-APIS = ["/api/services/", "/api/sources/", "/api/services/detail/?name=orders", "/api/edges/detail/?source=gateway&target=orders",
-        "/api/services/shares/?name=orders"]  # fmt: skip
+PAGES = [
+    "/",
+    "/routes/",
+    "/routes/detail/?service=gateway&operation=GET%20/api/orders",
+    "/traces/",
+    "/traces/abc/",
+    "/balancers/",
+    "/consistency/",
+    "/services/",
+]
+APIS = [
+    "/api/services/",
+    "/api/sources/",
+    "/api/services/detail/?name=orders",
+    "/api/edges/detail/?source=gateway&target=orders",
+    "/api/services/shares/?name=orders",
+]
 
 
 @pytest.fixture
@@ -46,7 +59,9 @@ def test_the_login_form_logs_in_and_checks_csrf():
     assert strict.post("/login/", {"username": "sre", "password": "pw-123456"}).status_code == 403
     page = strict.get("/login/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
-    response = strict.post("/login/", {"username": "sre", "password": "pw-123456", "csrfmiddlewaretoken": token, "next": "/"})
+    response = strict.post(
+        "/login/", {"username": "sre", "password": "pw-123456", "csrfmiddlewaretoken": token, "next": "/"}
+    )
     assert response.status_code == 302 and response["Location"] == "/"
     assert strict.get("/").status_code == 200
 
@@ -61,9 +76,8 @@ class ScriptAudit(HTMLParser):
         for name, _ in attrs:
             if name.lower().startswith("on"):
                 self.problems.append(f"inline handler {name} on <{tag}>")
-        if tag == "script":
-            if not dict(attrs).get("src"):
-                self.problems.append("inline <script>")
+        if tag == "script" and not dict(attrs).get("src"):
+            self.problems.append("inline <script>")
         if tag == "a" and (dict(attrs).get("href") or "").lower().startswith("javascript:"):
             self.problems.append("javascript: link")
 
@@ -73,7 +87,9 @@ def test_pages_have_a_csp_and_no_inline_script(client_in, url):
     seed.store(seed.hostile())
     response = client_in.get(url)
     assert response.status_code == 200
-    directives = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";") if part.strip())
+    directives = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";") if part.strip()
+    )
     assert directives["script-src"] == "'self'"
     assert "unsafe" not in directives.get("default-src", "")
     audit = ScriptAudit()
@@ -89,7 +105,9 @@ def test_a_hostile_service_name_is_escaped_on_the_services_page(client_in):
 
 
 def test_a_hostile_name_in_the_page_query_is_escaped(client_in):
-    html = client_in.get("/routes/detail/", {"service": seed.HOSTILE, "operation": '"><script>alert(1)</script>'}).content.decode()
+    html = client_in.get(
+        "/routes/detail/", {"service": seed.HOSTILE, "operation": '"><script>alert(1)</script>'}
+    ).content.decode()
     assert seed.HOSTILE not in html and "<script>alert(1)" not in html
 
 
@@ -113,7 +131,9 @@ def test_edge_detail_has_a_series_per_minute_and_sample_traces(client_in):
     assert len(detail["series"]) >= 5 and sum(row["count"] for row in detail["series"]) == 3
     assert {s["trace_id"] for s in detail["samples"]} == {t.trace_id for t in traces}
     assert any(s["error"] and s["why"] == "failed" for s in detail["samples"])
-    async_edge = client_in.get("/api/edges/detail/", {"source": "orders", "target": "inventory", "topic": "order-events"}).json()
+    async_edge = client_in.get(
+        "/api/edges/detail/", {"source": "orders", "target": "inventory", "topic": "order-events"}
+    ).json()
     assert async_edge["sync"] == "async" and async_edge["totals"]["count"] == 3
     assert len(async_edge["samples"]) == 3
 

@@ -13,8 +13,17 @@ pytestmark = pytest.mark.django_db
 
 
 def make_span(service, index, started_at):
-    return Span(trace_id=f"{index:032x}", span_id=f"{index + 1:016x}", service=service, kind="server",
-                name="GET /", protocol="http", started_at=started_at, duration_us=1000, paired=True)  # fmt: skip
+    return Span(
+        trace_id=f"{index:032x}",
+        span_id=f"{index + 1:016x}",
+        service=service,
+        kind="server",
+        name="GET /",
+        protocol="http",
+        started_at=started_at,
+        duration_us=1000,
+        paired=True,
+    )
 
 
 def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(settings):
@@ -27,13 +36,26 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
         + [make_span(service, 100 + i, now - timedelta(hours=1)) for i in range(5)]
     )
     minute = now.replace(second=0, microsecond=0)
-    EdgeRollup.objects.create(minute=minute - timedelta(days=15), source=service, target=service, protocol="http", count=1)
-    EdgeRollup.objects.create(minute=minute - timedelta(days=13), source=service, target=service, protocol="http", count=2)
+    EdgeRollup.objects.create(
+        minute=minute - timedelta(days=15), source=service, target=service, protocol="http", count=1
+    )
+    EdgeRollup.objects.create(
+        minute=minute - timedelta(days=13), source=service, target=service, protocol="http", count=2
+    )
     DeadLetter.objects.create(reason="bad_id", topic="t", partition=0, offset=1, received_at=now - timedelta(days=20))
     for age in (20, 1):
-        ConsumerPartitionLag.objects.create(group="g", topic="t", partition=0, sampled_at=now - timedelta(days=age),
-                                            committed_offset=1, end_offset=2, lag_messages=1, offset_moved_at=now,
-                                            lag_seconds_method="record_timestamp", status="OK")  # fmt: skip
+        ConsumerPartitionLag.objects.create(
+            group="g",
+            topic="t",
+            partition=0,
+            sampled_at=now - timedelta(days=age),
+            committed_offset=1,
+            end_offset=2,
+            lag_messages=1,
+            offset_moved_at=now,
+            lag_seconds_method="record_timestamp",
+            status="OK",
+        )
 
     deleted = retention.prune(now)
 

@@ -39,8 +39,25 @@ def test_zipkin_documented_example_decodes_field_by_field():
 
 def test_otlp_protobuf_and_json_decode_to_the_same_spans():
     traces = OtelTraces()
-    root = traces.span("checkout", "checkout-1", "POST /pay", "server", now_ns(), 12, attributes={"http.request.method": "POST", "http.response.status_code": 201})
-    traces.span("checkout", "checkout-1", "Charge", "client", now_ns(), 8, parent=root, attributes={"rpc.system": "grpc", "server.address": "payments.svc", "server.port": 50051})
+    root = traces.span(
+        "checkout",
+        "checkout-1",
+        "POST /pay",
+        "server",
+        now_ns(),
+        12,
+        attributes={"http.request.method": "POST", "http.response.status_code": 201},
+    )
+    traces.span(
+        "checkout",
+        "checkout-1",
+        "Charge",
+        "client",
+        now_ns(),
+        8,
+        parent=root,
+        attributes={"rpc.system": "grpc", "server.address": "payments.svc", "server.port": 50051},
+    )
     spans = traces.finished()
 
     from_proto = decode(otlp_protobuf(spans), "otlp_proto", 10**6, 86400).spans
@@ -49,19 +66,46 @@ def test_otlp_protobuf_and_json_decode_to_the_same_spans():
     assert from_proto == from_json
     server, client = sorted(from_proto, key=lambda r: r.kind, reverse=True)
     assert (server.kind, server.status_code, server.protocol, server.parent_id) == ("server", "201", "http", "")
-    assert (client.kind, client.protocol, client.peer, client.parent_id) == ("client", "grpc", "payments.svc:50051", server.span_id)
+    assert (client.kind, client.protocol, client.peer, client.parent_id) == (
+        "client",
+        "grpc",
+        "payments.svc:50051",
+        server.span_id,
+    )
     assert client.instance == "checkout-1" and len(client.trace_id) == 32
 
 
 def test_an_otlp_server_span_without_an_instance_id_is_told_apart_by_the_address_it_serves():
     traces = OtelTraces()
-    traces.span("orders", None, "GET /orders", "server", now_ns(), 5, attributes={"server.address": "10.1.2.3", "server.port": 8081})
-    traces.span("orders", None, "GET /legacy", "server", now_ns(), 5, attributes={"net.host.name": "10.1.2.4", "net.host.port": 8082})
-    traces.span("orders", None, "SELECT", "client", now_ns(), 5, attributes={"server.address": "db", "server.port": 5432})
+    traces.span(
+        "orders",
+        None,
+        "GET /orders",
+        "server",
+        now_ns(),
+        5,
+        attributes={"server.address": "10.1.2.3", "server.port": 8081},
+    )
+    traces.span(
+        "orders",
+        None,
+        "GET /legacy",
+        "server",
+        now_ns(),
+        5,
+        attributes={"net.host.name": "10.1.2.4", "net.host.port": 8082},
+    )
+    traces.span(
+        "orders", None, "SELECT", "client", now_ns(), 5, attributes={"server.address": "db", "server.port": 5432}
+    )
 
     records = decode(otlp_protobuf(traces.finished()), "otlp_proto", 10**6, 86400).spans
 
-    assert [(r.name, r.instance) for r in records] == [("GET /orders", "10.1.2.3:8081"), ("GET /legacy", "10.1.2.4:8082"), ("SELECT", "")]
+    assert [(r.name, r.instance) for r in records] == [
+        ("GET /orders", "10.1.2.3:8081"),
+        ("GET /legacy", "10.1.2.4:8082"),
+        ("SELECT", ""),
+    ]
 
 
 def test_zipkin_fields_of_the_wrong_type_reject_their_span_only():
@@ -93,7 +137,9 @@ def test_attributes_are_bounded_in_count_and_size():
     assert max(len(value) for value in record.attributes.values() if isinstance(value, str)) == 1025
 
 
-@pytest.mark.parametrize("payload,expected", [(b"[{}]", "zipkin_json"), (b' {"resourceSpans": []}', "otlp_json"), (b"\n\x12", "otlp_proto")])
+@pytest.mark.parametrize(
+    "payload,expected", [(b"[{}]", "zipkin_json"), (b' {"resourceSpans": []}', "otlp_json"), (b"\n\x12", "otlp_proto")]
+)
 def test_the_format_is_detected_from_the_first_byte(payload, expected):
     assert detect_format(payload) == expected
 

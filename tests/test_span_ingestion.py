@@ -12,12 +12,36 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def checkout_trace(traces, start_ns, error=False):
     """gateway GET /api/orders → orders GET /orders (gateway-1 → orders-2)."""
-    root = traces.span("gateway", "gateway-1", "GET /api/orders", "server", start_ns, 50,
-                       attributes={"http.request.method": "GET", "http.route": "/api/orders"})  # fmt: skip
-    call = traces.span("gateway", "gateway-1", "GET", "client", start_ns + 1_000_000, 40, parent=root,
-                       attributes={"http.request.method": "GET", "peer.service": "orders"})  # fmt: skip
-    traces.span("orders", "orders-2", "GET /orders", "server", start_ns + 2_000_000, 30, parent=call,
-                attributes={"http.request.method": "GET", "http.response.status_code": 500}, error=error)  # fmt: skip
+    root = traces.span(
+        "gateway",
+        "gateway-1",
+        "GET /api/orders",
+        "server",
+        start_ns,
+        50,
+        attributes={"http.request.method": "GET", "http.route": "/api/orders"},
+    )
+    call = traces.span(
+        "gateway",
+        "gateway-1",
+        "GET",
+        "client",
+        start_ns + 1_000_000,
+        40,
+        parent=root,
+        attributes={"http.request.method": "GET", "peer.service": "orders"},
+    )
+    traces.span(
+        "orders",
+        "orders-2",
+        "GET /orders",
+        "server",
+        start_ns + 2_000_000,
+        30,
+        parent=call,
+        attributes={"http.request.method": "GET", "http.response.status_code": 500},
+        error=error,
+    )
 
 
 def edge_count(source, target, **filters):
@@ -25,7 +49,9 @@ def edge_count(source, target, **filters):
     return rows.aggregate(total=Sum("count"))["total"] or 0
 
 
-@pytest.mark.parametrize("encode,fmt", [(otlp_protobuf, "otlp_proto"), (otlp_json, "otlp_json"), (otlp_protobuf, "auto")])
+@pytest.mark.parametrize(
+    "encode,fmt", [(otlp_protobuf, "otlp_proto"), (otlp_json, "otlp_json"), (otlp_protobuf, "auto")]
+)
 def test_otlp_spans_become_services_instances_an_edge_and_an_entry_route(kafka_bootstrap, topic_name, encode, fmt):
     traces = OtelTraces()
     checkout_trace(traces, now_ns())
@@ -52,14 +78,39 @@ def test_otlp_spans_become_services_instances_an_edge_and_an_entry_route(kafka_b
 def test_zipkin_json_v2_spans_make_the_same_edge_including_shared_server_spans(kafka_bootstrap, topic_name):
     start = now_ns() / 1e9
     trace_id = "5af7183fb1d4cf5f"
-    message = zipkin_json([
-        zipkin_span("frontend", "get /checkout", "server", trace_id, "6b221d5bc9e6496c", start_s=start, duration_s=0.05),
-        zipkin_span("frontend", "get", "client", trace_id, "352bff9a74ca9ad2", parent_id="6b221d5bc9e6496c",
-                    start_s=start + 0.001, duration_s=0.03, remote_service="backend", tags={"http.method": "GET"}),
-        # B3 shared span: the server half reuses the client's id.
-        zipkin_span("backend", "get /api", "server", trace_id, "352bff9a74ca9ad2", parent_id="6b221d5bc9e6496c",
-                    start_s=start + 0.002, duration_s=0.02, port=9000, tags={"http.method": "GET", "error": "boom"}, shared=True),
-    ])  # fmt: skip
+    message = zipkin_json(
+        [
+            zipkin_span(
+                "frontend", "get /checkout", "server", trace_id, "6b221d5bc9e6496c", start_s=start, duration_s=0.05
+            ),
+            zipkin_span(
+                "frontend",
+                "get",
+                "client",
+                trace_id,
+                "352bff9a74ca9ad2",
+                parent_id="6b221d5bc9e6496c",
+                start_s=start + 0.001,
+                duration_s=0.03,
+                remote_service="backend",
+                tags={"http.method": "GET"},
+            ),
+            # B3 shared span: the server half reuses the client's id.
+            zipkin_span(
+                "backend",
+                "get /api",
+                "server",
+                trace_id,
+                "352bff9a74ca9ad2",
+                parent_id="6b221d5bc9e6496c",
+                start_s=start + 0.002,
+                duration_s=0.02,
+                port=9000,
+                tags={"http.method": "GET", "error": "boom"},
+                shared=True,
+            ),
+        ]
+    )
     create_topic(kafka_bootstrap, topic_name, partitions=1)
     produce(kafka_bootstrap, topic_name, [message])
 
@@ -99,10 +150,28 @@ def test_producer_and_consumer_spans_make_an_async_edge_with_its_propagation_del
     messaging = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
     for delay_ms in (100, 200, 300):
         send = traces.span("orders", "orders-1", "order-events publish", "producer", start, 2, attributes=messaging)
-        traces.span("inventory", "inventory-1", "order-events process", "consumer", start + delay_ms * 1_000_000, 5, parent=send, attributes=messaging)  # fmt: skip
+        traces.span(
+            "inventory",
+            "inventory-1",
+            "order-events process",
+            "consumer",
+            start + delay_ms * 1_000_000,
+            5,
+            parent=send,
+            attributes=messaging,
+        )
     # A consumer whose clock runs behind its producer's: the delay comes out negative.
     send = traces.span("orders", "orders-1", "order-events publish", "producer", start, 2, attributes=messaging)
-    traces.span("inventory", "inventory-1", "order-events process", "consumer", start - 50_000_000, 5, parent=send, attributes=messaging)  # fmt: skip
+    traces.span(
+        "inventory",
+        "inventory-1",
+        "order-events process",
+        "consumer",
+        start - 50_000_000,
+        5,
+        parent=send,
+        attributes=messaging,
+    )
     create_topic(kafka_bootstrap, topic_name, partitions=1)
     produce(kafka_bootstrap, topic_name, [otlp_protobuf(traces.finished())])
 

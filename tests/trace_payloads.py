@@ -17,7 +17,13 @@ from py_zipkin.encoding import Encoding, create_endpoint, get_encoder
 from py_zipkin.encoding._helpers import Span as ZipkinSpan
 from py_zipkin.encoding._types import Kind
 
-KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "producer": SpanKind.PRODUCER, "consumer": SpanKind.CONSUMER, "internal": SpanKind.INTERNAL}
+KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "producer": SpanKind.PRODUCER,
+    "consumer": SpanKind.CONSUMER,
+    "internal": SpanKind.INTERNAL,
+}
 
 
 class OtelTraces:
@@ -78,17 +84,38 @@ def zipkin_json(spans):
     return encoder.encode_queue([encoder.encode_span(ZipkinSpan(**span)) for span in spans]).encode()
 
 
-def zipkin_span(service, name, kind, trace_id, span_id, parent_id=None, start_s=None, duration_s=0.01, port=8080, remote_service=None, tags=None, shared=False):
+def zipkin_span(
+    service,
+    name,
+    kind,
+    trace_id,
+    span_id,
+    parent_id=None,
+    start_s=None,
+    duration_s=0.01,
+    port=8080,
+    remote_service=None,
+    tags=None,
+    shared=False,
+):
     return {
         "trace_id": trace_id,
         "name": name,
         "parent_id": parent_id,
         "span_id": span_id,
-        "kind": {"server": Kind.SERVER, "client": Kind.CLIENT, "producer": Kind.PRODUCER, "consumer": Kind.CONSUMER, "internal": Kind.LOCAL}[kind],
+        "kind": {
+            "server": Kind.SERVER,
+            "client": Kind.CLIENT,
+            "producer": Kind.PRODUCER,
+            "consumer": Kind.CONSUMER,
+            "internal": Kind.LOCAL,
+        }[kind],
         "timestamp": start_s if start_s is not None else time.time(),
         "duration": duration_s,
         "local_endpoint": create_endpoint(port=port, service_name=service, host="10.0.0.1"),
-        "remote_endpoint": create_endpoint(service_name=remote_service, host="10.0.0.2", port=80, use_defaults=False) if remote_service else None,
+        "remote_endpoint": create_endpoint(service_name=remote_service, host="10.0.0.2", port=80, use_defaults=False)
+        if remote_service
+        else None,
         "tags": tags or {},
         "shared": shared,
     }

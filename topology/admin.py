@@ -230,9 +230,20 @@ class InstanceInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     fields = [
-        "identity", "consul_id", "node", "address", "port", "datacenter", "health", "in_maintenance",
-        "weight_passing", "weight_warning", "in_consul", "in_traces", "deregistered_at",
-    ]  # fmt: skip
+        "identity",
+        "consul_id",
+        "node",
+        "address",
+        "port",
+        "datacenter",
+        "health",
+        "in_maintenance",
+        "weight_passing",
+        "weight_warning",
+        "in_consul",
+        "in_traces",
+        "deregistered_at",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -245,16 +256,31 @@ class InstanceInline(admin.TabularInline):
 @admin.register(Service)
 class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
     list_display = [
-        "name", "health_summary", "instance_count", "source", "balancing_policy_shown", "datacenter",
-        "last_seen", "deregistered_at",
-    ]  # fmt: skip
+        "name",
+        "health_summary",
+        "instance_count",
+        "source",
+        "balancing_policy_shown",
+        "datacenter",
+        "last_seen",
+        "deregistered_at",
+    ]
     list_filter = [SourceFilter, RegisteredFilter, "balancing_policy", "datacenter"]
     search_fields = ["name", "instances__identity", "instances__consul_id", "instances__address"]
     inlines = [InstanceInline]
     actions = ["set_balancing_policy"]
-    consul_fields = ["name", "in_consul", "in_traces", "datacenter", "tags", "first_seen", "last_seen", "deregistered_at"]
+    consul_fields = [
+        "name",
+        "in_consul",
+        "in_traces",
+        "datacenter",
+        "tags",
+        "first_seen",
+        "last_seen",
+        "deregistered_at",
+    ]
     readonly_fields = consul_fields
-    fields = consul_fields + ["balancing_policy"]
+    fields = [*consul_fields, "balancing_policy"]
 
     has_set_balancing_policy_permission = has_perm("set_balancing_policy")
     has_register_in_consul_permission = has_perm("register_in_consul")
@@ -306,10 +332,14 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
     def set_balancing_policy(self, request, queryset):
         services = list(queryset)
         confirmed = self.confirm(
-            request, services, "set_balancing_policy", "Set the balancing policy", PolicyForm,
+            request,
+            services,
+            "set_balancing_policy",
+            "Set the balancing policy",
+            PolicyForm,
             warning=f"Every Consul instance of these services is registered again with the meta key "
             f"“{POLICY_META_KEY}”. Services Consul does not know keep the policy in meshscope only.",
-        )  # fmt: skip
+        )
         if not isinstance(confirmed, dict):
             return confirmed
         policy = confirmed["policy"]
@@ -317,7 +347,9 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         agent_location = functools.cache(consul_client.agent_location)
 
         def write(service):
-            instances = list(service.instances.registered().filter(in_consul=True).exclude(consul_id="").select_related("service"))
+            instances = list(
+                service.instances.registered().filter(in_consul=True).exclude(consul_id="").select_related("service")
+            )
             location = agent_location() if instances else None
             # All or none of a service: half its instances on a new policy would leave the collector's
             # majority vote to pick one.
@@ -344,7 +376,9 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
             service.balancing_policy = policy
             service.save(update_fields=["balancing_policy"])
 
-        self.write_each(request, services, write, f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY}).")
+        self.write_each(
+            request, services, write, f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY})."
+        )
         return None
 
     def register_instance_view(self, request):
@@ -356,16 +390,24 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 consul_client.register(
-                    data["service"], data["service_id"], data["address"], data["port"], data["tags"], data["meta"],
-                    {"Passing": data["passing"], "Warning": data["warning"]}, form.consul_check(),
-                )  # fmt: skip
+                    data["service"],
+                    data["service_id"],
+                    data["address"],
+                    data["port"],
+                    data["tags"],
+                    data["meta"],
+                    {"Passing": data["passing"], "Warning": data["warning"]},
+                    form.consul_check(),
+                )
             except ConsulWriteError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 service, _ = Service.objects.get_or_create(name=data["service"], defaults={"in_consul": True})
                 instance_id = data["service_id"] or data["service"]
                 self.log_change(request, service, f"Registered the instance {instance_id} in Consul.")
-                self.message_user(request, f"Consul registered {instance_id}; the collector reads it on its next round.")
+                self.message_user(
+                    request, f"Consul registered {instance_id}; the collector reads it on its next round."
+                )
                 return redirect(reverse("admin:topology_service_change", args=[service.pk]))
         context = {
             **self.admin_site.each_context(request),
@@ -383,9 +425,21 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
 @admin.register(Instance)
 class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
     list_display = [
-        "identity", "service", "consul_id", "node", "address", "port", "datacenter", "health",
-        "in_maintenance", "weight_passing", "weight_warning", "in_consul", "in_traces", "deregistered_at",
-    ]  # fmt: skip
+        "identity",
+        "service",
+        "consul_id",
+        "node",
+        "address",
+        "port",
+        "datacenter",
+        "health",
+        "in_maintenance",
+        "weight_passing",
+        "weight_warning",
+        "in_consul",
+        "in_traces",
+        "deregistered_at",
+    ]
     list_filter = [RegisteredFilter, "health", "in_maintenance", "in_consul", "in_traces", "datacenter"]
     list_select_related = ["service"]
     search_fields = ["identity", "consul_id", "address", "node", "service__name"]
@@ -409,7 +463,9 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         instances = list(queryset.select_related("service"))
         usable = [i for i in instances if i.in_consul and i.consul_id and i.deregistered_at is None]
         if len(usable) < len(instances):
-            self.message_user(request, "Skipped instances that Consul does not list (traces only or deregistered).", messages.WARNING)
+            self.message_user(
+                request, "Skipped instances that Consul does not list (traces only or deregistered).", messages.WARNING
+            )
         if not usable:
             return usable
         location = self.agent_location(request)
@@ -448,7 +504,9 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
             instance.in_maintenance = True
             instance.save(update_fields=["in_maintenance"])
 
-        self.write_each(request, instances, write, f"Enabled maintenance mode in Consul. Reason: {reason or 'none given'}")
+        self.write_each(
+            request, instances, write, f"Enabled maintenance mode in Consul. Reason: {reason or 'none given'}"
+        )
         return None
 
     @admin.action(description="Disable maintenance mode in Consul…", permissions=["set_maintenance_in_consul"])
@@ -505,7 +563,15 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
 @admin.register(SourceStatus)
 class SourceStatusAdmin(ReadOnlyAdmin):
-    list_display = ["name", "configured", "is_stale", "stale_since", "stale_reason", "last_success", "consecutive_failures"]
+    list_display = [
+        "name",
+        "configured",
+        "is_stale",
+        "stale_since",
+        "stale_reason",
+        "last_success",
+        "consecutive_failures",
+    ]
 
     @admin.display(boolean=True, description="stale")
     def is_stale(self, status):

@@ -302,8 +302,16 @@ class BalancerWindow:
                 {
                     key: report[key]
                     for key in (
-                        "service", "policy", "policy_assumed", "requests", "max_abs_deviation",
-                        "p_value", "chi_square_applies", "jain_index", "verdict", "flags",
+                        "service",
+                        "policy",
+                        "policy_assumed",
+                        "requests",
+                        "max_abs_deviation",
+                        "p_value",
+                        "chi_square_applies",
+                        "jain_index",
+                        "verdict",
+                        "flags",
                     )
                 }
             )

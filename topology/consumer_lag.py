@@ -5,6 +5,7 @@ carries its commit window forward to the next sample, and recent rows' end offse
 offset→time table. The functions above it are pure and take plain values.
 """
 
+import itertools
 from collections import namedtuple
 from datetime import UTC, datetime, timedelta
 
@@ -45,7 +46,7 @@ def partition_status(window, current_lag, now):
         return LagStatus.STOP
     if any(entry.lag == 0 for entry in window):
         return LagStatus.OK
-    pairs = list(zip(window, window[1:]))
+    pairs = list(itertools.pairwise(window))
     if any(later.offset < earlier.offset for earlier, later in pairs):
         return LagStatus.REWIND
     if len(window) < WINDOW_SAMPLES:
@@ -83,11 +84,7 @@ class OffsetTimeTable:
             last = self.points[-1]
             if point.time <= last.time or point.offset < last.offset:
                 return
-            if (
-                point.offset == last.offset
-                and len(self.points) > 1
-                and self.points[-2].offset == point.offset
-            ):
+            if point.offset == last.offset and len(self.points) > 1 and self.points[-2].offset == point.offset:
                 self.points[-1] = point
                 return
         self.points.append(point)
@@ -233,7 +230,10 @@ def _lag_seconds(observation, lag, table, now):
 def _group_latest(group):
     """The group's newest samples, one per partition: every partition of a run shares its time."""
     latest_at = (
-        ConsumerPartitionLag.objects.filter(group=group).order_by("-sampled_at").values_list("sampled_at", flat=True).first()
+        ConsumerPartitionLag.objects.filter(group=group)
+        .order_by("-sampled_at")
+        .values_list("sampled_at", flat=True)
+        .first()
     )
     if latest_at is None:
         return []

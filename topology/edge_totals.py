@@ -77,13 +77,17 @@ def _add(totals, rollups):
         key = (source, target, protocol, topic)
         earlier = totals.get(key)
         if earlier is None:
-            totals[key] = EdgeTotal(count, errors, negative_delays, LatencyHistogram().merge_all(json.loads(histograms)))
+            totals[key] = EdgeTotal(
+                count, errors, negative_delays, LatencyHistogram().merge_all(json.loads(histograms))
+            )
         else:
             # A copy: the earlier total may be remembered, and shared by every view of its minutes.
             totals[key] = EdgeTotal(
-                earlier.count + count, earlier.errors + errors, earlier.negative_delays + negative_delays,
+                earlier.count + count,
+                earlier.errors + errors,
+                earlier.negative_delays + negative_delays,
                 earlier.histogram.copy().merge_all(json.loads(histograms)),
-            )  # fmt: skip
+            )
 
 
 def forget():

@@ -33,27 +33,33 @@ def topology_snapshot(window):
     )
     # Only what a node shows of its live instances: whole Instance rows (meta, checks) cost more than the graph.
     live = defaultdict(list)
-    for service_id, health, in_consul in Instance.objects.registered().filter(service__in=services).values_list(
-        "service_id", "health", "in_consul"
+    for service_id, health, in_consul in (
+        Instance.objects.registered().filter(service__in=services).values_list("service_id", "health", "in_consul")
     ):
         live[service_id].append((health, in_consul))
     nodes = []
     names = {}
     for service in services:
         names[service.id] = service.name
-        count, errors = (served[service.id]["count"], served[service.id]["errors"]) if service.id in served else incoming[service.id]
+        count, errors = (
+            (served[service.id]["count"], served[service.id]["errors"])
+            if service.id in served
+            else incoming[service.id]
+        )
         instances = live[service.id]
-        nodes.append({
-            "id": service.name,
-            "name": service.name,
-            "rps": window.per_second(count),
-            "error_rate": round(errors / count, 4) if count else 0.0,
-            "health": _worst_health(instances),
-            "source": service.source,
-            "instances": len(instances),
-            "tags": service.tags,
-            "balancing_policy": service.balancing_policy,
-        })  # fmt: skip
+        nodes.append(
+            {
+                "id": service.name,
+                "name": service.name,
+                "rps": window.per_second(count),
+                "error_rate": round(errors / count, 4) if count else 0.0,
+                "health": _worst_health(instances),
+                "source": service.source,
+                "instances": len(instances),
+                "tags": service.tags,
+                "balancing_policy": service.balancing_policy,
+            }
+        )
     # An edge whose service was deleted (in the admin) between the two reads goes with it.
     edges = [edge for edge in edges if edge["source"] in names and edge["target"] in names]
     for edge in edges:
@@ -75,19 +81,21 @@ def _edges(window):
     edges = []
     for (source, target, protocol, topic), total in edge_totals(window).items():
         count, errors = total.count, total.errors
-        edges.append({
-            "source": source,
-            "target": target,
-            "protocol": protocol,
-            "sync": "async" if topic else "sync",
-            "topic": topic,
-            "rps": window.per_second(count),
-            "error_rate": round(errors / count, 4) if count else 0.0,
-            **total.histogram.percentiles_ms(),
-            "negative_delays": total.negative_delays,
-            "_count": count,
-            "_errors": errors,
-        })  # fmt: skip
+        edges.append(
+            {
+                "source": source,
+                "target": target,
+                "protocol": protocol,
+                "sync": "async" if topic else "sync",
+                "topic": topic,
+                "rps": window.per_second(count),
+                "error_rate": round(errors / count, 4) if count else 0.0,
+                **total.histogram.percentiles_ms(),
+                "negative_delays": total.negative_delays,
+                "_count": count,
+                "_errors": errors,
+            }
+        )
     return edges
 
 

@@ -19,9 +19,23 @@ from topology.rollup_batch import RollupBatch, minute_of
 PARENT_KINDS = {"client": "server", "producer": "consumer"}  # a parent's kind -> its child's kind
 PAIRED_KINDS = ("client", "server", "producer", "consumer")
 SPAN_COLUMNS = (
-    "trace_id", "span_id", "parent_id", "service_id", "instance_id", "kind", "name", "protocol",
-    "started_at", "duration_us", "status_code", "error", "peer", "topic", "attributes", "paired",
-)  # fmt: skip
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service_id",
+    "instance_id",
+    "kind",
+    "name",
+    "protocol",
+    "started_at",
+    "duration_us",
+    "status_code",
+    "error",
+    "peer",
+    "topic",
+    "attributes",
+    "paired",
+)
 INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound parameters
 
 
@@ -51,8 +65,14 @@ def store_spans(records, messages=0, rejected=0):
             _count_pair(parent, child, batch)
         # A partner that was a duplicate leaves its new half to be paired with the stored spans.
         confirmed_ids = {row.id for pair in confirmed for row in pair}
-        unconfirmed = {row.id for row in new_rows if row.paired and row.kind in PAIRED_KINDS and row.id not in confirmed_ids
-                       and (row.parent_id or row.kind in PARENT_KINDS)}  # fmt: skip
+        unconfirmed = {
+            row.id
+            for row in new_rows
+            if row.paired
+            and row.kind in PAIRED_KINDS
+            and row.id not in confirmed_ids
+            and (row.parent_id or row.kind in PARENT_KINDS)
+        }
         if unconfirmed:
             Span.objects.filter(pk__in=unconfirmed).update(paired=False)
         waiting = {row.trace_id for row in new_rows if not row.paired or row.id in unconfirmed}
@@ -68,7 +88,9 @@ def resolve_unpaired(grace_seconds, limit=5000):
     Call inside a transaction. Returns how many spans it settled."""
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     overdue = list(
-        Span.objects.filter(paired=False, started_at__lt=cutoff).order_by("started_at").values_list("trace_id", flat=True)[:limit]
+        Span.objects.filter(paired=False, started_at__lt=cutoff)
+        .order_by("started_at")
+        .values_list("trace_id", flat=True)[:limit]
     )
     if not overdue:
         return 0
@@ -80,7 +102,15 @@ def resolve_unpaired(grace_seconds, limit=5000):
     for row in alone:
         if row.kind in PARENT_KINDS and row.peer:
             protocol = row.protocol if row.kind == "client" else "messaging"
-            batch.add_edge(row.start_us, row.service_id, peers[row.peer], protocol, row.topic if row.kind == "producer" else "", row.duration_ms, row.error)
+            batch.add_edge(
+                row.start_us,
+                row.service_id,
+                peers[row.peer],
+                protocol,
+                row.topic if row.kind == "producer" else "",
+                row.duration_ms,
+                row.error,
+            )
         elif row.kind == "server" and row.instance_id:
             batch.add_instance(row.start_us, row.instance_id, None, row.duration_ms, row.error)
     Span.objects.filter(pk__in=[row.id for row in alone]).update(paired=True)
@@ -91,14 +121,53 @@ def resolve_unpaired(grace_seconds, limit=5000):
 class StoredSpan:
     """The fields of a stored span that counting needs, from a fresh insert or from the database."""
 
-    __slots__ = ("id", "trace_id", "span_id", "parent_id", "kind", "service_id", "instance_id", "name",
-                 "start_us", "duration_us", "error", "protocol", "topic", "peer", "started_at", "paired")  # fmt: skip
+    __slots__ = (
+        "duration_us",
+        "error",
+        "id",
+        "instance_id",
+        "kind",
+        "name",
+        "paired",
+        "parent_id",
+        "peer",
+        "protocol",
+        "service_id",
+        "span_id",
+        "start_us",
+        "started_at",
+        "topic",
+        "trace_id",
+    )
 
     # Named parameters rather than a loop over the slots: this runs for every stored span.
-    def __init__(self, id, trace_id, span_id, parent_id, kind, service_id, instance_id, name, duration_us, error,
-                 protocol, topic, peer, paired, start_us=None, started_at=None):  # fmt: skip
+    def __init__(
+        self,
+        id,
+        trace_id,
+        span_id,
+        parent_id,
+        kind,
+        service_id,
+        instance_id,
+        name,
+        duration_us,
+        error,
+        protocol,
+        topic,
+        peer,
+        paired,
+        start_us=None,
+        started_at=None,
+    ):
         self.id, self.trace_id, self.span_id, self.parent_id, self.kind = id, trace_id, span_id, parent_id, kind
-        self.service_id, self.instance_id, self.name, self.duration_us, self.error = service_id, instance_id, name, duration_us, error
+        self.service_id, self.instance_id, self.name, self.duration_us, self.error = (
+            service_id,
+            instance_id,
+            name,
+            duration_us,
+            error,
+        )
         self.protocol, self.topic, self.peer, self.paired, self.started_at = protocol, topic, peer, paired, started_at
         self.start_us = start_us if start_us is not None else int(started_at.timestamp() * 1_000_000)
 
@@ -141,10 +210,15 @@ def _instances(records, services, now):
     missing = wanted - known.keys()
     if missing:
         Instance.objects.bulk_create(
-            [Instance(service_id=sid, identity=key, in_traces=True, first_seen=now, last_seen=now) for sid, key in sorted(missing)],
+            [
+                Instance(service_id=sid, identity=key, in_traces=True, first_seen=now, last_seen=now)
+                for sid, key in sorted(missing)
+            ],
             ignore_conflicts=True,
         )
-        for instance in Instance.objects.filter(service_id__in={sid for sid, _ in missing}, identity__in={key for _, key in missing}):
+        for instance in Instance.objects.filter(
+            service_id__in={sid for sid, _ in missing}, identity__in={key for _, key in missing}
+        ):
             known[(instance.service_id, instance.identity)] = instance.id
     return known
 
@@ -159,19 +233,50 @@ def _insert(records, services, instances, in_batch_pairs):
             or (r.kind in ("server", "consumer") and not r.parent_id)
             or (r.trace_id, r.span_id) in in_batch_pairs
         )
-        rows[(r.trace_id, r.span_id)] = r, (
-            r.trace_id, r.span_id, r.parent_id, service_id, instances.get((service_id, r.instance)), r.kind,
-            r.name, r.protocol, datetime.fromtimestamp(r.start_us / 1_000_000, UTC), r.duration_us,
-            r.status_code, r.error, r.peer, r.topic, json.dumps(r.attributes), paired,
-        )  # fmt: skip
+        rows[(r.trace_id, r.span_id)] = (
+            r,
+            (
+                r.trace_id,
+                r.span_id,
+                r.parent_id,
+                service_id,
+                instances.get((service_id, r.instance)),
+                r.kind,
+                r.name,
+                r.protocol,
+                datetime.fromtimestamp(r.start_us / 1_000_000, UTC),
+                r.duration_us,
+                r.status_code,
+                r.error,
+                r.peer,
+                r.topic,
+                json.dumps(r.attributes),
+                paired,
+            ),
+        )
     returned = _insert_returning_new([row for _, row in rows.values()])
     new_rows = []
     for span_pk, trace_id, span_id in returned:
         r, row = rows[(trace_id, span_id)]
-        new_rows.append(StoredSpan(
-            span_pk, trace_id, span_id, r.parent_id, r.kind, row[3], row[4], r.name, r.duration_us, r.error,
-            r.protocol, r.topic, r.peer, row[-1], start_us=r.start_us,
-        ))  # fmt: skip
+        new_rows.append(
+            StoredSpan(
+                span_pk,
+                trace_id,
+                span_id,
+                r.parent_id,
+                r.kind,
+                row[3],
+                row[4],
+                r.name,
+                r.duration_us,
+                r.error,
+                r.protocol,
+                r.topic,
+                r.peer,
+                row[-1],
+                start_us=r.start_us,
+            )
+        )
     return new_rows
 
 
@@ -199,7 +304,9 @@ def _insert_returning_new(rows):
         for start in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[start : start + INSERT_CHUNK]
             params = [value if i != 8 else adapt(value) for row in chunk for i, value in enumerate(row)]
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))} {conflict}", params)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))} {conflict}", params
+            )
             returned.extend(cursor.fetchall())
         return returned
 
@@ -244,13 +351,29 @@ def _match(spans):
 def _count_pair(parent, child, batch):
     if child.kind == "server":
         protocol = child.protocol if child.protocol != "other" else parent.protocol
-        batch.add_edge(parent.start_us, parent.service_id, child.service_id, protocol, "", parent.duration_ms, parent.error or child.error)
+        batch.add_edge(
+            parent.start_us,
+            parent.service_id,
+            child.service_id,
+            protocol,
+            "",
+            parent.duration_ms,
+            parent.error or child.error,
+        )
         if child.instance_id:
             batch.add_instance(child.start_us, child.instance_id, parent.service_id, child.duration_ms, child.error)
     else:
         delay_ms = (child.start_us - parent.start_us) / 1000
         topic = child.topic or parent.topic
-        batch.add_edge(parent.start_us, parent.service_id, child.service_id, "messaging", topic, delay_ms, parent.error or child.error)
+        batch.add_edge(
+            parent.start_us,
+            parent.service_id,
+            child.service_id,
+            "messaging",
+            topic,
+            delay_ms,
+            parent.error or child.error,
+        )
 
 
 def _pair(candidates, batch):

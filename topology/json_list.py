@@ -16,6 +16,9 @@ class JSONList(Aggregate):
 
     def as_sqlite(self, compiler, connection, **extra_context):
         return super().as_sql(
-            compiler, connection, function="group_concat", template="'[' || %(function)s(%(expressions)s, ',') || ']'",
+            compiler,
+            connection,
+            function="group_concat",
+            template="'[' || %(function)s(%(expressions)s, ',') || ']'",
             **extra_context,
-        )  # fmt: skip
+        )

@@ -35,7 +35,9 @@ def flows(minutes=60, now=None):
     )
     by_flow = {}
     for producer, topic, consumer, minute, count, negative, buckets in rollups:
-        by_flow.setdefault((producer, topic, consumer), []).append((minute, count, negative, LatencyHistogram().merge(buckets)))
+        by_flow.setdefault((producer, topic, consumer), []).append(
+            (minute, count, negative, LatencyHistogram().merge(buckets))
+        )
     result = []
     for (producer, topic, consumer), series in sorted(by_flow.items()):
         total = LatencyHistogram().merge_all(histogram.buckets for *_, histogram in series)
@@ -44,9 +46,12 @@ def flows(minutes=60, now=None):
                 "producer": producer,
                 "topic": topic,
                 "consumer": consumer,
-                **_figures(sum(count for _, count, _, _ in series), sum(negative for _, _, negative, _ in series), total),
+                **_figures(
+                    sum(count for _, count, _, _ in series), sum(negative for _, _, negative, _ in series), total
+                ),
                 "series": [
-                    {"minute": minute, **_figures(count, negative, histogram)} for minute, count, negative, histogram in series
+                    {"minute": minute, **_figures(count, negative, histogram)}
+                    for minute, count, negative, histogram in series
                 ],
             }
         )

@@ -7,7 +7,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from topology.models import ConsumerPartitionLag, DeadLetter, EdgeRollup, IngestRollup, InstanceRollup, RouteRollup, Span
+from topology.models import (
+    ConsumerPartitionLag,
+    DeadLetter,
+    EdgeRollup,
+    IngestRollup,
+    InstanceRollup,
+    RouteRollup,
+    Span,
+)
 
 DELETE_BATCH = 5000
 # Beat runs prune every minute: a run may spend most of that minute deleting, so retention keeps up
@@ -38,5 +46,7 @@ def prune(now=None, seconds=PRUNE_BUDGET_SECONDS):
     for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
         deleted[model._meta.model_name] = delete_older_than(model.objects.filter(minute__lt=rollup_cutoff), deadline)
     deleted["deadletters"] = delete_older_than(DeadLetter.objects.filter(received_at__lt=rollup_cutoff), deadline)
-    deleted["lag_samples"] = delete_older_than(ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff), deadline)
+    deleted["lag_samples"] = delete_older_than(
+        ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff), deadline
+    )
     return deleted

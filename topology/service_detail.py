@@ -188,9 +188,7 @@ def edge_detail(source, target, protocol="", topic="", window_seconds=300, until
 def edge_samples(source_id, target_id, topic, start, until, limit=SAMPLE_TRACES):
     """Traces in which ``source`` called ``target``: recent ones, then the slowest and failed ones."""
     child_kind = "consumer" if topic else "server"
-    parents = Span.objects.filter(
-        trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_id"), service_id=source_id
-    )
+    parents = Span.objects.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_id"), service_id=source_id)
     calls = Span.objects.filter(
         service_id=target_id, kind=child_kind, started_at__gte=start, started_at__lte=until
     ).filter(Exists(parents))

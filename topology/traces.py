@@ -105,7 +105,9 @@ def routes(window):
 def route_tree(service, operation, window):
     """The call tree of an entry route, merged over its recent traces: each hop is a SERVER or CONSUMER
     span (or the root), keyed by its path of (service, operation) from the root."""
-    roots = Span.objects.filter(parent_id="", service__name=service, name=operation, started_at__gte=window.since, started_at__lte=window.until)
+    roots = Span.objects.filter(
+        parent_id="", service__name=service, name=operation, started_at__gte=window.since, started_at__lte=window.until
+    )
     trace_ids = list(roots.order_by("-started_at").values_list("trace_id", flat=True)[:ROUTE_TREE_SAMPLE])
     spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
         "trace_id", "span_id", "parent_id", "kind", "service__name", "name", "duration_us", "error"
@@ -115,7 +117,7 @@ def route_tree(service, operation, window):
         by_trace.setdefault(trace_id, {})[span_id] = (parent_id, kind, service_name, name, duration_us, error)
     tree = _hop(service, operation)
     for trace_spans in by_trace.values():
-        for span_id, (parent_id, kind, service_name, name, duration_us, error) in trace_spans.items():
+        for span_id, (parent_id, kind, _service, _name, _duration_us, error) in trace_spans.items():
             if parent_id and kind not in ("server", "consumer"):
                 continue
             path = _hop_path(span_id, trace_spans)
@@ -137,7 +139,14 @@ def route_tree(service, operation, window):
 
 
 def _hop(service, operation):
-    return {"service": service, "operation": operation, "count": 0, "errors": 0, "_histogram": LatencyHistogram(), "_children": {}}
+    return {
+        "service": service,
+        "operation": operation,
+        "count": 0,
+        "errors": 0,
+        "_histogram": LatencyHistogram(),
+        "_children": {},
+    }
 
 
 def _hop_path(span_id, spans):
@@ -164,4 +173,3 @@ def _finish(node):
     node.update(histogram.percentiles_ms())
     node["children"] = [_finish(child) for child in sorted(children.values(), key=lambda c: -c["count"])]
     return node
-

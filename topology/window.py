@@ -30,7 +30,11 @@ class Window:
             raise WindowError(f"window must be between 60 and {MAX_WINDOW_SECONDS} seconds")
         end = timezone.now()
         if until not in (None, ""):
-            end = parse_datetime(until) if not str(until).replace(".", "").isdigit() else datetime.fromtimestamp(float(until), UTC)
+            end = (
+                parse_datetime(until)
+                if not str(until).replace(".", "").isdigit()
+                else datetime.fromtimestamp(float(until), UTC)
+            )
             if end is None:
                 raise WindowError("until must be an ISO 8601 time or epoch seconds")
             if timezone.is_naive(end):

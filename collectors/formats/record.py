@@ -144,7 +144,12 @@ def peer_of(attributes):
 
 
 def topic_of(attributes):
-    return str(attributes.get("messaging.destination.name") or attributes.get("messaging.destination") or attributes.get("kafka.topic") or "")
+    return str(
+        attributes.get("messaging.destination.name")
+        or attributes.get("messaging.destination")
+        or attributes.get("kafka.topic")
+        or ""
+    )
 
 
 def status_code_of(attributes):

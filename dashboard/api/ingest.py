@@ -24,20 +24,27 @@ class IngestView(APIView):
         # The last complete minute: the current one is still filling up.
         complete = [row for row in minutes if row.minute <= now - timedelta(minutes=1)]
         last = complete[-1] if complete else None
-        return Response({
-            "consumer_group": settings.KAFKA_CONSUMER_GROUP,
-            "topics": settings.TRACE_TOPICS,
-            "lag": latest_for_group(settings.KAFKA_CONSUMER_GROUP),
-            "throughput": {
-                "minute": last.minute if last else None,
-                "spans_per_second": round(last.spans / 60, 2) if last else 0.0,
-                "messages_per_second": round(last.messages / 60, 2) if last else 0.0,
-            },
-            "minutes": [
-                {"minute": row.minute, "messages": row.messages, "spans": row.spans,
-                 "duplicate_spans": row.duplicate_spans, "rejected": row.rejected}  # fmt: skip
-                for row in minutes
-            ],
-            "dead_letters": dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")).order_by()),
-            "sources": [status.as_dict() for status in SourceStatus.objects.all()],
-        })  # fmt: skip
+        return Response(
+            {
+                "consumer_group": settings.KAFKA_CONSUMER_GROUP,
+                "topics": settings.TRACE_TOPICS,
+                "lag": latest_for_group(settings.KAFKA_CONSUMER_GROUP),
+                "throughput": {
+                    "minute": last.minute if last else None,
+                    "spans_per_second": round(last.spans / 60, 2) if last else 0.0,
+                    "messages_per_second": round(last.messages / 60, 2) if last else 0.0,
+                },
+                "minutes": [
+                    {
+                        "minute": row.minute,
+                        "messages": row.messages,
+                        "spans": row.spans,
+                        "duplicate_spans": row.duplicate_spans,
+                        "rejected": row.rejected,
+                    }
+                    for row in minutes
+                ],
+                "dead_letters": dict(DeadLetter.objects.values_list("reason").annotate(n=Count("id")).order_by()),
+                "sources": [status.as_dict() for status in SourceStatus.objects.all()],
+            }
+        )

@@ -8,11 +8,15 @@ from topology.graph import topology_snapshot
 
 WINDOW_PARAMETERS = [
     OpenApiParameter("window", OpenApiTypes.INT, description="Seconds before `until` (default 300)."),
-    OpenApiParameter("until", OpenApiTypes.STR, description="End of the window, ISO 8601 or epoch seconds (default now)."),
+    OpenApiParameter(
+        "until", OpenApiTypes.STR, description="End of the window, ISO 8601 or epoch seconds (default now)."
+    ),
 ]
 
 
 class TopologyView(APIView):
-    @extend_schema(parameters=WINDOW_PARAMETERS, responses=OpenApiTypes.OBJECT, description="Services and the calls between them.")
+    @extend_schema(
+        parameters=WINDOW_PARAMETERS, responses=OpenApiTypes.OBJECT, description="Services and the calls between them."
+    )
     def get(self, request):
         return Response(topology_snapshot(window_from(request)))

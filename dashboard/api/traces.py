@@ -44,14 +44,22 @@ class TraceDetailView(APIView):
 
 
 class RouteListView(APIView):
-    @extend_schema(parameters=WINDOW_PARAMETERS, responses=OpenApiTypes.OBJECT, description="Entry routes: root spans by service and operation.")
+    @extend_schema(
+        parameters=WINDOW_PARAMETERS,
+        responses=OpenApiTypes.OBJECT,
+        description="Entry routes: root spans by service and operation.",
+    )
     def get(self, request):
         return Response(traces.routes(window_from(request)))
 
 
 class RouteTreeView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("service", OpenApiTypes.STR, required=True), OpenApiParameter("operation", OpenApiTypes.STR, required=True), *WINDOW_PARAMETERS],
+        parameters=[
+            OpenApiParameter("service", OpenApiTypes.STR, required=True),
+            OpenApiParameter("operation", OpenApiTypes.STR, required=True),
+            *WINDOW_PARAMETERS,
+        ],
         responses=OpenApiTypes.OBJECT,
         description="A route's call tree merged over its recent traces, with recent, slow and failed traces.",
     )

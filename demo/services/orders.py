@@ -66,7 +66,9 @@ def build(service):
             user = service.call("users", "GET", f"/users/{order['user_id']}", route="/users/{user_id}")
             if user.status_code == 404:
                 return jsonify(error="unknown user"), 422
-            service.call("inventory", "POST", "/reservations", json={"sku": order["sku"], "quantity": order["quantity"]})
+            service.call(
+                "inventory", "POST", "/reservations", json={"sku": order["sku"], "quantity": order["quantity"]}
+            )
             order["payment_id"] = rpc.call(service, "payments", "Charge", {"order_id": order["id"]})["payment_id"]
             publish(order)
         except UpstreamError as error:

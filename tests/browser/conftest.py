@@ -69,11 +69,14 @@ def live_server_daphne(django_db_setup, django_db_blocker, redis_url, tmp_path_f
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
     }
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while not port_is_open("127.0.0.1", port):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -87,7 +90,6 @@ def live_server_daphne(django_db_setup, django_db_blocker, redis_url, tmp_path_f
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
 
 
 @pytest.fixture
@@ -146,7 +148,12 @@ def page(browser, live):
     page = context.new_page()
     errors = PageErrors()
     page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" and "WebSocket" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console: {msg.text}") if msg.type == "error" and "WebSocket" not in msg.text else None
+        ),
+    )
     page.on("dialog", lambda dialog: (errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
     page.errors = errors
     yield page

@@ -1,7 +1,6 @@
 """The dashboard in Debian's chromium against a live daphne with seeded data."""
 
 import time
-import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -88,7 +87,16 @@ def test_a_span_produced_to_kafka_appears_on_the_open_page_without_reload(page, 
         traces = OtelTraces()
         start = now_ns()
         root = traces.span("orders", "orders-1", "GET /orders", "server", start, 30)
-        call = traces.span("orders", "orders-1", "GET", "client", start + 1_000_000, 20, parent=root, attributes={"peer.service": "shipping"})
+        call = traces.span(
+            "orders",
+            "orders-1",
+            "GET",
+            "client",
+            start + 1_000_000,
+            20,
+            parent=root,
+            attributes={"peer.service": "shipping"},
+        )
         traces.span("shipping", "shipping-7", "GET /quote", "server", start + 2_000_000, 15, parent=call)
         produced = time.monotonic()
         produce(kafka_bootstrap, topic_name, [otlp_protobuf(traces.finished())])
@@ -100,7 +108,9 @@ def test_a_span_produced_to_kafka_appears_on_the_open_page_without_reload(page, 
                 seen = time.monotonic() - produced
                 break
         assert seen is not None, "the new service never appeared"
-        print(f"\nfreshness: produced to Kafka -> stored {stored * 1000:.0f} ms -> drawn on the open page {seen * 1000:.0f} ms")
+        print(
+            f"\nfreshness: produced to Kafka -> stored {stored * 1000:.0f} ms -> drawn on the open page {seen * 1000:.0f} ms"
+        )
         assert seen < 2.0
         assert page.evaluate("() => window.meshscope.draws") > draws
         assert page.evaluate("() => window.meshscope.socket.stats.snapshots") == 1, "updated by a delta, not a reload"
@@ -143,7 +153,8 @@ def test_a_route_shows_its_call_tree_and_a_trace_its_waterfall(page, live):
     page.click("a.route-link")
     page.wait_for_selector("#call-tree tbody tr.hop")
     hops = page.eval_on_selector_all(
-        "#call-tree tbody tr.hop", "rows => rows.map(r => [r.dataset.service, r.dataset.operation, +r.dataset.depth, r.children[1].textContent])"
+        "#call-tree tbody tr.hop",
+        "rows => rows.map(r => [r.dataset.service, r.dataset.operation, +r.dataset.depth, r.children[1].textContent])",
     )
     assert hops == [
         ["gateway", "GET /api/orders", 0, "5"],
@@ -167,7 +178,9 @@ def test_a_route_shows_its_call_tree_and_a_trace_its_waterfall(page, live):
     failed = next(t for t in traces if any(r.error for r in t.records))
     page.goto(f"/traces/{failed.trace_id}/")
     page.wait_for_selector("body[data-loaded='1']")
-    rows = page.eval_on_selector_all(".span-row", "rows => rows.map(r => [r.dataset.service, r.dataset.error, r.dataset.critical])")
+    rows = page.eval_on_selector_all(
+        ".span-row", "rows => rows.map(r => [r.dataset.service, r.dataset.error, r.dataset.critical])"
+    )
     assert len(rows) == 7
     assert sorted({service for service, _, _ in rows}) == ["gateway", "inventory", "orders", "payments"]
     assert [service for service, error, _ in rows if error == "1"] == ["orders", "payments"]
@@ -188,16 +201,34 @@ def test_a_hostile_service_name_renders_as_text_everywhere(page, live):
     page.wait_for_selector(".node-panel")
     assert page.locator("#panel h1").inner_text() == seed.HOSTILE
     screenshot(page, "hostile-topology")
-    page.evaluate("name => { window.meshscope.cy.edges().filter(e => e.data('source') === name).emit('tap'); }", seed.HOSTILE)
+    page.evaluate(
+        "name => { window.meshscope.cy.edges().filter(e => e.data('source') === name).emit('tap'); }", seed.HOSTILE
+    )
     page.wait_for_selector(".edge-panel")
     assert seed.HOSTILE in page.inner_text("#panel")
     assert page.locator("#panel img").count() == 0
     ConsumerPartitionLag.objects.create(
-        group=seed.HOSTILE, topic="order-events", partition=0, sampled_at=timezone.now(), committed_offset=1, end_offset=5,
-        lag_messages=4, offset_moved_at=timezone.now(), lag_seconds_method="record_timestamp", status="WARN",
-    )  # fmt: skip
+        group=seed.HOSTILE,
+        topic="order-events",
+        partition=0,
+        sampled_at=timezone.now(),
+        committed_offset=1,
+        end_offset=5,
+        lag_messages=4,
+        offset_moved_at=timezone.now(),
+        lag_seconds_method="record_timestamp",
+        status="WARN",
+    )
     route = "/routes/detail/?" + urlencode({"service": seed.HOSTILE, "operation": "<script>alert(2)</script>"})
-    for url in ["/services/", "/routes/", route, f"/traces/{trace.trace_id}/", f"/traces/?service={seed.HOSTILE}", "/consistency/", "/balancers/"]:
+    for url in [
+        "/services/",
+        "/routes/",
+        route,
+        f"/traces/{trace.trace_id}/",
+        f"/traces/?service={seed.HOSTILE}",
+        "/consistency/",
+        "/balancers/",
+    ]:
         page.goto(url)
         page.wait_for_load_state("networkidle")
         assert seed.HOSTILE in page.inner_text("main"), url
@@ -264,10 +295,18 @@ def test_balancers_consistency_and_services_pages(page, live):
     now = timezone.now()
     for i in range(6):
         ConsumerPartitionLag.objects.create(
-            group="inventory", topic="order-events", partition=0, sampled_at=now - timedelta(minutes=5 - i),
-            committed_offset=100 + i * 10, end_offset=120 + i * 14, lag_messages=20 + i * 4, lag_seconds=1.5 + i,
-            lag_seconds_method="record_timestamp", offset_moved_at=now, status="WARN" if i == 5 else "OK",
-        )  # fmt: skip
+            group="inventory",
+            topic="order-events",
+            partition=0,
+            sampled_at=now - timedelta(minutes=5 - i),
+            committed_offset=100 + i * 10,
+            end_offset=120 + i * 14,
+            lag_messages=20 + i * 4,
+            lag_seconds=1.5 + i,
+            lag_seconds_method="record_timestamp",
+            offset_moved_at=now,
+            status="WARN" if i == 5 else "OK",
+        )
 
     page.goto("/balancers/?service=orders")
     page.wait_for_selector(".balancer[data-service='orders'] table.grid tbody tr")
@@ -303,19 +342,29 @@ def test_stale_sources_gaps_and_replay(page, live):
     # A delta that does not follow the held sequence number makes the client resync from a snapshot.
     page.evaluate("""() => { const s = window.meshscope.socket;
         s.receive(JSON.stringify({type: 'delta', view: 'topology', seq: s.seq + 5, prev: s.seq + 4, changes: {}})); }""")
-    page.wait_for_function("() => window.meshscope.socket.stats.resyncs === 1 && window.meshscope.socket.stats.snapshots === 2")
+    page.wait_for_function(
+        "() => window.meshscope.socket.stats.resyncs === 1 && window.meshscope.socket.stats.snapshots === 2"
+    )
     # A snapshot the server could not compute is said, and asked for again a few seconds later.
-    page.evaluate("() => window.meshscope.socket.receive(JSON.stringify({type: 'error', message: 'The snapshot could not be computed.'}))")
+    page.evaluate(
+        "() => window.meshscope.socket.receive(JSON.stringify({type: 'error', message: 'The snapshot could not be computed.'}))"
+    )
     assert page.get_attribute("#live-status", "data-state") == "reconnecting"
     page.wait_for_function("() => window.meshscope.socket.stats.snapshots === 3", timeout=10000)
     page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
 
     # Replay: drag the slider back; the page shows the rollups of then (nothing, ten minutes before the seed).
-    page.eval_on_selector("#replay", "el => { el.value = '-30'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.eval_on_selector(
+        "#replay",
+        "el => { el.value = '-30'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }",
+    )
     page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'replay'")
     page.wait_for_function("() => window.meshscope.cy.edges().length === 0")
     assert page.inner_text("#replay-label") == "30 min ago"
-    page.eval_on_selector("#replay", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.eval_on_selector(
+        "#replay",
+        "el => { el.value = '0'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }",
+    )
     page.wait_for_function("() => window.meshscope.cy.edges().length === 3")
     assert page.get_attribute("#live-status", "data-state") == "live"
     screenshot(page, "topology-stale-source")
@@ -324,7 +373,12 @@ def test_stale_sources_gaps_and_replay(page, live):
 def test_five_hundred_services_start_grouped_and_open_a_group(page, live):
     from topology.models import Service
 
-    Service.objects.bulk_create([Service(name=f"team{i % 12}-svc-{i:03d}", in_traces=True, in_consul=True, tags=[f"team{i % 12}"]) for i in range(500)])
+    Service.objects.bulk_create(
+        [
+            Service(name=f"team{i % 12}-svc-{i:03d}", in_traces=True, in_consul=True, tags=[f"team{i % 12}"])
+            for i in range(500)
+        ]
+    )
     page.goto("/")
     page.wait_for_function(GRAPH_READY)
     assert page.evaluate("() => window.meshscope.cy.nodes().length") == 12

@@ -33,3 +33,6 @@ class IngestRollup(models.Model):
     spans = models.PositiveBigIntegerField(default=0)
     duplicate_spans = models.PositiveBigIntegerField(default=0)
     rejected = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"ingest at {self.minute:%Y-%m-%d %H:%M}"

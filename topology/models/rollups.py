@@ -15,6 +15,9 @@ class Rollup(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        return f"{type(self).__name__} at {self.minute:%Y-%m-%d %H:%M}: {self.count} calls"
+
     @property
     def histogram(self):
         return LatencyHistogram(self.latency_buckets)
@@ -52,9 +55,7 @@ class InstanceRollup(Rollup):
     uninstrumented caller). The balancer statistics read this."""
 
     instance = models.ForeignKey("topology.Instance", on_delete=models.CASCADE, related_name="+")
-    caller = models.ForeignKey(
-        "topology.Service", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
-    )
+    caller = models.ForeignKey("topology.Service", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
     class Meta:
         constraints = [
@@ -74,7 +75,5 @@ class RouteRollup(Rollup):
     operation = models.CharField(max_length=255)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["minute", "service", "operation"], name="route_rollup_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["minute", "service", "operation"], name="route_rollup_unique")]
         indexes = [models.Index(fields=["minute"], name="route_rollup_minute_idx")]

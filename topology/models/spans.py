@@ -37,8 +37,13 @@ class Span(models.Model):
         "topology.Service", on_delete=models.CASCADE, related_name="spans", db_constraint=False, db_index=False
     )
     instance = models.ForeignKey(
-        "topology.Instance", on_delete=models.SET_NULL, null=True, blank=True, related_name="spans",
-        db_constraint=False, db_index=False,
+        "topology.Instance",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="spans",
+        db_constraint=False,
+        db_index=False,
     )
     kind = models.CharField(max_length=8, choices=SpanKind.choices)
     name = models.CharField(max_length=255, help_text="The operation or route.")
