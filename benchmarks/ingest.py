@@ -26,7 +26,7 @@ from django.db import connection  # noqa: E402
 from kafka import KafkaConsumer  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
-from dashboard.embedded import EmbeddedKafka  # noqa: E402
+from demo.embedded import EmbeddedKafka  # noqa: E402
 from tests.kafka_helpers import FAST_GROUP, create_topic, produce, span_consumer  # noqa: E402
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf  # noqa: E402
 from topology.models import Span  # noqa: E402

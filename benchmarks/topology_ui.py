@@ -4,7 +4,7 @@ Prints (never asserts):
 * server: ``topology_snapshot`` over a 5-minute window (median and worst of several runs), on its first
   reading in a process and on the live readings after it, which reuse the settled minutes; its JSON
   encoding, and ``GET /api/topology/`` through daphne;
-* live: the websocket snapshot a new client gets (``dashboard.live.snapshot``);
+* live: the websocket snapshot a new client gets (``dashboard.live.broadcast.snapshot``);
 * browser: the time from navigation start until Debian's chromium has drawn the graph, and the
   time of the draw itself once the snapshot arrived.
 
@@ -40,7 +40,7 @@ django.setup()
 from django.db import connection  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 
-from dashboard.embedded import free_port, port_is_open  # noqa: E402
+from demo.embedded import free_port, port_is_open  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -249,7 +249,8 @@ def main():
     from django.core.serializers.json import DjangoJSONEncoder
     from django.test import Client
 
-    from dashboard import live
+    from dashboard.live import broadcast
+    from dashboard.live.protocol import encode
     from topology import edge_totals
     from topology.graph import topology_snapshot
     from topology.window import Window
@@ -285,12 +286,12 @@ def main():
         )
         _, times = timed(lambda: client.get(f"/api/topology/?window={window}"), args.runs)
         print(f"server  GET /api/topology/ (in process)    {figures(times)}")
-        message, times = timed(lambda: live.refresh_state("topology", window), args.runs)
+        message, times = timed(lambda: broadcast.refresh_state("topology", window), args.runs)
         print(
-            f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(live.encode(message)) / 1024:.1f} KiB"
+            f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(encode(message)) / 1024:.1f} KiB"
         )
 
-        _, times = timed(lambda: live.encode(live.snapshot("topology", window, max_age=3600)), args.runs)
+        _, times = timed(lambda: encode(broadcast.snapshot("topology", window)), args.runs)
         print(
             f"live    websocket snapshot (stored state)  {figures(times)}   what a new client waits for on the server"
         )

@@ -35,7 +35,6 @@ from django.utils import timezone
 
 from collectors.consul_client import CONSUL_ERRORS, connect, describe
 from collectors.consul_reconcile import BATCH_SERVICES, mark_absent, reconcile
-from dashboard.live import announce_change
 from topology.models import SourceStatus
 from topology.models.services import ConsulDatacenter
 
@@ -145,7 +144,6 @@ class Round:
     def __init__(self, rows):
         self.rows = rows
         self.failed = set()
-        self.changed = False
         self.read_at = {}  # (datacenter, service) -> when this round last asked for the service
         self.local = threading.local()
         self.readers = None
@@ -187,7 +185,6 @@ class Round:
                         _back_off(row, describe(error))
                         log.warning("Consul datacenter %s is stale: %s", row.name, describe(error))
                         continue
-                    self.announce()
                     # Consul answered early because something changed: keep watching until the deadline,
                     # no more often than the blocking-queries page's advice to rate-limit allows.
                     if deadline - time.monotonic() > REWATCH_AFTER_SECONDS:
@@ -198,12 +195,6 @@ class Round:
                 if row.retry_after:
                     row.retry_after = None
                     row.save(update_fields=["retry_after"])
-
-    def announce(self):
-        if self.changed:
-            for view in ("services", "topology", "balancers"):
-                announce_change(view)
-            self.changed = False
 
     # --- the two blocking queries (in threads) ---------------------------------------------------------
 
@@ -230,7 +221,7 @@ class Round:
             return
         names = [name for name in services if isinstance(name, str)]
         self.read_and_reconcile(row, names if resync else self.not_read_since(row, names, received_at), force=resync)
-        self.changed |= mark_absent(row.name, names, timezone.now())
+        mark_absent(row.name, names, timezone.now())
         row.service_indexes = {name: row.service_indexes[name] for name in names if name in row.service_indexes}
         # The blocking-queries page: an index must be at least 1, else queries stop blocking.
         row.catalog_index = max(index, 1)
@@ -275,12 +266,12 @@ class Round:
                     answers[name] = entries
                     row.service_indexes[name] = index
                 if len(answers) >= BATCH_SERVICES:
-                    self.changed |= reconcile(row.name, answers, timezone.now())
+                    reconcile(row.name, answers, timezone.now())
                     answers = {}
         finally:
             for future in reads:
                 future.cancel()
-        self.changed |= reconcile(row.name, answers, timezone.now())
+        reconcile(row.name, answers, timezone.now())
 
     def read_service(self, datacenter, name):
         self.read_at[(datacenter, name)] = time.monotonic()

@@ -12,12 +12,11 @@ from urllib.parse import urlsplit
 
 import consul
 import requests
+from consul.callback import CB
 from django.conf import settings
 
 # Seconds to wait for Consul to connect or answer; blocking queries add their wait to it.
 REQUEST_TIMEOUT_SECONDS = 10
-# The service-registration meta key that holds a service's balancing policy (docs/consul.md).
-POLICY_META_KEY = "meshscope-balancing"
 # What the client raises when Consul is down, slow, refuses the token or answers 4xx/5xx.
 CONSUL_ERRORS = (consul.ConsulException, requests.RequestException)
 
@@ -75,8 +74,10 @@ def describe(error):
 
 def agent_location():
     """(node name, datacenter) of the agent at CONSUL_HTTP_ADDR, from ``GET /v1/agent/self``."""
+    client = connect()
     try:
-        answer = connect().agent.self()
+        # py-consul's agent.self() sends no token, and the endpoint needs agent:read under ACLs.
+        answer = client.http.get(CB.json(), "/v1/agent/self", headers=client.prepare_headers())
     except CONSUL_ERRORS as error:
         raise ConsulWriteError(describe(error)) from error
     config = answer.get("Config") if isinstance(answer, dict) else None

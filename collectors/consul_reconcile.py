@@ -11,16 +11,24 @@ fit is cut to the column's size or replaced by Consul's default, never trusted a
 import json
 import logging
 from collections import Counter, defaultdict
+from datetime import datetime
 from types import SimpleNamespace
+from typing import Any
 
 from django.db import connection, models, transaction
 
-from collectors.consul_client import POLICY_META_KEY
+from topology.changes import REGISTRY_VIEWS, announce_on_commit
 from topology.models import Instance, Service
 from topology.models.services import BalancingPolicy, Health
 
 log = logging.getLogger(__name__)
 
+# The service-registration meta key that holds a service's balancing policy (docs/consul.md).
+POLICY_META_KEY = "meshscope-balancing"
+# The check that maintenance mode adds (``PUT /v1/agent/service/maintenance``): its ID is this prefix and
+# the service ID, its name Consul's own.
+SERVICE_MAINTENANCE_CHECK_ID = "_service_maintenance:"
+SERVICE_MAINTENANCE_CHECK = "Service Maintenance Mode"
 BATCH_SERVICES = 500
 # From this many new rows on, PostgreSQL gets them through COPY (see _create).
 COPY_AT_LEAST = 200
@@ -30,7 +38,7 @@ MAX_TAGS = 64
 MAX_META_VALUE = 512
 MAX_OUTPUT = 4096
 HEALTH_ORDER = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.CRITICAL: 3}
-MAINTENANCE_CHECKS = ("_service_maintenance:", "_node_maintenance")
+MAINTENANCE_CHECKS = (SERVICE_MAINTENANCE_CHECK_ID, "_node_maintenance")
 CONSUL_FIELDS = [
     "consul_id",
     "node",
@@ -73,7 +81,10 @@ def parse_entry(entry, datacenter):
     service = entry.get("Service") if isinstance(entry, dict) else None
     if not isinstance(node, dict) or not isinstance(service, dict) or not _text(service.get("ID")):
         return None
-    checks = [check for check in entry.get("Checks") or [] if isinstance(check, dict)]
+    # In check ID order, whatever order the answer gave: a row changes only when a check does.
+    checks = sorted(
+        (check for check in entry.get("Checks") or [] if isinstance(check, dict)), key=lambda c: _text(c.get("CheckID"))
+    )
     statuses = [_health(check.get("Status")) for check in checks]
     tags = service.get("Tags") if isinstance(service.get("Tags"), list) else []
     meta = service.get("Meta") if isinstance(service.get("Meta"), dict) else {}
@@ -91,6 +102,9 @@ def parse_entry(entry, datacenter):
         "health": max(statuses, key=HEALTH_ORDER.get, default=Health.PASSING),
         "checks": [
             {
+                "id": _text(check.get("CheckID")),
+                # A node's checks (Serf's, node maintenance) count for every instance on it.
+                "scope": "service" if _text(check.get("ServiceID")) else "node",
                 "name": _text(check.get("Name")),
                 "status": _health(check.get("Status")),
                 "output": _text(check.get("Output"), MAX_OUTPUT),
@@ -106,6 +120,52 @@ def parse_entry(entry, datacenter):
     }
 
 
+def entry_of(instance: Instance) -> dict[str, Any]:
+    """The entry of /v1/health/service/:service that ``parse_entry`` reads back as this instance: the
+    mapping's other direction, so that a write Consul accepted updates the rows as a reconcile would."""
+    checks = [
+        {
+            "CheckID": check.get("id", ""),
+            "ServiceID": instance.consul_id if check.get("scope") == "service" else "",
+            "Name": check.get("name"),
+            "Status": check.get("status"),
+            "Output": check.get("output"),
+        }
+        for check in instance.checks
+    ]
+    return {
+        "Node": {"Node": instance.node, "Address": instance.address},
+        "Service": {
+            "ID": instance.consul_id,
+            "Address": instance.address,
+            "Port": instance.port,
+            "Tags": list(instance.tags),
+            "Meta": dict(instance.meta),
+            "Weights": {"Passing": instance.weight_passing, "Warning": instance.weight_warning},
+        },
+        "Checks": checks,
+    }
+
+
+def with_maintenance(instance: Instance, enable: bool) -> list[dict[str, str]]:
+    """The instance's checks, as a row keeps them, once Consul has added (or removed) the critical check of
+    maintenance mode; in check ID order, as Consul lists them. The reason goes to the check's Notes,
+    which is not kept."""
+    check_id = f"{SERVICE_MAINTENANCE_CHECK_ID}{instance.consul_id}"
+    checks = [check for check in instance.checks if check.get("id") != check_id]
+    if enable:
+        checks.append(
+            {
+                "id": check_id,
+                "scope": "service",
+                "name": SERVICE_MAINTENANCE_CHECK,
+                "status": Health.CRITICAL,
+                "output": "",
+            }
+        )
+    return sorted(checks, key=lambda check: check.get("id", ""))
+
+
 def reconcile(datacenter, answers, now):
     """Applies /v1/health/service answers, ``{service name: entries}``, for one datacenter.
 
@@ -117,8 +177,7 @@ def reconcile(datacenter, answers, now):
     changed = False
     for start in range(0, len(names), BATCH_SERVICES):
         batch = names[start : start + BATCH_SERVICES]
-        with transaction.atomic():
-            changed |= _reconcile_batch(datacenter, {name: answers[name] for name in batch}, now)
+        changed |= _reconcile_batch(datacenter, {name: answers[name] for name in batch}, now)
     return changed
 
 
@@ -128,12 +187,14 @@ def mark_absent(datacenter, present, now):
     gone = set(live.values_list("service__name", flat=True).distinct()) - set(present)
     if not gone:
         return False
-    with transaction.atomic():
-        _reconcile_batch(datacenter, {name: [] for name in gone}, now)
+    _reconcile_batch(datacenter, {name: [] for name in gone}, now)
     return True
 
 
-def _reconcile_batch(datacenter, answers, now):
+@transaction.atomic
+def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: datetime) -> bool:
+    """The one write path of Consul's state: one transaction per batch of services, announced to the
+    registry views once committed when any row changed."""
     parsed = {
         name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()
     }
@@ -186,7 +247,10 @@ def _reconcile_batch(datacenter, answers, now):
     for start in range(0, len(read), 1000):
         Instance.objects.filter(pk__in=read[start : start + 1000]).update(last_seen=now)
     Service.objects.bulk_update(services_changed, SERVICE_FIELDS, batch_size=500)
-    return bool(to_create or to_update or services_changed)
+    changed = bool(to_create or to_update or services_changed)
+    if changed:
+        announce_on_commit(*REGISTRY_VIEWS)
+    return changed
 
 
 def _create(instances):

@@ -17,7 +17,6 @@ from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka.errors import KafkaError
 
 from collectors.formats import SpanRejected, decode
-from dashboard.live import announce_change
 from topology.ingestion import store_spans
 from topology.models import DeadLetter, SourceStatus
 
@@ -93,9 +92,6 @@ class SpanConsumer:
         if self.failures:
             self.failures = 0
             SourceStatus.record_success("kafka")
-        if stored:
-            for view in ("topology", "routes", "balancers"):
-                announce_change(view)
         return stored
 
     def process(self, polled):

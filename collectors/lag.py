@@ -14,7 +14,6 @@ from django.conf import settings
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 
-from dashboard.live import announce_change
 from topology.consumer_lag import Observation, record_samples
 from topology.models import SourceStatus
 
@@ -176,5 +175,4 @@ def sample_consumer_lag():
                     log.debug("Closing a Kafka client failed", exc_info=True)
     record_samples(observations)
     SourceStatus.record_success("kafka")
-    announce_change("lag")
     return len(observations)

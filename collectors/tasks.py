@@ -8,7 +8,6 @@ import time
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 
 from collectors.consul import sync_consul
 from collectors.kafka_spans import SpanConsumer
@@ -41,8 +40,7 @@ def resolve_unpaired_spans():
     deadline = time.monotonic() + RESOLVE_BUDGET_SECONDS
     settled = 0
     while True:
-        with transaction.atomic():
-            batch = resolve_unpaired(settings.SPAN_PAIRING_GRACE_SECONDS)
+        batch = resolve_unpaired(settings.SPAN_PAIRING_GRACE_SECONDS)
         settled += batch
         if not batch or time.monotonic() >= deadline:
             return settled

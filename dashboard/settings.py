@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "channels",
     "topology",
     "collectors",
+    "dashboard.live",
     "dashboard",
 ]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from dashboard.embedded import EmbeddedKafka, EmbeddedRedis
 from demo import discovery, ports, system
+from demo.embedded import EmbeddedKafka, EmbeddedRedis
 from demo.prepare import kept_secret
 from demo.supervisor import Child, StartupError, Supervisor
 from demo.topics import create_topics
@@ -100,6 +100,8 @@ def dashboard_children(env, port, var_dir):
     ]
     # The span consumer keeps one Kafka group member per process between runs: a solo worker of its own.
     spans = [*celery, "-n", "spans@%h", "-Q", "spans", "-P", "solo"]
+    # The live layer's process: computes the views the collectors changed and pushes their deltas.
+    broadcaster = [PYTHON, "-m", "django", "broadcast"]
     # The tasks worker gets Celery's cold shutdown (SIGQUIT): a warm one would wait out a Consul blocking
     # query of up to 30 s, and every task there is periodic and idempotent. The solo span worker cannot
     # cut a task short, so it stops warm, after its current run (SPAN_CONSUMER_RUN_SECONDS, short here).
@@ -107,6 +109,7 @@ def dashboard_children(env, port, var_dir):
         Child("daphne", daphne, env, port, DASHBOARD),
         Child("celery-tasks", tasks, env, None, DASHBOARD, stop_signal=signal.SIGQUIT),
         Child("celery-spans", spans, env, None, DASHBOARD),
+        Child("broadcaster", broadcaster, env, None, DASHBOARD),
     ]
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from dashboard.embedded import port_is_open
+from demo.embedded import port_is_open
 
 PR_SET_PDEATHSIG = 1
 try:

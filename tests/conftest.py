@@ -1,16 +1,18 @@
 """Shared fixtures: a real Kafka-protocol broker (Tansu), Redis, and the database pytest-django sets up.
 
 Tests run against PostgreSQL when DATABASE_URL points at it and against SQLite otherwise. Redis is the
-one at REDIS_URL when it answers, else an embedded redis-server started for the session.
+one at REDIS_URL when it answers, else an embedded redis-server started for the session. A test that
+uses neither the database nor Redis (histograms, statistics, the protocol, the decoders) starts nothing.
 """
 
 import os
+import threading
 import uuid
 from urllib.parse import urlparse
 
 import pytest
 
-from dashboard.embedded import EmbeddedKafka, EmbeddedRedis, port_is_open
+from demo.embedded import EmbeddedKafka, EmbeddedRedis, port_is_open
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +32,20 @@ def redis_url():
         yield redis.url
 
 
+def _uses_services(request):
+    return request.node.get_closest_marker("django_db") is not None or "redis_url" in request.fixturenames
+
+
 @pytest.fixture(autouse=True)
-def _isolated_channel_layer(settings, redis_url):
-    """Each test gets its own channel-layer prefix on the real Redis, so tests never hear each other."""
+def _isolated_channel_layer(request, settings):
+    """Each test that may reach Redis (any database test: a committed write marks the live views) gets
+    its own channel-layer prefix on the real Redis, so tests never hear each other."""
     from channels.layers import channel_layers
 
+    if not _uses_services(request):
+        yield
+        return
+    redis_url = request.getfixturevalue("redis_url")
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -59,3 +70,41 @@ def _forget_remembered_edge_totals():
     edge_totals.forget()
     yield
     edge_totals.forget()
+
+
+@pytest.fixture
+def broadcaster(transactional_db, redis_url, _isolated_channel_layer):
+    """The live layer's broadcaster, as ``manage.py broadcast`` runs it, on a thread of this process. It
+    reads what other connections committed, hence the transactional database."""
+    from django.db import connections
+
+    from dashboard.live.broadcast import Broadcaster
+
+    stop = threading.Event()
+
+    def run():
+        try:
+            Broadcaster(tick_seconds=0.02).run(stop)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, name="test-broadcaster", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=20)
+
+
+@pytest.fixture
+def announcements():
+    """Every ``views_changed`` sent while the test runs, as the frozenset of views it carried."""
+    from topology.changes import views_changed
+
+    received = []
+
+    def receive(sender, views, **kwargs):
+        received.append(views)
+
+    views_changed.connect(receive, dispatch_uid="test-announcements")
+    yield received
+    views_changed.disconnect(dispatch_uid="test-announcements")

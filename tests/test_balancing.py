@@ -17,6 +17,7 @@ from topology.balancing import (
 )
 from topology.chi_square import chi_square_p_value, regularized_upper_gamma
 from topology.models import Instance, InstanceRollup, Service
+from topology.window import Window
 
 NOW = timezone.now().replace(second=30, microsecond=0)
 
@@ -147,7 +148,7 @@ def test_weights_one_two_five_over_ten_thousand_requests_measure_within_two_poin
     service, instances = make_service("checkout", "weighted", [1, 2, 5])
     store_requests(instances, choose([1, 2, 5], 10_000, seed=42))
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     truth = [1 / 8, 2 / 8, 5 / 8]
     for row, expected in zip(report["instances"], truth):
@@ -164,7 +165,7 @@ def test_weighted_uses_the_warning_weight_of_an_instance_whose_checks_warn():
     Instance.objects.filter(pk=instances[1].pk).update(health="warning", weight_warning=1)
     store_requests(instances, [800, 200])
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert [row["expected_share"] for row in report["instances"]] == pytest.approx([0.8, 0.2])
     assert report["verdict"]["status"] == BALANCED
@@ -175,7 +176,7 @@ def test_an_instance_given_twice_its_share_is_flagged_by_name():
     service, instances = make_service("cart", "round_robin", [1, 1, 1, 1])
     store_requests(instances, [1000, 500, 500, 500])
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert report["verdict"]["status"] == SKEWED
     assert report["verdict"]["instance"] == "cart-0"
@@ -190,7 +191,7 @@ def test_traffic_to_a_deregistered_instance_is_flagged():
     Instance.objects.filter(pk=deregistered.pk).update(deregistered_at=NOW - timedelta(minutes=20))
     store_requests(instances, [600, 600, 90])
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert report["flags"] == [
         {"instance": "payments-2", "reason": "deregistered", "requests": 90, "since": NOW - timedelta(minutes=20)}
@@ -208,7 +209,7 @@ def test_critical_and_maintenance_instances_still_receiving_traffic_are_flagged(
     Instance.objects.filter(pk=instances[3].pk).update(in_maintenance=True)
     store_requests(instances, [500, 500, 40, 40])
 
-    flags = BalancerWindow(minutes=15, now=NOW).report(service)["flags"]
+    flags = BalancerWindow(Window.last(900, until=NOW)).report(service)["flags"]
 
     assert {(f["instance"], f["reason"]) for f in flags} == {("users-2", "critical"), ("users-3", "in_maintenance")}
 
@@ -218,7 +219,7 @@ def test_no_policy_means_round_robin_and_says_it_is_assumed():
     service, instances = make_service("inventory", "", [3, 1])
     store_requests(instances, [500, 500])
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert (report["policy"], report["policy_assumed"]) == ("round_robin", True)
     assert [row["expected_share"] for row in report["instances"]] == [0.5, 0.5]
@@ -232,7 +233,7 @@ def test_per_caller_breakdown_shows_skews_that_cancel_out_overall():
     store_requests(instances, [900, 300], caller=web)
     store_requests(instances, [300, 900], caller=batch)
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert report["verdict"]["status"] == BALANCED
     by_caller = {c["caller"]: c["verdict"] for c in report["callers"]}
@@ -247,7 +248,7 @@ def test_an_instance_that_joined_mid_window_is_owed_its_part_of_the_window():
     store_requests(instances[:1], [1500], minutes=15)
     store_requests(instances[1:], [500], minutes=5)
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     # Present for a third of the window: owed a third of the even split's weight.
     assert report["instances"][1]["expected_share"] == pytest.approx(0.25)
@@ -260,7 +261,7 @@ def test_an_instance_that_just_joined_does_not_leave_the_verdict_at_too_few():
     Instance.objects.filter(pk=instances[2].pk).update(first_seen=NOW - timedelta(seconds=20))
     store_requests(instances[:2], [3000, 3000], minutes=15)
 
-    report = BalancerWindow(minutes=15, now=NOW).report(service)
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
 
     assert report["instances"][2]["expected_share"] < 0.02
     assert report["verdict"]["status"] == BALANCED
@@ -272,7 +273,7 @@ def test_overview_lists_every_callee_with_its_verdict():
     store_requests(instances, choose([1, 1], 2000, seed=1))
     make_service("idle", "random", [1, 1])
 
-    overview = BalancerWindow(minutes=15, now=NOW).overview()
+    overview = BalancerWindow(Window.last(900, until=NOW)).overview()
 
     assert [s["service"] for s in overview["services"]] == ["orders"]
     assert overview["services"][0]["verdict"]["status"] == BALANCED

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from collectors import consul_client
 from collectors.consul import sync_consul
-from collectors.consul_client import POLICY_META_KEY
+from collectors.consul_reconcile import POLICY_META_KEY
 from tests.consul_server import AGENT_NODE, ConsulError, ConsulTestServer
 from topology.models import DeadLetter, Instance, Service, SourceStatus
 
@@ -514,7 +514,8 @@ def test_set_balancing_policy_refused_halfway_says_which_instances_changed_and_l
     assert Instance.objects.get(identity="web-1").meta[POLICY_META_KEY] == "weighted"
     assert POLICY_META_KEY not in Instance.objects.get(identity="web-2").meta
     service.refresh_from_db()
-    assert service.balancing_policy == ""  # the collector follows what Consul now holds
+    # As a reconcile of what Consul now holds gives it: the only policy its instances name.
+    assert service.balancing_policy == "weighted"
     entry = LogEntry.objects.get(object_id=str(service.pk))
     assert entry.get_change_message() == (
         f"Set the balancing policy to weighted (Consul meta {POLICY_META_KEY}) on web/web-1 only; Consul refused web/web-2."

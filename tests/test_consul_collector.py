@@ -56,7 +56,13 @@ def test_first_sync_stores_every_instance_with_weights_checks_and_health(consul)
     assert (first.consul_id, first.node, first.address, first.port) == ("web-1", AGENT_NODE, "10.1.0.1", 8080)
     assert (first.weight_passing, first.weight_warning, first.meta) == (10, 2, {"version": "1.2"})
     assert first.health == "passing" and first.in_consul and first.datacenter == "dc1"
-    assert {"name": "http", "status": "passing", "output": "HTTP GET: 200 OK"} in first.checks
+    assert {
+        "id": "service:web-1",
+        "scope": "service",
+        "name": "http",
+        "status": "passing",
+        "output": "HTTP GET: 200 OK",
+    } in first.checks
     assert Instance.objects.get(identity="web-2").health == "critical"  # critical instances are kept
     db = Instance.objects.get(identity="db-1")
     assert db.address == "10.2.0.9"  # no service address: the node's, as Consul says
@@ -449,8 +455,14 @@ def test_a_large_first_sync_stores_every_field_as_consul_sent_it(consul):
     assert instance.tags == [tricky, "v1"] and instance.meta == {"note": tricky}
     assert (instance.weight_passing, instance.weight_warning, instance.health) == (43, 0, "warning")
     assert instance.checks == [
-        {"name": "Serf Health Status", "status": "passing", "output": ""},
-        {"name": "http", "status": "warning", "output": tricky},
+        {"id": "serfHealth", "scope": "node", "name": "Serf Health Status", "status": "passing", "output": ""},
+        {
+            "id": f"service:{instance.consul_id}",
+            "scope": "service",
+            "name": "http",
+            "status": "warning",
+            "output": tricky,
+        },
     ]
     assert instance.first_seen == instance.last_seen and instance.deregistered_at is None
     assert not instance.in_traces and not instance.in_maintenance
@@ -474,39 +486,39 @@ def test_a_datacenter_held_by_another_run_is_left_alone(consul):
     assert consul.requests == []
 
 
-def test_changes_during_a_round_are_each_applied_and_announced_as_they_come(settings, consul, monkeypatch):
+def test_changes_during_a_round_are_each_applied_and_announced_as_they_come(
+    settings, consul, monkeypatch, announcements, django_capture_on_commit_callbacks
+):
     from collectors import consul as collector
 
-    announced = []
-    monkeypatch.setattr(collector, "announce_change", announced.append)
     monkeypatch.setattr(collector, "REWATCH_AFTER_SECONDS", 0.05)
     settings.CONSUL_BLOCKING_WAIT_SECONDS = 1.5
     web(consul)
     sync_consul()
-    announced.clear()
     first = threading.Timer(0.2, lambda: consul.set_check("web-1", "warning", "slow"))
     second = threading.Timer(0.8, lambda: consul.set_check("web-1", "critical", "down"))
     for timer in (first, second):
         timer.start()
 
-    sync_consul()
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_consul()
 
     assert Instance.objects.get(identity="web-1").health == "critical"
     # one announcement per change: the second change was watched for again within the same round
-    assert announced.count("services") == 2 and {"topology", "balancers"} <= set(announced)
+    assert announcements == [frozenset({"services", "topology", "balancers"})] * 2
 
 
-def test_steady_state_announces_nothing(consul, monkeypatch):
-    from collectors import consul as collector
-
+def test_steady_state_announces_nothing(consul, announcements, django_capture_on_commit_callbacks):
     web(consul)
-    sync_consul()
-    announced = []
-    monkeypatch.setattr(collector, "announce_change", announced.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_consul()
+    assert announcements, "the first round stored the service"
+    announcements.clear()
 
-    sync_consul()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        sync_consul()
 
-    assert announced == []
+    assert announcements == [] and callbacks == []
 
 
 def _certificate(subject, issuer_key, issuer, key, ca=False):

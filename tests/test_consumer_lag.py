@@ -19,6 +19,7 @@ from topology.consumer_lag import (
     worst_status,
 )
 from topology.models import ConsumerPartitionLag
+from topology.window import Window
 
 T0 = timezone.now().replace(microsecond=0)
 
@@ -208,7 +209,7 @@ def test_latest_for_group_sums_partitions_and_takes_the_worst_status():
     assert lag["status"] == "STOP"  # partition 1 has not moved since the first sample, 10 s ago
     assert [p["status"] for p in lag["partitions"]] == ["OK", "STOP"]
     assert latest_for_group("nobody") is None
-    [overview] = lag_overview(now=T0 + timedelta(seconds=10))
+    [overview] = lag_overview(Window.last(900, until=T0 + timedelta(seconds=10)))
     assert overview["group"] == "billing"
     assert [point["lag_messages"] for point in overview["series"]] == [60, 60, 60]
 
@@ -219,7 +220,7 @@ def test_long_series_are_averaged_per_minute():
     for second in range(0, 180, 5):
         record_samples([observation(0, second)], now=start + timedelta(seconds=second))
 
-    [overview] = lag_overview(minutes=24 * 60, now=start + timedelta(seconds=180))
+    [overview] = lag_overview(Window.last(24 * 3600, until=start + timedelta(seconds=180)))
 
     assert [point["at"] for point in overview["series"]] == [start + timedelta(minutes=m) for m in range(3)]
     assert [point["lag_messages"] for point in overview["series"]] == [

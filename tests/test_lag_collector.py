@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from collectors.lag import _existing, sample_consumer_lag
-from dashboard.embedded import free_port
+from demo.embedded import free_port
 from tests.kafka_helpers import FAST_GROUP, create_topic
 from topology.consumer_lag import latest_for_group
 from topology.models import ConsumerPartitionLag, SourceStatus

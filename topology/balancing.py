@@ -10,11 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.utils import timezone
-
 from topology.chi_square import chi_square_p_value, pearson_chi_square
 from topology.models import Instance, InstanceRollup, Service
 from topology.models.services import BalancingPolicy, Health
+from topology.window import Window
 
 # Random balancing is called skewed only when χ² says chance explains the counts less than once in
 # a thousand windows: a dashboard that refreshes all day must not cry wolf every twentieth time.
@@ -199,10 +198,10 @@ def expected_weight(instance, policy, start, end):
 class BalancerWindow:
     """The instances and per-minute requests of a time window, from which reports are built."""
 
-    def __init__(self, minutes=15, now=None):
-        self.end = now or timezone.now()
-        self.start = self.end - timedelta(minutes=minutes)
-        self.minutes = minutes
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.end = window.until
+        self.start = window.since
         self.recent_from = self.end - timedelta(minutes=RECENT_MINUTES)
         # instance id -> [(caller id or None, minute, count)]
         self.rows = defaultdict(list)
@@ -268,7 +267,7 @@ class BalancerWindow:
             "service": service.name,
             "policy": policy,
             "policy_assumed": not service.balancing_policy,
-            "window": {"start": self.start, "end": self.end, "minutes": self.minutes},
+            "window": self.window.as_dict(),
             **overall.as_dict(),
             "flags": [
                 {"instance": instance.identity, **flag}
@@ -315,4 +314,4 @@ class BalancerWindow:
                     )
                 }
             )
-        return {"window": {"start": self.start, "end": self.end, "minutes": self.minutes}, "services": summaries}
+        return {"window": self.window.as_dict(), "services": summaries}

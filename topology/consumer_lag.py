@@ -7,13 +7,18 @@ offset→time table. The functions above it are pure and take plain values.
 
 import itertools
 from collections import namedtuple
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, F, Max, Sum
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
+from topology.changes import LAG, announce_on_commit
 from topology.models import ConsumerPartitionLag, LagSecondsMethod, LagStatus
+from topology.window import Window
 
 # Burrow's default window: the last 10 commits of a partition.
 WINDOW_SAMPLES = 10
@@ -152,8 +157,10 @@ def next_commit_window(previous, observation, lag, now, group_active):
     return window[-WINDOW_SAMPLES:]
 
 
-def record_samples(observations, now=None):
-    """Stores one ConsumerPartitionLag per observation, with its lag in seconds and its status."""
+@transaction.atomic
+def record_samples(observations: Iterable[Observation], now: datetime | None = None) -> list[ConsumerPartitionLag]:
+    """The one write path of lag samples: one ConsumerPartitionLag per observation, with its lag in
+    seconds and its status, announced to the lag view once committed."""
     now = now or timezone.now()
     observations = list(observations)
     previous = {
@@ -185,7 +192,9 @@ def record_samples(observations, now=None):
                 status=partition_status(_entries(window), lag, now),
             )
         )
-    return ConsumerPartitionLag.objects.bulk_create(rows)
+    created = ConsumerPartitionLag.objects.bulk_create(rows)
+    announce_on_commit(LAG)
+    return created
 
 
 def _entries(window):
@@ -330,15 +339,14 @@ def group_lag(group, latest, recent_lags):
     }
 
 
-def lag_overview(minutes=15, now=None):
-    """Every group of the newest sampling run: its latest figures, and its series over ``minutes``."""
-    now = now or timezone.now()
+def lag_overview(window: Window) -> list[dict[str, Any]]:
+    """Every group of the newest sampling run: its latest figures, and its series over ``window``."""
     latest = _latest_run()
     if not latest:
         return []
     latest_at = next(iter(latest.values()))[0].sampled_at
     recent_lags = _recent_lags(list(latest), latest_at)
-    series = lag_series(list(latest), now - timedelta(minutes=minutes), now)
+    series = lag_series(list(latest), window.since, window.until)
     return [
         {**group_lag(group, samples, recent_lags), "series": series.get(group, [])}
         for group, samples in sorted(latest.items())

@@ -6,13 +6,16 @@ span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arriv
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from topology.changes import TRAFFIC_VIEWS, announce_on_commit
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
 
@@ -45,8 +48,10 @@ class IngestResult:
     duplicate_spans: int = 0
 
 
-def store_spans(records, messages=0, rejected=0):
-    """Stores decoded spans. Call inside a transaction; commit Kafka offsets only after it commits."""
+@transaction.atomic
+def store_spans(records: Iterable[Any], messages: int = 0, rejected: int = 0) -> IngestResult:
+    """Stores decoded spans and counts what they add. The one write path of new spans: commit Kafka
+    offsets only after the caller's transaction commits; the traffic views are announced then."""
     result = IngestResult()
     now = timezone.now()
     if records:
@@ -78,14 +83,17 @@ def store_spans(records, messages=0, rejected=0):
         waiting = {row.trace_id for row in new_rows if not row.paired or row.id in unconfirmed}
         _pair(_pairing_candidates(waiting), batch)
         batch.save()
+        if new_rows:
+            announce_on_commit(*TRAFFIC_VIEWS)
     _count_ingest(now, messages, result, rejected)
     return result
 
 
-def resolve_unpaired(grace_seconds, limit=5000):
+@transaction.atomic
+def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     """Settles spans whose partner never came: a CLIENT or PRODUCER span counts as a call to the peer
     it names (the callee sends no spans), and a SERVER span as a request from an unknown caller.
-    Call inside a transaction. Returns how many spans it settled."""
+    One batch of at most ``limit`` traces, in one transaction. Returns how many spans it settled."""
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     overdue = list(
         Span.objects.filter(paired=False, started_at__lt=cutoff)
@@ -115,6 +123,8 @@ def resolve_unpaired(grace_seconds, limit=5000):
             batch.add_instance(row.start_us, row.instance_id, None, row.duration_ms, row.error)
     Span.objects.filter(pk__in=[row.id for row in alone]).update(paired=True)
     batch.save()
+    if settled or alone:
+        announce_on_commit(*TRAFFIC_VIEWS)
     return len(settled) + len(alone)
 
 

@@ -5,12 +5,11 @@ that have a topic. Two clocks are involved, so a delay can come out negative; th
 apart and reported, never dropped.
 """
 
-from datetime import timedelta
-
-from django.utils import timezone
+from typing import Any
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup
+from topology.window import Window
 
 
 def _figures(count, negative_delays, histogram):
@@ -23,13 +22,12 @@ def _figures(count, negative_delays, histogram):
     }
 
 
-def flows(minutes=60, now=None):
-    """Every asynchronous flow seen in the last ``minutes``, with its figures over the window and
-    per minute, oldest first."""
-    now = now or timezone.now()
+def flows(window: Window) -> dict[str, Any]:
+    """Every asynchronous flow seen in ``window``, with its figures over the window and per minute,
+    oldest first."""
     rollups = (
         EdgeRollup.objects.exclude(topic="")
-        .filter(minute__gte=now - timedelta(minutes=minutes), minute__lt=now)
+        .filter(minute__gte=window.since, minute__lt=window.until)
         .order_by("minute")
         .values_list("source__name", "topic", "target__name", "minute", "count", "negative_delays", "latency_buckets")
     )
@@ -55,4 +53,4 @@ def flows(minutes=60, now=None):
                 ],
             }
         )
-    return {"window": {"start": now - timedelta(minutes=minutes), "end": now, "minutes": minutes}, "flows": result}
+    return {"window": window.as_dict(), "flows": result}

@@ -1,12 +1,15 @@
 """Deletes what is older than its retention, in bounded batches so no statement holds locks for long."""
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from topology.changes import LAG, TRAFFIC_VIEWS, announce_on_commit
 from topology.models import (
     ConsumerPartitionLag,
     DeadLetter,
@@ -23,9 +26,11 @@ DELETE_BATCH = 5000
 PRUNE_BUDGET_SECONDS = 45
 
 
-def delete_older_than(queryset, deadline, batch=DELETE_BATCH):
+def delete_older_than(
+    queryset: QuerySet[Any], deadline: float, batch: int = DELETE_BATCH, views: tuple[str, ...] = ()
+) -> int:
     """Deletes a queryset's rows a batch at a time until none is left or the monotonic ``deadline``
-    has passed (one batch at least); returns how many went."""
+    has passed (one batch at least), announcing ``views`` after each batch; returns how many went."""
     deleted = 0
     while True:
         with transaction.atomic():
@@ -33,20 +38,24 @@ def delete_older_than(queryset, deadline, batch=DELETE_BATCH):
             if not ids:
                 return deleted
             deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+            announce_on_commit(*views)
         if time.monotonic() >= deadline:
             return deleted
 
 
-def prune(now=None, seconds=PRUNE_BUDGET_SECONDS):
+def prune(now: datetime | None = None, seconds: float = PRUNE_BUDGET_SECONDS) -> dict[str, int]:
+    """The one write path of retention: everything older than SPAN_RETENTION_HOURS (spans) and
+    ROLLUP_RETENTION_DAYS (the rest) goes, within ``seconds``; returns how many rows of each kind."""
     now = now or timezone.now()
     deadline = time.monotonic() + seconds
     span_cutoff = now - timedelta(hours=settings.SPAN_RETENTION_HOURS)
     rollup_cutoff = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS)
-    deleted = {"spans": delete_older_than(Span.objects.filter(started_at__lt=span_cutoff), deadline)}
+    spans = Span.objects.filter(started_at__lt=span_cutoff)
+    deleted = {"spans": delete_older_than(spans, deadline, views=TRAFFIC_VIEWS)}
     for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
-        deleted[model._meta.model_name] = delete_older_than(model.objects.filter(minute__lt=rollup_cutoff), deadline)
+        rollups = model.objects.filter(minute__lt=rollup_cutoff)
+        deleted[model._meta.model_name] = delete_older_than(rollups, deadline, views=TRAFFIC_VIEWS)
     deleted["deadletters"] = delete_older_than(DeadLetter.objects.filter(received_at__lt=rollup_cutoff), deadline)
-    deleted["lag_samples"] = delete_older_than(
-        ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff), deadline
-    )
+    samples = ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff)
+    deleted["lag_samples"] = delete_older_than(samples, deadline, views=(LAG,))
     return deleted

@@ -7,20 +7,16 @@ and sample traces. Both read the per-minute rollups and, for operations and samp
 
 from collections import defaultdict
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Sum
-from django.utils import timezone
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, Instance, InstanceRollup, Service, Span
+from topology.window import Window
 
 TOP_OPERATIONS = 10
 SAMPLE_TRACES = 10
-
-
-def window_bounds(window_seconds, until=None):
-    until = until or timezone.now()
-    return until - timedelta(seconds=window_seconds), until
 
 
 def _minute_floor(moment):
@@ -43,12 +39,12 @@ def _rollup_stats(rows, window_seconds):
     }
 
 
-def service_detail(name, window_seconds=300, until=None):
+def service_detail(name: str, window: Window) -> dict[str, Any] | None:
     """The side panel of one node, or None when the service is unknown."""
     service = Service.objects.filter(name=name).first()
     if service is None:
         return None
-    start, until = window_bounds(window_seconds, until)
+    start, until = window.since, window.until
     first_minute = _minute_floor(start)
 
     instances = list(Instance.objects.filter(service=service, deregistered_at__isnull=True).order_by("identity"))
@@ -83,8 +79,8 @@ def service_detail(name, window_seconds=300, until=None):
     operations = _top_operations(service, start, until)
 
     edges = EdgeRollup.objects.filter(minute__gte=first_minute, minute__lte=until)
-    callers = _neighbours(edges.filter(target=service), "source__name", window_seconds)
-    callees = _neighbours(edges.filter(source=service), "target__name", window_seconds)
+    callers = _neighbours(edges.filter(target=service), "source__name", window.seconds)
+    callees = _neighbours(edges.filter(source=service), "target__name", window.seconds)
 
     return {
         "name": service.name,
@@ -95,7 +91,7 @@ def service_detail(name, window_seconds=300, until=None):
         "first_seen": service.first_seen,
         "last_seen": service.last_seen,
         "admin_url": admin_url(service.pk),
-        "window": window_seconds,
+        "window": window.seconds,
         "until": until,
         "instances": instance_rows,
         "operations": operations,
@@ -146,12 +142,12 @@ def _neighbours(queryset, name_field, window_seconds):
     return result
 
 
-def edge_detail(source, target, protocol="", topic="", window_seconds=300, until=None):
+def edge_detail(source: str, target: str, window: Window, protocol: str = "", topic: str = "") -> dict[str, Any] | None:
     """Rate, errors and p95 per minute of one edge, and sample traces through it; None if unknown."""
     services = dict(Service.objects.filter(name__in=[source, target]).values_list("name", "id"))
     if source not in services or target not in services:
         return None
-    start, until = window_bounds(window_seconds, until)
+    start, until = window.since, window.until
     rollups = EdgeRollup.objects.filter(
         source_id=services[source],
         target_id=services[target],
@@ -170,14 +166,14 @@ def edge_detail(source, target, protocol="", topic="", window_seconds=300, until
         stats = _rollup_stats(per_minute.get(minute, []), 60)
         series.append({"minute": minute, **stats})
         minute += timedelta(minutes=1)
-    totals = _rollup_stats([row for rows in per_minute.values() for row in rows], window_seconds)
+    totals = _rollup_stats([row for rows in per_minute.values() for row in rows], window.seconds)
     return {
         "source": source,
         "target": target,
         "protocol": protocol,
         "topic": topic or "",
         "sync": "async" if topic else "sync",
-        "window": window_seconds,
+        "window": window.seconds,
         "until": until,
         "totals": totals,
         "series": series,
@@ -269,12 +265,12 @@ def _overall_health(counts):
     return "unknown"
 
 
-def instance_share_series(name, window_seconds=900, until=None):
+def instance_share_series(name: str, window: Window) -> dict[str, Any] | None:
     """Each instance's share of a service's requests per minute: the balancers page's chart."""
     service = Service.objects.filter(name=name).first()
     if service is None:
         return None
-    start, until = window_bounds(window_seconds, until)
+    start, until = window.since, window.until
     per_minute = defaultdict(lambda: defaultdict(int))
     identities = dict(Instance.objects.filter(service=service).values_list("id", "identity"))
     for row in (

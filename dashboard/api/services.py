@@ -1,37 +1,11 @@
 """The services list and the topology page's side panels (a node, an edge)."""
 
-from datetime import datetime
-
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.api.params import window_from
 from topology import service_detail
-
-WINDOWS = (300, 900, 3600)
-
-
-def _window(request):
-    try:
-        window = int(request.query_params.get("window", 300))
-    except ValueError:
-        raise ValidationError({"window": "An integer number of seconds."}) from None
-    if not 60 <= window <= 7 * 24 * 3600:
-        raise ValidationError({"window": "Between 60 s and 7 days."})
-    return window
-
-
-def _until(request):
-    value = request.query_params.get("until")
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError({"until": "An ISO 8601 time."}) from None
-    if moment.tzinfo is None:
-        raise ValidationError({"until": "Give a time zone."})
-    return moment
 
 
 class ServiceListView(APIView):
@@ -55,7 +29,7 @@ class ServiceDetailView(APIView):
         name = request.query_params.get("name")
         if not name:
             raise ValidationError({"name": "Required."})
-        detail = service_detail.service_detail(name, _window(request), _until(request))
+        detail = service_detail.service_detail(name, window_from(request))
         if detail is None:
             raise NotFound("No such service.")
         return Response(detail)
@@ -71,10 +45,9 @@ class EdgeDetailView(APIView):
         detail = service_detail.edge_detail(
             params["source"],
             params["target"],
+            window_from(request),
             protocol=params.get("protocol", ""),
             topic=params.get("topic", ""),
-            window_seconds=_window(request),
-            until=_until(request),
         )
         if detail is None:
             raise NotFound("No such edge.")
@@ -88,7 +61,7 @@ class ServiceSharesView(APIView):
         name = request.query_params.get("name")
         if not name:
             raise ValidationError({"name": "Required."})
-        series = service_detail.instance_share_series(name, _window(request), _until(request))
+        series = service_detail.instance_share_series(name, window_from(request))
         if series is None:
             raise NotFound("No such service.")
         return Response(series)

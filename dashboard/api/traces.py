@@ -4,8 +4,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dashboard.api.params import boolean_from, number_from, window_from
-from dashboard.api.topology import WINDOW_PARAMETERS
+from dashboard.api.params import boolean_from, number_from, window_from, window_parameters
 from topology import traces
 
 
@@ -45,7 +44,7 @@ class TraceDetailView(APIView):
 
 class RouteListView(APIView):
     @extend_schema(
-        parameters=WINDOW_PARAMETERS,
+        parameters=window_parameters(),
         responses=OpenApiTypes.OBJECT,
         description="Entry routes: root spans by service and operation.",
     )
@@ -58,7 +57,7 @@ class RouteTreeView(APIView):
         parameters=[
             OpenApiParameter("service", OpenApiTypes.STR, required=True),
             OpenApiParameter("operation", OpenApiTypes.STR, required=True),
-            *WINDOW_PARAMETERS,
+            *window_parameters(900),
         ],
         responses=OpenApiTypes.OBJECT,
         description="A route's call tree merged over its recent traces, with recent, slow and failed traces.",

@@ -2,8 +2,9 @@
 chromium driven by Playwright.
 
 Daphne runs in a subprocess against the database pytest-django created, with its own channel-layer
-prefix; each test's process-side channel layer is pointed at the same prefix, so announce_change in
-the test reaches the browser through the real Redis.
+prefix; each test's process-side channel layer is pointed at the same prefix, and a broadcaster runs
+beside it, so what a test writes reaches the browser as it would in production: the write announces
+its views once committed, the broadcaster computes them, daphne forwards the delta.
 """
 
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.embedded import free_port, port_is_open
+from demo.embedded import free_port, port_is_open
 from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,11 +94,11 @@ def live_server_daphne(django_db_setup, django_db_blocker, redis_url, tmp_path_f
 
 
 @pytest.fixture
-def live(live_server_daphne, transactional_db, settings, redis_url, _isolated_channel_layer):
+def live(live_server_daphne, transactional_db, settings, redis_url, _isolated_channel_layer, broadcaster):
     """The live server, with this process's channel layer and live state on its prefix, and fresh."""
     from channels.layers import channel_layers
 
-    from dashboard import live as live_module
+    from dashboard.live import broadcast
 
     settings.CHANNEL_LAYERS = {
         "default": {
@@ -106,7 +107,7 @@ def live(live_server_daphne, transactional_db, settings, redis_url, _isolated_ch
         }
     }
     channel_layers.backends.clear()
-    client = live_module.redis_client()
+    client = broadcast.redis_client()
     for key in client.scan_iter(f"{live_server_daphne.prefix}:live:*"):
         client.delete(key)
     yield live_server_daphne

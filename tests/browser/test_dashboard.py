@@ -6,7 +6,6 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
-from dashboard import live as live_updates
 from tests import seed
 from tests.browser.chromium import screenshot
 from topology.models import ConsumerPartitionLag
@@ -144,9 +143,8 @@ def test_a_route_shows_its_call_tree_and_a_trace_its_waterfall(page, live):
     row = page.locator("#routes-table tbody tr").first.inner_text()
     assert "gateway" in row and "GET /api/orders" in row
     screenshot(page, "routes", docs=True)
-    # A new route arrives as a delta of the routes view, without a reload.
+    # A new route arrives as a delta of the routes view, without a reload: storing it announces it.
     seed.store(seed.one_call("search", "GET /api/search", "catalog", "GET /items"))
-    live_updates.announce_change("routes")
     page.wait_for_selector("#routes-table a.route-link:text-is('GET /api/search')")
     assert page.locator("#routes-table tbody tr").count() == 2
 
@@ -388,3 +386,63 @@ def test_five_hundred_services_start_grouped_and_open_a_group(page, live):
     page.wait_for_function("() => window.meshscope.cy.nodes().length === 42")
     page.fill("#filter-text", "svc-003")
     page.wait_for_function("() => window.meshscope.cy.nodes().length === 1")
+
+
+def test_a_settled_unpaired_call_reaches_the_open_page_without_reload(page, live):
+    """A call to an uninstrumented callee (a cache, a database) is counted when the pairing grace ends:
+    the settling announces the topology like any other write, and the open page draws the new edge."""
+    from topology.ingestion import resolve_unpaired
+
+    seed.seed_mesh(traces=1)
+    lonely = seed.Trace()
+    root = lonely.span("orders", "orders-1", "GET /orders", "server", 0, 30)
+    lonely.span("orders", "orders-1", "GET", "client", 2, 5, parent=root, peer="cache")
+    seed.store(lonely)
+    page.goto("/")
+    page.wait_for_function(GRAPH_READY)
+    page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
+    assert "cache" not in graph(page)["nodes"]
+
+    assert resolve_unpaired(grace_seconds=0) == 1
+
+    page.wait_for_function("() => window.meshscope.cy.getElementById('cache').nonempty()", timeout=10000)
+    assert ("orders", "cache") in {(e["source"], e["target"]) for e in graph(page)["edges"]}
+    assert page.evaluate("() => window.meshscope.socket.stats.snapshots") == 1, "updated by a delta, not a reload"
+
+
+def test_an_admin_action_reaches_the_open_page_without_reload(page, live, settings):
+    """Maintenance mode set in the admin makes the instance critical, as Consul then lists it; the
+    topology page's ring for the service follows without a reload."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import reverse
+
+    from collectors.consul import sync_consul
+    from tests.consul_server import ConsulTestServer
+    from topology.models import Instance
+
+    with ConsulTestServer() as consul:
+        settings.CONSUL_HTTP_ADDR = consul.url
+        settings.CONSUL_BLOCKING_WAIT_SECONDS = 0.1
+        consul.register("web", "web-1", address="10.1.0.1", port=8080, checks=[("http", "passing", "200 OK")])
+        sync_consul()
+        page.goto("/")
+        page.wait_for_function("() => window.meshscope.cy && window.meshscope.cy.getElementById('web').nonempty()")
+        page.wait_for_function("() => document.querySelector('#live-status').dataset.state === 'live'")
+        ring = "() => window.meshscope.cy.getElementById('web').data('border')"
+        passing = page.evaluate(ring)
+
+        operator = Client()
+        operator.force_login(User.objects.create_superuser("operator", password="x"))
+        instance = Instance.objects.get(identity="web-1")
+        response = operator.post(
+            reverse("admin:topology_instance_changelist"),
+            {"action": "enable_maintenance", "index": "0", "_selected_action": [instance.pk], "confirm": "yes"},
+            follow=True,
+        )
+        assert response.status_code == 200
+        instance.refresh_from_db()
+        assert instance.in_maintenance and instance.health == "critical"
+
+        page.wait_for_function(f"() => ({ring})() !== {passing!r}", timeout=10000)
+        assert page.evaluate("() => window.meshscope.socket.stats.snapshots") == 1, "updated by a delta, not a reload"

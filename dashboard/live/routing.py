@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from dashboard.consumers import LiveConsumer
+from dashboard.live.consumers import LiveConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/live/(?P<view>[a-z]+)/$", LiveConsumer.as_asgi()),

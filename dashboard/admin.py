@@ -1,9 +1,9 @@
 """Django admin: services and instances as Consul and traces show them, and the actions that write to Consul.
 
-What Consul owns is read-only here: an operator changes it through an action, which asks Consul first,
-on a confirmation page, with a permission of its own (see ``Instance.Meta.permissions``). When Consul
-refuses, the operator reads Consul's own message; when it accepts, the row follows at once and an admin
-log entry records who did what. The collector then confirms the change from Consul.
+What Consul owns is read-only here: an operator changes it through an action, on a confirmation page,
+with a permission of its own (see ``Instance.Meta.permissions``). The actions are UI over
+``collectors.consul_actions``, which keeps the rules, writes to Consul and updates the rows. When Consul
+refuses, the operator reads Consul's own message; when it accepts, an admin log entry records who did what.
 """
 
 import functools
@@ -18,10 +18,11 @@ from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 
-from collectors import consul_client
-from collectors.consul_client import POLICY_META_KEY, ConsulWriteError
+from collectors import consul_actions, consul_client
+from collectors.consul_actions import PartlyWritten
+from collectors.consul_client import ConsulWriteError
+from collectors.consul_reconcile import POLICY_META_KEY
 from topology.models import DeadLetter, Instance, Service, SourceStatus
 from topology.models.services import BalancingPolicy
 
@@ -144,45 +145,16 @@ class RegisteredFilter(admin.SimpleListFilter):
 # --- the confirmation pages ---------------------------------------------------------------------------
 
 
-class PartlyWritten(ConsulWriteError):
-    """Consul took part of one object's change, then refused the rest; ``log_message`` records what it took."""
-
-    def __init__(self, message, log_message):
-        super().__init__(message)
-        self.log_message = log_message
-
-
-def names(instances):
-    return ", ".join(str(instance) for instance in instances)
-
-
 class ConsulActionsMixin:
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
     def agent_location(self, request):
         """(node, datacenter) of the agent at CONSUL_HTTP_ADDR, or None after telling the operator why not."""
         try:
-            return consul_client.agent_location()
+            return consul_actions.agent_location()
         except ConsulWriteError as error:
             self.message_user(request, f"Nothing was changed: {error}", messages.ERROR)
             return None
-
-    @staticmethod
-    def elsewhere(instances, location):
-        """The instances not registered on the agent at ``location``.
-
-        The agent API names an instance by service ID alone, and another node may use the same ID: a write
-        meant for that node's instance would change, or re-register, the agent's own instead.
-        """
-        return [i for i in instances if (i.node, i.datacenter) != location]
-
-    @staticmethod
-    def refusal(instances, location):
-        where = "; ".join(f"{i} is on node {i.node} in {i.datacenter}" for i in instances)
-        return (
-            f"Refused, as Consul changes an instance only through the agent it is registered with, and "
-            f"CONSUL_HTTP_ADDR is the agent of node {location[0]} in {location[1]}: {where}."
-        )
 
     def confirm(self, request, objects, action, title, form_class=None, warning=""):
         """The validated form once the operator confirmed, else the confirmation page to show."""
@@ -344,37 +316,10 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
             return confirmed
         policy = confirmed["policy"]
         # Asked once, and only when a service has instances in Consul: a traces-only service needs no agent.
-        agent_location = functools.cache(consul_client.agent_location)
+        location = functools.cache(consul_actions.agent_location)
 
         def write(service):
-            instances = list(
-                service.instances.registered().filter(in_consul=True).exclude(consul_id="").select_related("service")
-            )
-            location = agent_location() if instances else None
-            # All or none of a service: half its instances on a new policy would leave the collector's
-            # majority vote to pick one.
-            elsewhere = self.elsewhere(instances, location)
-            if elsewhere:
-                raise ConsulWriteError(f"{self.refusal(elsewhere, location)} Nothing was changed.")
-            changed = []
-            for instance in instances:
-                meta = {**instance.meta, POLICY_META_KEY: policy}
-                try:
-                    consul_client.reregister(instance, meta=meta)
-                except ConsulWriteError as error:
-                    if not changed:
-                        raise
-                    untried = instances[len(changed) + 1 :]
-                    raise PartlyWritten(
-                        f"Consul refused {instance} ({error}). Already changed to {policy}: {names(changed)}. "
-                        f"Not changed: {names([instance, *untried])}. Run the action again once Consul accepts.",
-                        f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY}) on {names(changed)} "
-                        f"only; Consul refused {instance}.",
-                    ) from error
-                Instance.objects.filter(pk=instance.pk).update(meta=meta)
-                changed.append(instance)
-            service.balancing_policy = policy
-            service.save(update_fields=["balancing_policy"])
+            consul_actions.set_balancing_policy(service, policy, location)
 
         self.write_each(
             request, services, write, f"Set the balancing policy to {policy} (Consul meta {POLICY_META_KEY})."
@@ -389,7 +334,7 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         if confirming and "confirm" in request.POST:
             data = form.cleaned_data
             try:
-                consul_client.register(
+                instance_id = consul_actions.register(
                     data["service"],
                     data["service_id"],
                     data["address"],
@@ -398,12 +343,12 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
                     data["meta"],
                     {"Passing": data["passing"], "Warning": data["warning"]},
                     form.consul_check(),
+                    consul_actions.agent_location(),
                 )
             except ConsulWriteError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
-                service, _ = Service.objects.get_or_create(name=data["service"], defaults={"in_consul": True})
-                instance_id = data["service_id"] or data["service"]
+                service = Service.objects.get(name=data["service"])
                 self.log_change(request, service, f"Registered the instance {instance_id} in Consul.")
                 self.message_user(
                     request, f"Consul registered {instance_id}; the collector reads it on its next round."
@@ -459,85 +404,77 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         return False
 
     def consul_listed(self, request, queryset):
-        """The selected instances the agent at CONSUL_HTTP_ADDR can act on; the others are reported and left out."""
+        """The selected instances the agent at CONSUL_HTTP_ADDR can act on, and where that agent is; the
+        others are reported and left out."""
         instances = list(queryset.select_related("service"))
-        usable = [i for i in instances if i.in_consul and i.consul_id and i.deregistered_at is None]
+        usable = [i for i in instances if consul_actions.is_listed(i)]
         if len(usable) < len(instances):
             self.message_user(
                 request, "Skipped instances that Consul does not list (traces only or deregistered).", messages.WARNING
             )
         if not usable:
-            return usable
+            return usable, None
         location = self.agent_location(request)
         if location is None:
-            return []
-        elsewhere = self.elsewhere(usable, location)
+            return [], None
+        elsewhere = consul_actions.elsewhere(usable, location)
         if elsewhere:
-            self.message_user(request, self.refusal(elsewhere, location), messages.ERROR)
-        return [i for i in usable if i not in elsewhere]
+            self.message_user(request, consul_actions.refusal(elsewhere, location), messages.ERROR)
+        return [i for i in usable if i not in elsewhere], location
 
     @admin.action(description="Deregister from Consul…", permissions=["deregister_from_consul"])
     def deregister(self, request, queryset):
-        instances = self.consul_listed(request, queryset)
+        instances, location = self.consul_listed(request, queryset)
         confirmed = self.confirm(request, instances, "deregister", "Deregister from Consul")
         if not isinstance(confirmed, dict):
             return confirmed
-
-        def write(instance):
-            consul_client.deregister(instance)
-            instance.deregistered_at = timezone.now()
-            instance.save(update_fields=["deregistered_at"])
-
-        self.write_each(request, instances, write, "Deregistered from Consul.")
+        self.write_each(
+            request, instances, lambda i: consul_actions.deregister(i, location), "Deregistered from Consul."
+        )
         return None
 
     @admin.action(description="Enable maintenance mode in Consul…", permissions=["set_maintenance_in_consul"])
     def enable_maintenance(self, request, queryset):
-        instances = self.consul_listed(request, queryset)
+        instances, location = self.consul_listed(request, queryset)
         confirmed = self.confirm(request, instances, "enable_maintenance", "Enable maintenance mode", MaintenanceForm)
         if not isinstance(confirmed, dict):
             return confirmed
         reason = confirmed["reason"]
-
-        def write(instance):
-            consul_client.set_maintenance(instance, True, reason)
-            instance.in_maintenance = True
-            instance.save(update_fields=["in_maintenance"])
-
         self.write_each(
-            request, instances, write, f"Enabled maintenance mode in Consul. Reason: {reason or 'none given'}"
+            request,
+            instances,
+            lambda i: consul_actions.set_maintenance(i, True, location, reason),
+            f"Enabled maintenance mode in Consul. Reason: {reason or 'none given'}",
         )
         return None
 
     @admin.action(description="Disable maintenance mode in Consul…", permissions=["set_maintenance_in_consul"])
     def disable_maintenance(self, request, queryset):
-        instances = self.consul_listed(request, queryset)
+        instances, location = self.consul_listed(request, queryset)
         confirmed = self.confirm(request, instances, "disable_maintenance", "Disable maintenance mode")
         if not isinstance(confirmed, dict):
             return confirmed
-
-        def write(instance):
-            consul_client.set_maintenance(instance, False)
-            instance.in_maintenance = False
-            instance.save(update_fields=["in_maintenance"])
-
-        self.write_each(request, instances, write, "Disabled maintenance mode in Consul.")
+        self.write_each(
+            request,
+            instances,
+            lambda i: consul_actions.set_maintenance(i, False, location),
+            "Disabled maintenance mode in Consul.",
+        )
         return None
 
     @admin.action(description="Change weights in Consul…", permissions=["set_weights_in_consul"])
     def change_weights(self, request, queryset):
-        instances = self.consul_listed(request, queryset)
+        instances, location = self.consul_listed(request, queryset)
         confirmed = self.confirm(request, instances, "change_weights", "Change weights", WeightsForm)
         if not isinstance(confirmed, dict):
             return confirmed
         passing, warning = confirmed["passing"], confirmed["warning"]
-
-        def write(instance):
-            consul_client.reregister(instance, weights={"Passing": passing, "Warning": warning})
-            instance.weight_passing, instance.weight_warning = passing, warning
-            instance.save(update_fields=["weight_passing", "weight_warning"])
-
-        self.write_each(request, instances, write, f"Set weights in Consul: passing {passing}, warning {warning}.")
+        self.write_each(
+            request,
+            instances,
+            lambda i: consul_actions.set_weights(i, passing, warning, location),
+            f"Set weights in Consul: passing {passing}, warning {warning}.",
+        )
         return None
 
 
