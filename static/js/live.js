@@ -1,5 +1,5 @@
 // The live-update client: snapshot, then seq-numbered deltas; resync on a gap; reconnect with backoff.
-// Protocol: see dashboard/live.py. applyChanges mirrors dashboard.live.apply.
+// Protocol: see dashboard/live/__init__.py. applyChanges mirrors dashboard.live.protocol.apply.
 
 import { qs, setStatus } from "./util.js";
 

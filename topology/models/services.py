@@ -96,7 +96,7 @@ class Instance(models.Model):
     class Meta:
         ordering = ["service__name", "identity"]
         constraints = [models.UniqueConstraint(fields=["service", "identity"], name="instance_identity_unique")]
-        # The admin actions that write to Consul; each needs its own permission (see topology/admin.py).
+        # The admin actions that write to Consul; each needs its own permission (see dashboard/admin.py and collectors/consul_actions.py).
         permissions = [
             ("register_in_consul", "Can register an instance in Consul"),
             ("deregister_from_consul", "Can deregister an instance from Consul"),
