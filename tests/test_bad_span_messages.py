@@ -77,6 +77,22 @@ def test_one_bad_span_is_dead_lettered_while_the_rest_of_its_message_is_kept(kaf
     assert DeadLetter.objects.get().reason == "bad_timestamp"
 
 
+def test_spans_older_than_a_shorter_span_retention_are_refused_as_bad_timestamp(kafka_bootstrap, topic_name, settings):
+    settings.SPAN_RETENTION_HOURS = 2
+    hour = 3600 * 1e6
+    kept = zipkin(timestamp=int(time.time() * 1e6 - 1.5 * hour), id="aaaaaaaaaaaaaaaa")
+    too_old = zipkin(timestamp=int(time.time() * 1e6 - 2.5 * hour), id="bbbbbbbbbbbbbbbb")
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [kept, too_old])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "zipkin_json"})
+    assert consume_until(consumer, lambda: DeadLetter.objects.exists() and Span.objects.exists())
+    consumer.close()
+
+    assert list(Span.objects.values_list("span_id", flat=True)) == ["aaaaaaaaaaaaaaaa"]
+    assert list(DeadLetter.objects.values_list("reason", "offset")) == [("bad_timestamp", 1)]
+
+
 def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap, topic_name):
     hostile = "<img src=x onerror=alert(1)>\x00svc"
     create_topic(kafka_bootstrap, topic_name, partitions=1)
