@@ -1,6 +1,6 @@
 """The JSON API: login required everywhere, and the topology, traces and routes it derives."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -13,7 +13,7 @@ from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.ingestion import resolve_unpaired, store_spans
 from topology.models import DeadLetter, IngestRollup
-from topology.window import Window
+from topology.window import Window, WindowError
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +153,53 @@ def test_the_time_rates_divide_by_grows_in_ten_second_steps():
     ]
 
     assert covered == [350, 350, 350, 360]
+
+
+def test_a_window_may_span_60_seconds_to_14_days(api):
+    for seconds in (60, 14 * 86400):
+        assert Window.from_params(seconds).seconds == seconds
+        assert api.get(f"/api/topology/?window={seconds}").json()["window"] == seconds
+    for seconds in (59, 14 * 86400 + 1):
+        with pytest.raises(WindowError):
+            Window.from_params(seconds)
+        assert api.get(f"/api/topology/?window={seconds}").status_code == 400
+
+
+def test_the_window_is_300_seconds_unless_given(api):
+    assert Window.from_params().seconds == 300
+    assert api.get("/api/topology/").json()["window"] == 300
+
+
+def test_a_routes_call_tree_looks_back_15_minutes_unless_told(api):
+    traces = OtelTraces()
+    traces.span("gateway", "gateway-1", "GET /old", "server", now_ns() - 10 * 60 * 10**9, 10)
+    ingest(traces.finished())
+    route = {"service": "gateway", "operation": "GET /old"}
+
+    assert api.get("/api/routes/tree/", route).json()["sampled_traces"] == 1
+    assert api.get("/api/routes/tree/", {**route, "window": 300}).json()["sampled_traces"] == 0
+
+
+@pytest.mark.parametrize("until", ["1795000000", "2026-11-18T11:06:40Z", "2026-11-18T11:06:40"])
+def test_until_is_epoch_seconds_or_iso_8601_in_utc_unless_it_says(api, until):
+    assert Window.from_params(300, until=until).until == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+    assert api.get("/api/topology/", {"until": until}).json()["until"] == "2026-11-18T11:06:40Z"
+    assert api.get("/api/edges/detail/", {"source": "a", "target": "b", "until": until}).status_code == 404
+
+
+def test_until_takes_fractions_of_a_second():
+    assert Window.from_params(300, until="1795000000.5").until == datetime(2026, 11, 18, 11, 6, 40, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("until", ["abc", "2026-13-01T00:00:00Z", "99999999999999999"])
+@pytest.mark.parametrize(
+    "url, params", [("/api/topology/", {}), ("/api/routes/", {}), ("/api/services/detail/", {"name": "a"})]
+)
+def test_an_impossible_until_is_a_clear_400(api, url, params, until):
+    response = api.get(url, {**params, "until": until})
+
+    assert response.status_code == 400
+    assert "until must be an ISO 8601 time or epoch seconds" in response.content.decode()
 
 
 def test_a_bad_window_is_a_clear_400(api):

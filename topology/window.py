@@ -15,6 +15,19 @@ class WindowError(ValueError):
     pass
 
 
+def parse_until(value):
+    """The end of a window from ISO 8601 (UTC when it names no zone) or epoch seconds."""
+    text = str(value)
+    try:
+        end = datetime.fromtimestamp(float(text), UTC) if text.replace(".", "").isdigit() else parse_datetime(text)
+    except (ValueError, OverflowError, OSError):
+        # Well-formed but impossible (a 13th month), or an epoch beyond what a datetime holds.
+        end = None
+    if end is None:
+        raise WindowError("until must be an ISO 8601 time or epoch seconds")
+    return timezone.make_aware(end, UTC) if timezone.is_naive(end) else end
+
+
 @dataclass(frozen=True)
 class Window:
     seconds: int
@@ -28,18 +41,7 @@ class Window:
             raise WindowError("window must be a whole number of seconds") from None
         if not 60 <= seconds <= MAX_WINDOW_SECONDS:
             raise WindowError(f"window must be between 60 and {MAX_WINDOW_SECONDS} seconds")
-        end = timezone.now()
-        if until not in (None, ""):
-            end = (
-                parse_datetime(until)
-                if not str(until).replace(".", "").isdigit()
-                else datetime.fromtimestamp(float(until), UTC)
-            )
-            if end is None:
-                raise WindowError("until must be an ISO 8601 time or epoch seconds")
-            if timezone.is_naive(end):
-                end = timezone.make_aware(end, UTC)
-        return cls(seconds, end)
+        return cls(seconds, parse_until(until) if until not in (None, "") else timezone.now())
 
     @property
     def since(self):

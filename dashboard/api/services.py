@@ -1,12 +1,11 @@
 """The services list and the topology page's side panels (a node, an edge)."""
 
-from datetime import datetime
-
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from topology import service_detail
+from topology.window import WindowError, parse_until
 
 WINDOWS = (300, 900, 3600)
 
@@ -26,12 +25,9 @@ def _until(request):
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError({"until": "An ISO 8601 time."}) from None
-    if moment.tzinfo is None:
-        raise ValidationError({"until": "Give a time zone."})
-    return moment
+        return parse_until(value)
+    except WindowError as error:
+        raise ValidationError({"until": str(error)}) from None
 
 
 class ServiceListView(APIView):
