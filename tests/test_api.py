@@ -112,6 +112,13 @@ def test_every_endpoint_answers_401_without_login(client, url):
     assert b"nodes" not in response.content and b"trace_id" not in response.content
 
 
+def test_the_openapi_schema_describes_the_endpoints(api):
+    response = api.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert b"/api/topology/" in response.content and b"/api/balancers/{service}/" in response.content
+
+
 def test_a_token_opens_the_api(client):
     token = Token.objects.create(user=User.objects.create_user("robot"))
     assert client.get("/api/topology/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
@@ -244,6 +251,18 @@ def test_a_route_lists_its_rate_and_merges_its_call_tree_across_traces(api):
     assert orders["children"][0]["service"] == "inventory"
     assert len(body["recent"]) == 5 and len(body["failed"]) == 1
     assert body["sampled_traces"] == 5
+
+
+def test_a_routes_call_tree_merges_at_most_1000_traces(api):
+    traces = OtelTraces()
+    start = now_ns() - 60 * 10**9
+    for i in range(1001):
+        traces.span("gateway", "gateway-1", "GET /busy", "server", start + i * 10**6, 1)
+    ingest(traces.finished())
+
+    body = api.get("/api/routes/tree/", {"service": "gateway", "operation": "GET /busy"}).json()
+
+    assert body["sampled_traces"] == 1000 and body["tree"]["count"] == 1000
 
 
 def test_a_routes_slow_traces_are_the_slowest_of_the_window_not_of_the_latest(api, monkeypatch):

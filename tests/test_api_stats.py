@@ -106,6 +106,7 @@ def test_flows_endpoint_shows_negative_delays(user_client):
 
     assert (flow["producer"], flow["topic"], flow["consumer"]) == ("orders", "invoices", "billing")
     assert (flow["count"], flow["negative_delays"], flow["clock_skew_suspected"]) == (5, 1, True)
+    assert flow["negative_share"] == 0.2
     assert flow["p50_ms"] == pytest.approx(7, rel=0.1)
     assert len(flow["series"]) == 1
 

@@ -236,7 +236,9 @@ def test_an_instance_given_twice_its_share_is_flagged_by_name():
 
     assert report["verdict"]["status"] == SKEWED
     assert report["verdict"]["instance"] == "cart-0"
-    assert "cart-0 gets 40.0%" in report["verdict"]["summary"]
+    assert (
+        report["verdict"]["summary"] == "cart-0 gets 40.0% of the requests where 25.0% is expected (1.60× its share)."
+    )
     assert report["max_abs_deviation"] == pytest.approx(0.15)
 
 

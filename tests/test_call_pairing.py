@@ -129,3 +129,15 @@ def test_the_periodic_task_waits_the_configured_grace_period(settings):
 
     assert calls("web", "postgres") == 1
     assert list(Span.objects.filter(paired=False).values_list("trace_id", flat=True)) == [f"{1:032x}"]
+
+
+@pytest.mark.parametrize("failed", ["client", "server"])
+def test_a_call_is_an_error_when_either_side_is(failed):
+    traces = OtelTraces()
+    root = traces.span("web", "web-1", "GET /", "server", now_ns(), 30)
+    client = traces.span("web", "web-1", "GET", "client", now_ns(), 20, parent=root, error=failed == "client")
+    traces.span("api", "api-1", "GET /items", "server", now_ns(), 10, parent=client, error=failed == "server")
+
+    stored(traces.finished())
+
+    assert EdgeRollup.objects.get(source__name="web", target__name="api").errors == 1

@@ -98,6 +98,7 @@ def test_without_any_variable_the_settings_are_the_readmes_defaults(tmp_path):
     assert read["LOGGING"]["root"]["level"] == "INFO"
     database = read["DATABASES"]["default"]
     assert (database["ENGINE"], database["NAME"]) == ("django.db.backends.sqlite3", str(tmp_path / "meshscope.sqlite3"))
+    assert "PRAGMA journal_mode=WAL" in database["OPTIONS"]["init_command"]
 
 
 def test_every_typed_setting_is_read_from_the_environment(tmp_path):

@@ -201,3 +201,33 @@ def test_an_attribute_value_is_cut_after_one_kib():
 
     assert kept("x" * 1024) == "x" * 1024
     assert kept("x" * 1025) == "x" * 1024 + "…"
+
+
+def test_a_message_of_the_maximum_size_is_read_and_one_byte_more_is_too_large():
+    payload = zipkin_at(0)
+
+    assert len(decode(payload, "zipkin_json", len(payload), 86400).spans) == 1
+    with pytest.raises(SpanRejected) as rejected:
+        decode(payload, "zipkin_json", len(payload) - 1, 86400)
+    assert rejected.value.reason == "too_large"
+
+
+# --- Whom an uninstrumented callee is counted as (README, "An uninstrumented callee") ------------------
+
+
+def test_a_client_names_its_callee_by_peer_service_before_its_server_address():
+    traces = OtelTraces()
+    attributes = {"peer.service": "billing", "server.address": "10.0.0.7", "server.port": 8080}
+    traces.span("web", "web-1", "GET", "client", now_ns(), 5, attributes=attributes)
+
+    (record,) = decode(otlp_protobuf(traces.finished()), "otlp_proto", 10**6, 86400).spans
+
+    assert record.peer == "billing"
+
+
+def test_a_zipkin_client_without_peer_attributes_names_its_callee_by_its_remote_endpoint():
+    span = dict(ZIPKIN_DOCUMENTED_SPAN, timestamp=int(time.time() * 1e6), kind="CLIENT", tags={})
+
+    (record,) = decode(json.dumps([span]).encode(), "zipkin_json", 10**6, 86400).spans
+
+    assert record.peer == "172.19.0.2:58648"
