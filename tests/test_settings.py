@@ -159,6 +159,45 @@ def test_every_typed_setting_is_read_from_the_environment(tmp_path):
     assert read["LOGGING"]["root"]["level"] == "WARNING"
 
 
+def test_the_addresses_and_credentials_are_read_as_given(tmp_path):
+    read = settings_under(
+        tmp_path,
+        "CSRF_TRUSTED_ORIGINS",
+        "CELERY_BROKER_URL",
+        "DATABASES",
+        "CONSUL_HTTP_ADDR",
+        "CONSUL_HTTP_TOKEN",
+        "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT",
+        "CONSUL_CLIENT_KEY",
+        CSRF_TRUSTED_ORIGINS="https://meshscope.example.com",
+        REDIS_URL="redis://cache:6380/3",
+        CELERY_BROKER_URL="redis://broker:6379/1",
+        DATABASE_URL="postgres://meshscope:pw@db.example.com:5433/meshscope",
+        CONSUL_HTTP_ADDR="https://consul.example.com:8501",
+        CONSUL_HTTP_TOKEN="token-1",
+        CONSUL_CACERT="/etc/consul/ca.pem",
+        CONSUL_CLIENT_CERT="/etc/consul/client.pem",
+        CONSUL_CLIENT_KEY="/etc/consul/client.key",
+    )
+
+    assert read["CSRF_TRUSTED_ORIGINS"] == ["https://meshscope.example.com"]
+    assert read["CELERY_BROKER_URL"] == "redis://broker:6379/1"
+    database = read["DATABASES"]["default"]
+    assert (database["ENGINE"], database["HOST"], database["PORT"], database["NAME"]) == (
+        "django.db.backends.postgresql",
+        "db.example.com",
+        5433,
+        "meshscope",
+    )
+    assert (read["CONSUL_HTTP_ADDR"], read["CONSUL_HTTP_TOKEN"]) == ("https://consul.example.com:8501", "token-1")
+    assert (read["CONSUL_CACERT"], read["CONSUL_CLIENT_CERT"], read["CONSUL_CLIENT_KEY"]) == (
+        "/etc/consul/ca.pem",
+        "/etc/consul/client.pem",
+        "/etc/consul/client.key",
+    )
+
+
 def test_a_trace_topic_without_a_format_is_detected_per_message(tmp_path):
     read = settings_under(tmp_path, "TRACE_TOPICS", TRACE_TOPICS="spans, otlp_spans:otlp_json,zipkin")
 
