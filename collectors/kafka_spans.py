@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 PAYLOAD_HEAD_BYTES = 1024
 MAX_BACKOFF_SECONDS = 30
+# What the database refuses, or its driver cannot even send (text that is no UTF-8, such as the lone
+# surrogates JSON allows): the message is dead-lettered, the rest of its batch kept.
+UNSTORABLE = (DatabaseError, UnicodeEncodeError)
 
 
 def consumer_config(**overrides):
@@ -102,7 +105,7 @@ class SpanConsumer:
                 return self._store(decoded)
         except (OperationalError, InterfaceError):
             raise
-        except DatabaseError:
+        except UNSTORABLE:
             log.exception("A batch of %d messages failed to store; storing them one by one", len(messages))
         # Somewhere in the batch is a message the database refuses: isolate it rather than block.
         stored = 0
@@ -112,7 +115,7 @@ class SpanConsumer:
                     stored += self._store([item])
             except (OperationalError, InterfaceError):
                 raise
-            except DatabaseError as error:
+            except UNSTORABLE as error:
                 message, _, _ = item
                 self._dead_letter(message, "unstorable", f"{type(error).__name__}: {error}")
         return stored

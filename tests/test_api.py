@@ -1,6 +1,6 @@
 """The JSON API: login required everywhere, and the topology, traces and routes it derives."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -13,7 +13,7 @@ from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.ingestion import resolve_unpaired, store_spans
 from topology.models import DeadLetter, IngestRollup
-from topology.window import Window
+from topology.window import Window, WindowError
 
 pytestmark = pytest.mark.django_db
 
@@ -104,10 +104,19 @@ def api():
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)
-def test_every_endpoint_refuses_a_request_without_login(client, url):
+def test_every_endpoint_answers_401_without_login(client, url):
     response = client.get(url)
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
+    # A 401 names the scheme that would open the door (RFC 9110), here DRF's token.
+    assert response["WWW-Authenticate"] == "Token"
     assert b"nodes" not in response.content and b"trace_id" not in response.content
+
+
+def test_the_openapi_schema_describes_the_endpoints(api):
+    response = api.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert b"/api/topology/" in response.content and b"/api/balancers/{service}/" in response.content
 
 
 def test_a_token_opens_the_api(client):
@@ -153,6 +162,87 @@ def test_the_time_rates_divide_by_grows_in_ten_second_steps():
     assert covered == [350, 350, 350, 360]
 
 
+def test_a_window_may_span_60_seconds_to_14_days(api):
+    for seconds in (60, 14 * 86400):
+        assert Window.from_params(seconds).seconds == seconds
+        assert api.get(f"/api/topology/?window={seconds}").json()["window"] == seconds
+    for seconds in (59, 14 * 86400 + 1):
+        with pytest.raises(WindowError):
+            Window.from_params(seconds)
+        assert api.get(f"/api/topology/?window={seconds}").status_code == 400
+
+
+def test_the_window_is_300_seconds_unless_given(api):
+    assert Window.from_params().seconds == 300
+    assert api.get("/api/topology/").json()["window"] == 300
+
+
+def test_a_routes_call_tree_looks_back_15_minutes_unless_told(api):
+    traces = OtelTraces()
+    traces.span("gateway", "gateway-1", "GET /old", "server", now_ns() - 10 * 60 * 10**9, 10)
+    ingest(traces.finished())
+    route = {"service": "gateway", "operation": "GET /old"}
+
+    assert api.get("/api/routes/tree/", route).json()["sampled_traces"] == 1
+    assert api.get("/api/routes/tree/", {**route, "window": 300}).json()["sampled_traces"] == 0
+
+
+@pytest.mark.parametrize("until", ["1795000000", "2026-11-18T11:06:40Z", "2026-11-18T11:06:40"])
+def test_until_is_epoch_seconds_or_iso_8601_in_utc_unless_it_says(api, until):
+    assert Window.from_params(300, until=until).until == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+    assert api.get("/api/topology/", {"until": until}).json()["until"] == "2026-11-18T11:06:40Z"
+    assert api.get("/api/edges/detail/", {"source": "a", "target": "b", "until": until}).status_code == 404
+
+
+def test_until_takes_fractions_of_a_second():
+    assert Window.from_params(300, until="1795000000.5").until == datetime(2026, 11, 18, 11, 6, 40, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("until", ["abc", "2026-13-01T00:00:00Z", "99999999999999999"])
+@pytest.mark.parametrize(
+    "url, params", [("/api/topology/", {}), ("/api/routes/", {}), ("/api/services/detail/", {"name": "a"})]
+)
+def test_an_impossible_until_is_a_clear_400(api, url, params, until):
+    response = api.get(url, {**params, "until": until})
+
+    assert response.status_code == 400
+    assert "until must be an ISO 8601 time or epoch seconds" in response.content.decode()
+
+
+WINDOWED_ENDPOINTS = [
+    ("/api/topology/", {}),
+    ("/api/routes/", {}),
+    ("/api/routes/tree/", {"service": "a", "operation": "b"}),
+    ("/api/services/detail/", {"name": "a"}),
+    ("/api/edges/detail/", {"source": "a", "target": "b"}),
+    ("/api/services/shares/", {"name": "a"}),
+    ("/api/balancers/", {}),
+    ("/api/balancers/a/", {}),
+    ("/api/lag/", {}),
+    ("/api/flows/", {}),
+]
+
+
+@pytest.mark.parametrize(("url", "params"), WINDOWED_ENDPOINTS)
+def test_every_endpoint_takes_a_window_of_60_seconds_to_14_days(api, url, params):
+    for seconds in (60, 14 * 86400):
+        assert api.get(url, {**params, "window": seconds}).status_code in (200, 404)  # 404: no such service
+    for seconds in (59, 14 * 86400 + 1):
+        response = api.get(url, {**params, "window": seconds})
+        assert (response.status_code, response.json()) == (
+            400,
+            {"window": f"window must be between 60 and {14 * 86400} seconds"},
+        )
+
+
+@pytest.mark.parametrize(("url", "params"), WINDOWED_ENDPOINTS)
+def test_every_endpoint_answers_a_bad_window_or_until_with_the_same_400(api, url, params):
+    assert api.get(url, {**params, "window": "abc"}).json() == {"window": "window must be a whole number of seconds"}
+    assert api.get(url, {**params, "until": "abc"}).json() == {
+        "until": "until must be an ISO 8601 time or epoch seconds"
+    }
+
+
 def test_a_bad_window_is_a_clear_400(api):
     response = api.get("/api/topology/?window=abc")
     assert response.status_code == 400
@@ -195,6 +285,18 @@ def test_a_route_lists_its_rate_and_merges_its_call_tree_across_traces(api):
     assert orders["children"][0]["service"] == "inventory"
     assert len(body["recent"]) == 5 and len(body["failed"]) == 1
     assert body["sampled_traces"] == 5
+
+
+def test_a_routes_call_tree_merges_at_most_1000_traces(api):
+    traces = OtelTraces()
+    start = now_ns() - 60 * 10**9
+    for i in range(1001):
+        traces.span("gateway", "gateway-1", "GET /busy", "server", start + i * 10**6, 1)
+    ingest(traces.finished())
+
+    body = api.get("/api/routes/tree/", {"service": "gateway", "operation": "GET /busy"}).json()
+
+    assert body["sampled_traces"] == 1000 and body["tree"]["count"] == 1000
 
 
 def test_a_routes_slow_traces_are_the_slowest_of_the_window_not_of_the_latest(api, monkeypatch):

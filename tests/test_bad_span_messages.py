@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+from django.db import connection
 from django.db.models import Count, Sum
 
 from tests.kafka_helpers import consume_until, create_topic, produce, span_consumer
@@ -76,6 +77,22 @@ def test_one_bad_span_is_dead_lettered_while_the_rest_of_its_message_is_kept(kaf
     assert DeadLetter.objects.get().reason == "bad_timestamp"
 
 
+def test_spans_older_than_a_shorter_span_retention_are_refused_as_bad_timestamp(kafka_bootstrap, topic_name, settings):
+    settings.SPAN_RETENTION_HOURS = 2
+    hour = 3600 * 1e6
+    kept = zipkin(timestamp=int(time.time() * 1e6 - 1.5 * hour), id="aaaaaaaaaaaaaaaa")
+    too_old = zipkin(timestamp=int(time.time() * 1e6 - 2.5 * hour), id="bbbbbbbbbbbbbbbb")
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [kept, too_old])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "zipkin_json"})
+    assert consume_until(consumer, lambda: DeadLetter.objects.exists() and Span.objects.exists())
+    consumer.close()
+
+    assert list(Span.objects.values_list("span_id", flat=True)) == ["aaaaaaaaaaaaaaaa"]
+    assert list(DeadLetter.objects.values_list("reason", "offset")) == [("bad_timestamp", 1)]
+
+
 def test_nul_bytes_and_markup_in_names_are_stored_as_plain_text(kafka_bootstrap, topic_name):
     hostile = "<img src=x onerror=alert(1)>\x00svc"
     create_topic(kafka_bootstrap, topic_name, partitions=1)
@@ -130,3 +147,37 @@ def test_a_redelivered_bad_message_is_dead_lettered_once(kafka_bootstrap, topic_
 
     assert DeadLetter.objects.count() == 1
     assert IngestRollup.objects.aggregate(n=Sum("rejected"))["n"] == 1
+
+
+def test_a_message_whose_text_the_database_cannot_take_is_dead_lettered_as_unstorable(kafka_bootstrap, topic_name):
+    # A lone surrogate is valid JSON (\ud800) but no UTF-8: no database driver can send it.
+    first = zipkin_json([zipkin_span("api", "get /first", "server", "abcdef0123456789", "0123456789abcdef")])
+    last = zipkin_json([zipkin_span("api", "get /last", "server", "abcdef0123456788", "0123456789abcdee")])
+    unencodable = zipkin(localEndpoint={"serviceName": "api\ud800"})
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [first, unencodable, last])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "zipkin_json"})
+    assert consume_until(consumer, lambda: Span.objects.filter(name="get /last").exists())
+    consumer.close()
+
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, letter.offset) == ("unstorable", 1)
+    assert sorted(Span.objects.values_list("name", flat=True)) == ["get /first", "get /last"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite keeps JSON as text and takes any")
+def test_a_message_postgresql_refuses_is_isolated_from_its_batch_as_unstorable(kafka_bootstrap, topic_name):
+    # jsonb refuses a lone surrogate escape (\ud800) that JSON text allows.
+    first = zipkin_json([zipkin_span("api", "get /first", "server", "abcdef0123456789", "0123456789abcdef")])
+    last = zipkin_json([zipkin_span("api", "get /last", "server", "abcdef0123456788", "0123456789abcdee")])
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, [first, zipkin(tags={"note": "\ud800"}), last])
+
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "zipkin_json"})
+    assert consume_until(consumer, lambda: Span.objects.filter(name="get /last").exists())
+    consumer.close()
+
+    letter = DeadLetter.objects.get()
+    assert (letter.reason, letter.offset) == ("unstorable", 1)
+    assert sorted(Span.objects.values_list("name", flat=True)) == ["get /first", "get /last"]

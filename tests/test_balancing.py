@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from topology.balancing import (
     BALANCED,
-    SIGNIFICANCE,
     SKEWED,
     TOO_FEW_REQUESTS,
     BalancerWindow,
@@ -72,7 +71,7 @@ def test_random_choice_is_not_flagged_by_chi_square_over_repeated_seeds():
         stats = BalanceStatistics("random", ["a", "b", "c", "d"], counts, [1, 1, 1, 1])
         p_values.append(stats.p_value)
         verdicts.append(stats.verdict["status"])
-    assert sum(p < SIGNIFICANCE for p in p_values) <= 1
+    assert sum(p < 0.001 for p in p_values) <= 1
     assert set(verdicts) == {BALANCED}
     # The p-values of chance are uniform: about 5 % of them fall under 0.05.
     assert 0.01 <= sum(p < 0.05 for p in p_values) / len(p_values) <= 0.10
@@ -109,6 +108,64 @@ def test_few_requests_are_too_few_to_tell():
 def test_a_blatant_skew_is_called_even_on_few_requests():
     verdict = BalanceStatistics("round_robin", ["a", "b", "c"], [30, 0, 0], [1, 1, 1]).verdict
     assert (verdict["status"], verdict["instance"]) == (SKEWED, "a")
+
+
+# --- The thresholds docs/statistics.md states, each just inside and just outside ---------------------
+#
+# Two instances, each owed half. Over n requests, a random split's standard deviation of a share is
+# σ = √(0.5 × 0.5 / n): 5 points at n = 100, half a point at 10,000.
+
+
+def verdict(policy, counts, weights=None):
+    return BalanceStatistics(policy, ["a", "b"][: len(counts)], counts, weights or [1] * len(counts)).verdict["status"]
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "weighted"])
+def test_a_deviation_within_three_standard_deviations_is_not_skewed(policy):
+    # 64 of 100: 14 points off, 28 % of its due but only 2.8 σ.
+    assert verdict(policy, [64, 36]) == TOO_FEW_REQUESTS
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "weighted"])
+def test_a_deviation_beyond_three_standard_deviations_is_skewed(policy):
+    # 66 of 100: 16 points off, 3.2 σ.
+    assert verdict(policy, [66, 34]) == SKEWED
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "weighted", "random"])
+def test_an_instance_at_less_than_120_percent_of_its_due_is_not_skewed(policy):
+    # 59 % where 50 % is due: 1.18× its share, though a million requests make it far beyond chance.
+    assert verdict(policy, [590_000, 410_000]) == BALANCED
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "weighted", "random"])
+def test_an_instance_at_more_than_120_percent_of_its_due_is_skewed(policy):
+    assert verdict(policy, [610_000, 390_000]) == SKEWED
+
+
+def test_random_balancing_is_not_skewed_while_chi_square_p_is_above_one_in_a_thousand():
+    # 66 of 100 is 32 % over its due; χ² = 10.24 with 1 degree of freedom.
+    stats = BalanceStatistics("random", ["a", "b"], [66, 34], [1, 1])
+    assert stats.p_value == pytest.approx(math.erfc(math.sqrt(10.24 / 2)))  # 0.00137
+    assert stats.verdict["status"] == TOO_FEW_REQUESTS
+
+
+def test_random_balancing_is_skewed_once_chi_square_p_is_below_one_in_a_thousand():
+    stats = BalanceStatistics("random", ["a", "b"], [67, 33], [1, 1])
+    assert stats.p_value == pytest.approx(math.erfc(math.sqrt(11.56 / 2)))  # 0.00067
+    assert stats.verdict["status"] == SKEWED
+
+
+def test_too_few_requests_until_three_standard_deviations_fit_in_a_fifth_of_the_share():
+    # 3 √(0.25 / n) ≤ 0.2 × 0.5 from n = 225 on.
+    assert verdict("round_robin", [112, 112]) == TOO_FEW_REQUESTS
+    assert verdict("round_robin", [113, 113]) == BALANCED
+
+
+def test_too_few_requests_is_judged_on_the_instance_with_the_smallest_expected_share():
+    # Owed a quarter: 3 √(0.25 × 0.75 / n) ≤ 0.2 × 0.25 from n = 675 on.
+    assert verdict("weighted", [168, 504], weights=[1, 3]) == TOO_FEW_REQUESTS
+    assert verdict("weighted", [169, 507], weights=[1, 3]) == BALANCED
 
 
 # --- Reports built from the database ------------------------------------------------------------------
@@ -180,7 +237,9 @@ def test_an_instance_given_twice_its_share_is_flagged_by_name():
 
     assert report["verdict"]["status"] == SKEWED
     assert report["verdict"]["instance"] == "cart-0"
-    assert "cart-0 gets 40.0%" in report["verdict"]["summary"]
+    assert (
+        report["verdict"]["summary"] == "cart-0 gets 40.0% of the requests where 25.0% is expected (1.60× its share)."
+    )
     assert report["max_abs_deviation"] == pytest.approx(0.15)
 
 
@@ -278,3 +337,21 @@ def test_overview_lists_every_callee_with_its_verdict():
     assert [s["service"] for s in overview["services"]] == ["orders"]
     assert overview["services"][0]["verdict"]["status"] == BALANCED
     assert overview["services"][0]["chi_square_applies"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", ["critical", "in_maintenance"])
+def test_an_unhealthy_instance_is_flagged_for_traffic_in_the_last_two_minutes_only(state):
+    end = NOW.replace(second=0)
+    service, instances = make_service(f"flagged-{state}", "round_robin", [1, 1, 1])
+    flagged, spared = instances[1], instances[2]
+    unhealthy = {"health": "critical"} if state == "critical" else {"in_maintenance": True}
+    Instance.objects.filter(pk__in=[flagged.pk, spared.pk]).update(**unhealthy)
+    # The minute that starts two minutes before the end lies within the last two; the one before does not.
+    InstanceRollup.objects.create(minute=end - timedelta(minutes=2), instance=flagged, count=7)
+    InstanceRollup.objects.create(minute=end - timedelta(minutes=3), instance=spared, count=9)
+    InstanceRollup.objects.create(minute=end - timedelta(minutes=3), instance=instances[0], count=100)
+
+    flags = BalancerWindow(minutes=15, now=end).report(service)["flags"]
+
+    assert [(f["instance"], f["reason"], f["requests"]) for f in flags] == [(flagged.identity, state, 7)]

@@ -101,3 +101,43 @@ def test_the_periodic_task_settles_more_overdue_calls_than_one_batch_holds(setti
 
     assert calls("web", "postgres") == overdue
     assert not Span.objects.filter(paired=False).exists()
+
+
+def test_the_periodic_task_waits_the_configured_grace_period(settings):
+    settings.SPAN_PAIRING_GRACE_SECONDS = 300
+    web = Service.objects.create(name="web")
+
+    def waiting_call(index, age_seconds):
+        return Span(
+            trace_id=f"{index:032x}",
+            span_id=f"{index:016x}",
+            parent_id="00000000000000aa",
+            service=web,
+            kind="client",
+            name="SELECT",
+            protocol="other",
+            started_at=timezone.now() - timedelta(seconds=age_seconds),
+            duration_us=1000,
+            peer="postgres",
+            paired=False,
+        )
+
+    # Past the default 60 s but within the 300 s configured: still waiting for its child.
+    Span.objects.bulk_create([waiting_call(1, 240), waiting_call(2, 360)])
+
+    assert resolve_unpaired_spans() == 1
+
+    assert calls("web", "postgres") == 1
+    assert list(Span.objects.filter(paired=False).values_list("trace_id", flat=True)) == [f"{1:032x}"]
+
+
+@pytest.mark.parametrize("failed", ["client", "server"])
+def test_a_call_is_an_error_when_either_side_is(failed):
+    traces = OtelTraces()
+    root = traces.span("web", "web-1", "GET /", "server", now_ns(), 30)
+    client = traces.span("web", "web-1", "GET", "client", now_ns(), 20, parent=root, error=failed == "client")
+    traces.span("api", "api-1", "GET /items", "server", now_ns(), 10, parent=client, error=failed == "server")
+
+    stored(traces.finished())
+
+    assert EdgeRollup.objects.get(source__name="web", target__name="api").errors == 1

@@ -76,6 +76,16 @@ def test_stall_and_warn_wait_for_a_full_window():
     assert status([(100, 5), (110, 5), (120, 8)]) == "OK"
 
 
+def test_stall_waits_for_ten_commits():
+    assert status([(100, 5)] * 8 + [(100, 9)]) == "OK"
+    assert status([(100, 5)] * 9 + [(100, 9)]) == "STALL"
+
+
+def test_warn_waits_for_ten_commits():
+    assert status([(100 + 10 * i, 5 + i) for i in range(9)]) == "OK"
+    assert status([(100 + 10 * i, 5 + i) for i in range(10)]) == "WARN"
+
+
 def test_rewind_is_judged_at_once():
     assert status([(100, 5), (90, 15)]) == "REWIND"
 
@@ -226,3 +236,26 @@ def test_long_series_are_averaged_per_minute():
     assert [point["lag_messages"] for point in overview["series"]] == [
         pytest.approx(v, abs=1) for v in (27.5, 87.5, 147.5)
     ]
+
+
+def least_squares_slope(points):
+    n = len(points)
+    mean_t, mean_lag = sum(t for t, _ in points) / n, sum(lag for _, lag in points) / n
+    return sum((t - mean_t) * (lag - mean_lag) for t, lag in points) / sum((t - mean_t) ** 2 for t, _ in points)
+
+
+@pytest.mark.django_db
+def test_the_commit_window_holds_the_last_ten_commits_and_the_trend_the_last_ten_samples():
+    # Twelve samples 5 s apart of a group with members, each a commit; the lags zigzag, so that the
+    # slope over the last 10 differs from the slope over the last 9 or 11.
+    lags = [400, 10, 600, 250, 280, 200, 230, 150, 180, 100, 130, 50]
+    for i, lag in enumerate(lags):
+        record_samples([observation(10 * i, 10 * i + lag, group_state="Stable")], now=T0 + timedelta(seconds=5 * i))
+
+    lag = latest_for_group("billing")
+
+    [partition] = lag["partitions"]
+    assert partition["commits_in_window"] == 10
+    last_ten = [((T0 + timedelta(seconds=5 * i)).timestamp(), lags[i]) for i in range(2, 12)]
+    assert partition["trend_messages_per_second"] == pytest.approx(least_squares_slope(last_ten))
+    assert lag["trend_messages_per_second"] == pytest.approx(least_squares_slope(last_ten))

@@ -283,3 +283,22 @@ def test_a_ping_recomputes_a_view_that_nobody_announced_for_a_while(session_cook
         await ws.disconnect()
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ("abc", "window must be a whole number of seconds"),
+        ("59", f"window must be between 60 and {14 * 86400} seconds"),
+        ("600", "live views cover one of 300, 900, 3600 seconds"),
+    ],
+)
+def test_a_window_the_live_views_do_not_push_is_refused_with_the_apis_message(session_cookie, window, message):
+    async def scenario():
+        ws = communicator(f"/ws/live/topology/?window={window}", session_cookie)
+        assert (await ws.connect())[0]
+        assert await ws.receive_json_from(timeout=5) == {"type": "error", "window": message, "message": message}
+        assert (await ws.receive_output(timeout=5))["code"] == 4400
+        await ws.disconnect()
+
+    run(scenario)

@@ -65,6 +65,63 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
     assert ConsumerPartitionLag.objects.count() == 1
 
 
+def test_a_shorter_span_retention_deletes_spans_sooner_and_leaves_rollups_alone(settings):
+    settings.SPAN_RETENTION_HOURS = 2
+    now = timezone.now()
+    service = Service.objects.create(name="api")
+    Span.objects.bulk_create(
+        [make_span(service, 1, now - timedelta(hours=2, minutes=1)), make_span(service, 2, now - timedelta(hours=1))]
+    )
+    EdgeRollup.objects.create(
+        minute=now.replace(second=0, microsecond=0) - timedelta(hours=3),
+        source=service,
+        target=service,
+        protocol="http",
+        count=1,
+    )
+
+    deleted = retention.prune(now)
+
+    assert deleted["spans"] == 1
+    assert list(Span.objects.values_list("trace_id", flat=True)) == [f"{2:032x}"]
+    assert EdgeRollup.objects.count() == 1
+
+
+def test_a_longer_rollup_retention_keeps_rollups_dead_letters_and_lag_samples_longer(settings):
+    settings.ROLLUP_RETENTION_DAYS = 30
+    now = timezone.now()
+    service = Service.objects.create(name="api")
+    for age_days, count in ((31, 1), (29, 2)):
+        EdgeRollup.objects.create(
+            minute=now.replace(second=0, microsecond=0) - timedelta(days=age_days),
+            source=service,
+            target=service,
+            protocol="http",
+            count=count,
+        )
+        DeadLetter.objects.create(
+            reason="bad_id", topic="t", partition=0, offset=count, received_at=now - timedelta(days=age_days)
+        )
+        ConsumerPartitionLag.objects.create(
+            group="g",
+            topic="t",
+            partition=0,
+            sampled_at=now - timedelta(days=age_days),
+            committed_offset=count,
+            end_offset=count + 1,
+            lag_messages=1,
+            offset_moved_at=now,
+            lag_seconds_method="record_timestamp",
+            status="OK",
+        )
+
+    retention.prune(now)
+
+    assert list(EdgeRollup.objects.values_list("count", flat=True)) == [2]
+    assert list(DeadLetter.objects.values_list("offset", flat=True)) == [2]
+    assert list(ConsumerPartitionLag.objects.values_list("committed_offset", flat=True)) == [2]
+
+
 def test_deletion_goes_in_batches_until_none_is_left():
     service = Service.objects.create(name="api")
     old = timezone.now() - timedelta(days=3)

@@ -147,4 +147,87 @@ def test_the_format_is_detected_from_the_first_byte(payload, expected):
 def test_protobuf_garbage_is_not_decodable():
     with pytest.raises(SpanRejected) as rejected:
         decode(b"\xff\xff\xff\xff not protobuf", "otlp_proto", 10**6, 86400)
-    assert rejected.value.reason in ("not_decodable", "wrong_shape")
+    # The README: a message that is not JSON or protobuf is `not_decodable`; `wrong_shape` is for
+    # one that parses but is not a trace export.
+    assert rejected.value.reason == "not_decodable"
+
+
+# --- The limits the README states, each just inside and just outside -------------------------------
+
+
+def zipkin_at(seconds_from_now, **fields):
+    span = dict(ZIPKIN_DOCUMENTED_SPAN, timestamp=int((time.time() + seconds_from_now) * 1e6), **fields)
+    return json.dumps([span]).encode()
+
+
+def reasons(payload, max_age_seconds=86400):
+    return [rejected.reason for rejected in decode(payload, "zipkin_json", 10**7, max_age_seconds).rejected]
+
+
+def test_a_span_up_to_ten_minutes_ahead_is_taken_as_clock_skew():
+    assert reasons(zipkin_at(10 * 60 - 10)) == []
+
+
+def test_a_span_more_than_ten_minutes_ahead_is_a_bad_timestamp():
+    assert reasons(zipkin_at(10 * 60 + 10)) == ["bad_timestamp"]
+
+
+def test_a_span_older_than_the_span_retention_is_a_bad_timestamp():
+    assert reasons(zipkin_at(-3590), max_age_seconds=3600) == []
+    assert reasons(zipkin_at(-3610), max_age_seconds=3600) == ["bad_timestamp"]
+
+
+def test_a_span_with_a_thousand_attributes_is_kept_and_one_with_more_is_dead_lettered():
+    def tags(n):
+        return {f"k{i}": "v" for i in range(n)}
+
+    assert reasons(zipkin_at(0, tags=tags(1000))) == []
+    assert reasons(zipkin_at(0, tags=tags(1001))) == ["too_many_attributes"]
+
+
+def test_sixty_four_attributes_are_kept_whole_and_the_rest_counted():
+    def kept(n):
+        (record,) = decode(zipkin_at(0, tags={f"k{i:03}": "v" for i in range(n)}), "zipkin_json", 10**7, 86400).spans
+        return record.attributes
+
+    assert len(kept(64)) == 64 and "meshscope.dropped_attributes" not in kept(64)
+    assert len(kept(65)) == 65 and kept(65)["meshscope.dropped_attributes"] == 1
+
+
+def test_an_attribute_value_is_cut_after_one_kib():
+    def kept(value):
+        (record,) = decode(zipkin_at(0, tags={"note": value}), "zipkin_json", 10**7, 86400).spans
+        return record.attributes["note"]
+
+    assert kept("x" * 1024) == "x" * 1024
+    assert kept("x" * 1025) == "x" * 1024 + "…"
+
+
+def test_a_message_of_the_maximum_size_is_read_and_one_byte_more_is_too_large():
+    payload = zipkin_at(0)
+
+    assert len(decode(payload, "zipkin_json", len(payload), 86400).spans) == 1
+    with pytest.raises(SpanRejected) as rejected:
+        decode(payload, "zipkin_json", len(payload) - 1, 86400)
+    assert rejected.value.reason == "too_large"
+
+
+# --- Whom an uninstrumented callee is counted as (README, "An uninstrumented callee") ------------------
+
+
+def test_a_client_names_its_callee_by_peer_service_before_its_server_address():
+    traces = OtelTraces()
+    attributes = {"peer.service": "billing", "server.address": "10.0.0.7", "server.port": 8080}
+    traces.span("web", "web-1", "GET", "client", now_ns(), 5, attributes=attributes)
+
+    (record,) = decode(otlp_protobuf(traces.finished()), "otlp_proto", 10**6, 86400).spans
+
+    assert record.peer == "billing"
+
+
+def test_a_zipkin_client_without_peer_attributes_names_its_callee_by_its_remote_endpoint():
+    span = dict(ZIPKIN_DOCUMENTED_SPAN, timestamp=int(time.time() * 1e6), kind="CLIENT", tags={})
+
+    (record,) = decode(json.dumps([span]).encode(), "zipkin_json", 10**6, 86400).spans
+
+    assert record.peer == "172.19.0.2:58648"

@@ -301,7 +301,12 @@ def _insert_returning_new(rows):
             cursor.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS span_incoming ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA"
             )
-            with cursor.cursor.copy(f"COPY span_incoming ({columns}) FROM STDIN") as copy:
+            # The raw psycopg cursor raises psycopg's errors: made Django's, a refused row or a lost
+            # connection is handled by the consumer as it is for any other statement.
+            with (
+                connection.wrap_database_errors,
+                cursor.cursor.copy(f"COPY span_incoming ({columns}) FROM STDIN") as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM span_incoming {conflict}")
