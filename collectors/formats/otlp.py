@@ -46,7 +46,9 @@ def parse_protobuf(payload):
 def parse_json(payload):
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: invalid JSON or UTF-8, and an integer longer than Python converts (4,300 digits).
+        # RecursionError: arrays or objects nested deeper than the parser recurses.
         raise SpanRejected("not_decodable", f"not JSON: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
         raise SpanRejected("wrong_shape", "OTLP JSON needs an object with a resourceSpans list")

@@ -26,7 +26,9 @@ KINDS = {"CLIENT": "client", "SERVER": "server", "PRODUCER": "producer", "CONSUM
 def parse(payload):
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: invalid JSON or UTF-8, and an integer longer than Python converts (4,300 digits).
+        # RecursionError: arrays or objects nested deeper than the parser recurses.
         raise SpanRejected("not_decodable", f"not JSON: {error}") from None
     if not isinstance(document, list):
         raise SpanRejected("wrong_shape", "Zipkin JSON v2 needs a list of spans")
