@@ -10,6 +10,8 @@ MAX_ATTRIBUTES_ACCEPTED = 1000  # beyond this a span is not trace data but abuse
 MAX_NAME_CHARS = 255
 MAX_FUTURE_SECONDS = 10 * 60  # clock skew we tolerate
 _HEX = re.compile(r"^[0-9a-f]+$")
+# A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: psycopg cannot encode it.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class SpanRejected(ValueError):
@@ -82,10 +84,10 @@ def bounded_attributes(attributes):
 def _within_bounds(item):
     """Whether an attribute would be kept exactly as it is."""
     key, value = item
-    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
+    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or not _storable(key):
         return False
     if value.__class__ is str:
-        return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and "\x00" not in value
+        return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and _storable(value)
     return value is None or isinstance(value, (int, float, bool))
 
 
@@ -102,14 +104,21 @@ def check_times(start_us, duration_us, max_age_seconds):
 
 
 def _printable(value):
-    # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch.
-    return value.replace("\x00", "")
+    # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch. A lone
+    # surrogate is worse: psycopg raises UnicodeEncodeError, not a DatabaseError, and the consumer stops.
+    value = value.replace("\x00", "")
+    return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+
+
+def _storable(value):
+    """Whether _printable would leave the text as it is; isascii() is O(1), so plain text costs little."""
+    return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
 def text(value, what, required=False):
     if value is None:
         value = ""
-    elif value.__class__ is not str or "\x00" in value or value[:1].isspace() or value[-1:].isspace():
+    elif value.__class__ is not str or not _storable(value) or value[:1].isspace() or value[-1:].isspace():
         value = _printable(str(value)).strip()
     if required and not value:
         raise SpanRejected("missing_field", f"{what} is missing")
@@ -155,5 +164,5 @@ def topic_of(attributes):
 def status_code_of(attributes):
     for key in ("http.response.status_code", "http.status_code", "rpc.grpc.status_code"):
         if key in attributes:
-            return str(attributes[key])[:32]
+            return _printable(str(attributes[key]))[:32]
     return ""
