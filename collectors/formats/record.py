@@ -1,5 +1,6 @@
 """The normalised span that every wire format decodes to, and the checks every span must pass."""
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ def bounded_attributes(attributes):
             value = _printable(value)
             if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
                 value = value[:MAX_ATTRIBUTE_VALUE_CHARS] + "…"
+        elif isinstance(value, float) and not math.isfinite(value):
+            # PostgreSQL's JSON has no NaN or Infinity: the span's whole message would be unstorable.
+            value = str(value)
         elif not isinstance(value, (int, float, bool)) and value is not None:
             value = _printable(str(value))[:MAX_ATTRIBUTE_VALUE_CHARS]
         kept[_printable(str(key))[:MAX_NAME_CHARS]] = value
@@ -88,6 +92,8 @@ def _within_bounds(item):
         return False
     if value.__class__ is str:
         return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and _storable(value)
+    if value.__class__ is float:
+        return math.isfinite(value)
     return value is None or isinstance(value, (int, float, bool))
 
 
