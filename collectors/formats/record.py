@@ -99,13 +99,14 @@ def _within_bounds(item):
 
 def check_times(start_us, duration_us, max_age_seconds):
     now_us = time.time() * 1_000_000
-    if not isinstance(start_us, int) or start_us <= 0:
+    # Exactly int: JSON true is an int to isinstance, and would be stored as 1.
+    if start_us.__class__ is not int or start_us <= 0:
         raise SpanRejected("bad_timestamp", f"start {start_us!r} is not a positive integer")
     if start_us > now_us + MAX_FUTURE_SECONDS * 1_000_000:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is more than {MAX_FUTURE_SECONDS} s in the future")
     if start_us < now_us - max_age_seconds * 1_000_000:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is older than the span retention")
-    if not isinstance(duration_us, int) or duration_us < 0 or duration_us > 86_400_000_000:
+    if duration_us.__class__ is not int or duration_us < 0 or duration_us > 86_400_000_000:
         raise SpanRejected("bad_timestamp", f"duration {duration_us!r} µs is negative or over a day")
 
 
