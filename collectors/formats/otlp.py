@@ -63,7 +63,8 @@ def parse_json(payload):
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, SystemError) as error:
+    except (json_format.ParseError, TypeError, ValueError, OverflowError, SystemError) as error:
+        # OverflowError: json_format converts an enum given as a number with int(), and int(Infinity) raises it.
         # SystemError: protobuf's upb runtime raises it when it looks up a field name holding a lone
         # surrogate (a JSON "\ud800" escape in an object key); protobuf strings are UTF-8, so it is no OTLP.
         raise SpanRejected("wrong_shape", f"not an OTLP JSON ExportTraceServiceRequest: {error}") from None
