@@ -4,6 +4,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
 MAX_ATTRIBUTE_VALUE_CHARS = 1024
@@ -18,7 +19,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 class SpanRejected(ValueError):
     """A span, or a whole message, that cannot be ingested. ``reason`` is a short stable code."""
 
-    def __init__(self, reason, detail):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -40,17 +41,17 @@ class SpanRecord:
     error: bool = False
     peer: str = ""
     topic: str = ""
-    attributes: dict = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def id_from_bytes(raw, size, what):
+def id_from_bytes(raw: bytes, size: int, what: str) -> str:
     """An id from protobuf bytes: hex by construction, so only its size and zeroness are checked."""
     if len(raw) != size or not any(raw):
         raise SpanRejected("bad_id", f"{what} {raw.hex()[:64]!r} is not a non-zero id of {size} bytes")
     return raw.hex()
 
 
-def normalise_id(value, length, what):
+def normalise_id(value: Any, length: int, what: str) -> str:
     """Lower-case hex, left-padded to ``length`` (Zipkin allows 64-bit trace ids beside 128-bit ones)."""
     text = (value or "").strip().lower()
     if not text or len(text) > length or not _HEX.match(text) or not text.strip("0"):
@@ -58,16 +59,16 @@ def normalise_id(value, length, what):
     return text.rjust(length, "0")
 
 
-def check_attribute_count(count):
+def check_attribute_count(count: int) -> None:
     if count > MAX_ATTRIBUTES_ACCEPTED:
         raise SpanRejected("too_many_attributes", f"{count} attributes (at most {MAX_ATTRIBUTES_ACCEPTED})")
 
 
-def bounded_attributes(attributes):
+def bounded_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     check_attribute_count(len(attributes))
     if len(attributes) <= MAX_ATTRIBUTES and all(map(_within_bounds, attributes.items())):
         return attributes  # the common case, and this runs for every span: nothing to copy
-    kept = {}
+    kept: dict[str, Any] = {}
     for key, value in attributes.items():
         if len(kept) == MAX_ATTRIBUTES:
             kept["meshscope.dropped_attributes"] = len(attributes) - MAX_ATTRIBUTES
@@ -85,7 +86,7 @@ def bounded_attributes(attributes):
     return kept
 
 
-def _within_bounds(item):
+def _within_bounds(item: tuple[str, Any]) -> bool:
     """Whether an attribute would be kept exactly as it is."""
     key, value = item
     if key.__class__ is not str or len(key) > MAX_NAME_CHARS or not _storable(key):
@@ -97,7 +98,7 @@ def _within_bounds(item):
     return value is None or isinstance(value, (int, float, bool))
 
 
-def check_times(start_us, duration_us, max_age_seconds):
+def check_times(start_us: Any, duration_us: Any, max_age_seconds: float) -> None:
     now_us = time.time() * 1_000_000
     # Exactly int: JSON true is an int to isinstance, and would be stored as 1.
     if start_us.__class__ is not int or start_us <= 0:
@@ -110,19 +111,19 @@ def check_times(start_us, duration_us, max_age_seconds):
         raise SpanRejected("bad_timestamp", f"duration {duration_us!r} µs is negative or over a day")
 
 
-def _printable(value):
+def _printable(value: str) -> str:
     # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch. A lone
     # surrogate is worse: psycopg raises UnicodeEncodeError, not a DatabaseError, and the consumer stops.
     value = value.replace("\x00", "")
     return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
 
 
-def _storable(value):
+def _storable(value: str) -> bool:
     """Whether _printable would leave the text as it is; isascii() is O(1), so plain text costs little."""
     return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
-def text(value, what, required=False):
+def text(value: Any, what: str, required: bool = False) -> str:
     if value is None:
         value = ""
     elif value.__class__ is not str or not _storable(value) or value[:1].isspace() or value[-1:].isspace():
@@ -132,7 +133,7 @@ def text(value, what, required=False):
     return value[:MAX_NAME_CHARS]
 
 
-def protocol_of(attributes):
+def protocol_of(attributes: dict[str, Any]) -> str:
     if attributes.get("rpc.system") == "grpc":
         return "grpc"
     if "messaging.system" in attributes or "messaging.destination.name" in attributes or "kafka.topic" in attributes:
@@ -147,7 +148,7 @@ def protocol_of(attributes):
     return protocol
 
 
-def peer_of(attributes):
+def peer_of(attributes: dict[str, Any]) -> str:
     """The callee a CLIENT or PRODUCER span names, for when the callee itself sends no spans."""
     peer = attributes.get("peer.service")
     if peer:
@@ -159,7 +160,7 @@ def peer_of(attributes):
     return ""
 
 
-def topic_of(attributes):
+def topic_of(attributes: dict[str, Any]) -> str:
     return str(
         attributes.get("messaging.destination.name")
         or attributes.get("messaging.destination")
@@ -168,7 +169,7 @@ def topic_of(attributes):
     )
 
 
-def status_code_of(attributes):
+def status_code_of(attributes: dict[str, Any]) -> str:
     for key in ("http.response.status_code", "http.status_code", "rpc.grpc.status_code"):
         if key in attributes:
             return _printable(str(attributes[key]))[:32]
