@@ -10,6 +10,7 @@ fit is cut to the column's size or replaced by Consul's default, never trusted a
 
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 
@@ -48,10 +49,22 @@ CONSUL_FIELDS = [
     "deregistered_at",
 ]
 SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_seen", "deregistered_at"]
+# A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _text(value, limit=MAX_TEXT):
-    return value[:limit] if isinstance(value, str) else ""
+    """The string cut to its column, else "". NUL, which PostgreSQL refuses in text and jsonb, is dropped, and
+    a lone surrogate, which psycopg cannot encode, becomes U+FFFD: either would fail the whole batch."""
+    if not isinstance(value, str):
+        return ""
+    if not _storable(value):
+        value = _SURROGATES.sub("\ufffd", value.replace("\x00", ""))
+    return value[:limit]
+
+
+def _storable(value):
+    return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
 def _weight(weights, key):
@@ -84,8 +97,8 @@ def parse_entry(entry, datacenter):
         "address": _text(service.get("Address")) or _text(node.get("Address")),
         "port": _port(service.get("Port")),
         "datacenter": datacenter,
-        "tags": [tag[:MAX_TAG] for tag in tags if isinstance(tag, str)][:MAX_TAGS],
-        "meta": {key[:MAX_TEXT]: value[:MAX_META_VALUE] for key, value in meta.items() if isinstance(value, str)},
+        "tags": [_text(tag, MAX_TAG) for tag in tags if isinstance(tag, str)][:MAX_TAGS],
+        "meta": {_text(key): _text(value, MAX_META_VALUE) for key, value in meta.items() if isinstance(value, str)},
         "weight_passing": _weight(service.get("Weights"), "Passing"),
         "weight_warning": _weight(service.get("Weights"), "Warning"),
         "health": max(statuses, key=HEALTH_ORDER.get, default=Health.PASSING),
@@ -111,9 +124,14 @@ def reconcile(datacenter, answers, now):
 
     Returns whether any row changed.
     """
-    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT]
+    # A name is the service's identity: rather than cut or clean it into another service's, leave it out.
+    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT and _storable(name)]
     for name in set(answers) - set(names):
-        log.warning("Consul service name not stored (empty or longer than %s characters): %.80r", MAX_TEXT, name)
+        log.warning(
+            "Consul service name not stored (empty, longer than %s characters, or with NUL or a lone surrogate): %.80r",
+            MAX_TEXT,
+            name,
+        )
     changed = False
     for start in range(0, len(names), BATCH_SERVICES):
         batch = names[start : start + BATCH_SERVICES]
