@@ -86,7 +86,8 @@ def parse_entry(entry, datacenter):
     service = entry.get("Service") if isinstance(entry, dict) else None
     if not isinstance(node, dict) or not isinstance(service, dict) or not _text(service.get("ID")):
         return None
-    checks = [check for check in entry.get("Checks") or [] if isinstance(check, dict)]
+    checks = entry.get("Checks")
+    checks = [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
     statuses = [_health(check.get("Status")) for check in checks]
     tags = service.get("Tags") if isinstance(service.get("Tags"), list) else []
     meta = service.get("Meta") if isinstance(service.get("Meta"), dict) else {}
