@@ -69,11 +69,17 @@ def _storable(value):
 
 def _weight(weights, key):
     value = weights.get(key) if isinstance(weights, dict) else None
-    return value if isinstance(value, int) and 0 <= value <= 2**31 - 1 else 1
+    return value if _is_int(value) and 0 <= value <= 2**31 - 1 else 1
 
 
 def _port(value):
-    return value if isinstance(value, int) and 0 < value < 65536 else None
+    return value if _is_int(value) and 0 < value < 65536 else None
+
+
+def _is_int(value):
+    """An int, not a bool: JSON true is an int to isinstance, and COPY writes it as "t", which an integer
+    column refuses."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _health(status):
