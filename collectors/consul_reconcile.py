@@ -8,6 +8,8 @@ Everything Consul sends is untrusted: fields may be missing, of the wrong type, 
 fit is cut to the column's size or replaced by Consul's default, never trusted as markup.
 """
 
+import hashlib
+import itertools
 import json
 import logging
 import re
@@ -283,7 +285,13 @@ class _Lookup:
         return None
 
     def free_identity(self, fields):
-        """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent)."""
+        """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent).
+
+        Cut to the column, all three candidates can be taken: a 255-character ID on two nodes, or an ID on three
+        nodes whose names differ only past the cut. Then a digest of the instance's whole Consul key (which
+        match found no row for) tells it apart, where the last candidate broke the unique constraint and with
+        it the reconcile of the whole batch.
+        """
         candidates = [
             c[:MAX_TEXT]
             for c in (
@@ -292,7 +300,15 @@ class _Lookup:
                 f"{fields['consul_id']}@{fields['node']}.{fields['datacenter']}",
             )
         ]
-        return next((c for c in candidates if c not in self.by_identity), candidates[-1])
+        free = next((c for c in candidates if c not in self.by_identity), None)
+        if free is not None:
+            return free
+        key = "\x00".join((fields["datacenter"], fields["node"], fields["consul_id"]))
+        for attempt in itertools.count():
+            digest = hashlib.blake2b(f"{key}\x00{attempt}".encode(), digest_size=8).hexdigest()
+            identity = f"{candidates[-1][: MAX_TEXT - len(digest) - 1]}#{digest}"
+            if identity not in self.by_identity:
+                return identity
 
 
 def _summarise(service, rows, now):
