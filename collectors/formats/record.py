@@ -89,10 +89,17 @@ def bounded_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 def _within_bounds(item: tuple[str, Any]) -> bool:
     """Whether an attribute would be kept exactly as it is."""
     key, value = item
-    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or not _storable(key):
+    # What _printable would change, tested inline: a call per key and value would cost more than the test.
+    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
+        return False
+    if not key.isascii() and _SURROGATES.search(key):
         return False
     if value.__class__ is str:
-        return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and _storable(value)
+        return (
+            len(value) <= MAX_ATTRIBUTE_VALUE_CHARS
+            and "\x00" not in value
+            and (value.isascii() or not _SURROGATES.search(value))
+        )
     if value.__class__ is float:
         return math.isfinite(value)
     return value is None or isinstance(value, (int, float, bool))
@@ -118,15 +125,16 @@ def _printable(value: str) -> str:
     return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
 
 
-def _storable(value: str) -> bool:
-    """Whether _printable would leave the text as it is; isascii() is O(1), so plain text costs little."""
-    return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
-
-
 def text(value: Any, what: str, required: bool = False) -> str:
     if value is None:
         value = ""
-    elif value.__class__ is not str or not _storable(value) or value[:1].isspace() or value[-1:].isspace():
+    elif (
+        value.__class__ is not str
+        or "\x00" in value
+        or (not value.isascii() and _SURROGATES.search(value))  # isascii() is O(1): plain text costs little
+        or value[:1].isspace()
+        or value[-1:].isspace()
+    ):
         value = _printable(str(value)).strip()
     if required and not value:
         raise SpanRejected("missing_field", f"{what} is missing")
