@@ -8,8 +8,11 @@ Everything Consul sends is untrusted: fields may be missing, of the wrong type, 
 fit is cut to the column's size or replaced by Consul's default, never trusted as markup.
 """
 
+import hashlib
+import itertools
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from datetime import datetime
 from types import SimpleNamespace
@@ -56,19 +59,37 @@ CONSUL_FIELDS = [
     "deregistered_at",
 ]
 SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_seen", "deregistered_at"]
+# A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _text(value, limit=MAX_TEXT):
-    return value[:limit] if isinstance(value, str) else ""
+    """The string cut to its column, else "". NUL, which PostgreSQL refuses in text and jsonb, is dropped, and
+    a lone surrogate, which psycopg cannot encode, becomes U+FFFD: either would fail the whole batch."""
+    if not isinstance(value, str):
+        return ""
+    if not _storable(value):
+        value = _SURROGATES.sub("\ufffd", value.replace("\x00", ""))
+    return value[:limit]
+
+
+def _storable(value):
+    return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
 def _weight(weights, key):
     value = weights.get(key) if isinstance(weights, dict) else None
-    return value if isinstance(value, int) and 0 <= value <= 2**31 - 1 else 1
+    return value if _is_int(value) and 0 <= value <= 2**31 - 1 else 1
 
 
 def _port(value):
-    return value if isinstance(value, int) and 0 < value < 65536 else None
+    return value if _is_int(value) and 0 < value < 65536 else None
+
+
+def _is_int(value):
+    """An int, not a bool: JSON true is an int to isinstance, and COPY writes it as "t", which an integer
+    column refuses."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _health(status):
@@ -81,9 +102,11 @@ def parse_entry(entry, datacenter):
     service = entry.get("Service") if isinstance(entry, dict) else None
     if not isinstance(node, dict) or not isinstance(service, dict) or not _text(service.get("ID")):
         return None
+    checks = entry.get("Checks")
     # In check ID order, whatever order the answer gave: a row changes only when a check does.
     checks = sorted(
-        (check for check in entry.get("Checks") or [] if isinstance(check, dict)), key=lambda c: _text(c.get("CheckID"))
+        (check for check in checks if isinstance(check, dict)) if isinstance(checks, list) else (),
+        key=lambda c: _text(c.get("CheckID")),
     )
     statuses = [_health(check.get("Status")) for check in checks]
     tags = service.get("Tags") if isinstance(service.get("Tags"), list) else []
@@ -95,8 +118,8 @@ def parse_entry(entry, datacenter):
         "address": _text(service.get("Address")) or _text(node.get("Address")),
         "port": _port(service.get("Port")),
         "datacenter": datacenter,
-        "tags": [tag[:MAX_TAG] for tag in tags if isinstance(tag, str)][:MAX_TAGS],
-        "meta": {key[:MAX_TEXT]: value[:MAX_META_VALUE] for key, value in meta.items() if isinstance(value, str)},
+        "tags": [_text(tag, MAX_TAG) for tag in tags if isinstance(tag, str)][:MAX_TAGS],
+        "meta": {_text(key): _text(value, MAX_META_VALUE) for key, value in meta.items() if isinstance(value, str)},
         "weight_passing": _weight(service.get("Weights"), "Passing"),
         "weight_warning": _weight(service.get("Weights"), "Warning"),
         "health": max(statuses, key=HEALTH_ORDER.get, default=Health.PASSING),
@@ -171,9 +194,14 @@ def reconcile(datacenter, answers, now):
 
     Returns whether any row changed.
     """
-    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT]
+    # A name is the service's identity: rather than cut or clean it into another service's, leave it out.
+    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT and _storable(name)]
     for name in set(answers) - set(names):
-        log.warning("Consul service name not stored (empty or longer than %s characters): %.80r", MAX_TEXT, name)
+        log.warning(
+            "Consul service name not stored (empty, longer than %s characters, or with NUL or a lone surrogate): %.80r",
+            MAX_TEXT,
+            name,
+        )
     changed = False
     for start in range(0, len(names), BATCH_SERVICES):
         batch = names[start : start + BATCH_SERVICES]
@@ -322,7 +350,13 @@ class _Lookup:
         return None
 
     def free_identity(self, fields):
-        """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent)."""
+        """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent).
+
+        Cut to the column, all three candidates can be taken: a 255-character ID on two nodes, or an ID on three
+        nodes whose names differ only past the cut. Then a digest of the instance's whole Consul key (which
+        match found no row for) tells it apart, where the last candidate broke the unique constraint and with
+        it the reconcile of the whole batch.
+        """
         candidates = [
             c[:MAX_TEXT]
             for c in (
@@ -331,7 +365,15 @@ class _Lookup:
                 f"{fields['consul_id']}@{fields['node']}.{fields['datacenter']}",
             )
         ]
-        return next((c for c in candidates if c not in self.by_identity), candidates[-1])
+        free = next((c for c in candidates if c not in self.by_identity), None)
+        if free is not None:
+            return free
+        key = "\x00".join((fields["datacenter"], fields["node"], fields["consul_id"]))
+        for attempt in itertools.count():
+            digest = hashlib.blake2b(f"{key}\x00{attempt}".encode(), digest_size=8).hexdigest()
+            identity = f"{candidates[-1][: MAX_TEXT - len(digest) - 1]}#{digest}"
+            if identity not in self.by_identity:
+                return identity
 
 
 def _summarise(service, rows, now):

@@ -1,5 +1,6 @@
 """Decoding of trace messages from Kafka: one message in, spans and rejected spans out."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from collectors.formats import otlp, zipkin
@@ -12,11 +13,11 @@ __all__ = ["FORMATS", "Decoded", "SpanRecord", "SpanRejected", "decode", "detect
 
 @dataclass
 class Decoded:
-    spans: list = field(default_factory=list)
-    rejected: list = field(default_factory=list)  # SpanRejected, one per span that failed its checks
+    spans: list[SpanRecord] = field(default_factory=list)
+    rejected: list[SpanRejected] = field(default_factory=list)  # one per span that failed its checks
 
 
-def detect_format(payload):
+def detect_format(payload: bytes) -> str:
     head = payload[:64].lstrip()
     if head.startswith(b"["):
         return "zipkin_json"
@@ -25,7 +26,7 @@ def detect_format(payload):
     return "otlp_proto"
 
 
-def decode(payload, message_format, max_bytes, max_age_seconds):
+def decode(payload: bytes | None, message_format: str, max_bytes: int, max_age_seconds: float) -> Decoded:
     """Raises SpanRejected when the message as a whole is unusable."""
     if payload is None or not payload.strip():
         raise SpanRejected("wrong_shape", "an empty message")
@@ -33,6 +34,7 @@ def decode(payload, message_format, max_bytes, max_age_seconds):
         raise SpanRejected("too_large", f"{len(payload)} bytes (at most {max_bytes})")
     if message_format == "auto":
         message_format = detect_format(payload)
+    items: Iterator[SpanRecord | SpanRejected]
     if message_format == "zipkin_json":
         items = zipkin.records(zipkin.parse(payload), max_age_seconds)
     elif message_format == "otlp_json":
@@ -43,5 +45,8 @@ def decode(payload, message_format, max_bytes, max_age_seconds):
         raise SpanRejected("unknown_format", f"no decoder for format {message_format!r}")
     decoded = Decoded()
     for item in items:
-        (decoded.rejected if isinstance(item, SpanRejected) else decoded.spans).append(item)
+        if isinstance(item, SpanRejected):
+            decoded.rejected.append(item)
+        else:
+            decoded.spans.append(item)
     return decoded

@@ -8,10 +8,14 @@ bytes first, so both encodings go through the same protobuf walk.
 import base64
 import binascii
 import json
+from collections.abc import Iterator
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collectors.formats.record import (
     SpanRecord,
@@ -32,7 +36,7 @@ STATUS_ERROR = 2
 SCALAR_VALUES = frozenset(("string_value", "bool_value", "int_value", "double_value"))
 
 
-def parse_protobuf(payload):
+def parse_protobuf(payload: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(payload)
@@ -43,10 +47,12 @@ def parse_protobuf(payload):
     return request
 
 
-def parse_json(payload):
+def parse_json(payload: bytes) -> ExportTraceServiceRequest:
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: invalid JSON or UTF-8, and an integer longer than Python converts (4,300 digits).
+        # RecursionError: arrays or objects nested deeper than the parser recurses.
         raise SpanRejected("not_decodable", f"not JSON: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
         raise SpanRejected("wrong_shape", "OTLP JSON needs an object with a resourceSpans list")
@@ -61,19 +67,22 @@ def parse_json(payload):
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError) as error:
+    except (json_format.ParseError, TypeError, ValueError, OverflowError, SystemError) as error:
+        # OverflowError: json_format converts an enum given as a number with int(), and int(Infinity) raises it.
+        # SystemError: protobuf's upb runtime raises it when it looks up a field name holding a lone
+        # surrogate (a JSON "\ud800" escape in an object key); protobuf strings are UTF-8, so it is no OTLP.
         raise SpanRejected("wrong_shape", f"not an OTLP JSON ExportTraceServiceRequest: {error}") from None
     return request
 
 
-def _list(container, key):
+def _list(container: Any, key: str) -> list[Any]:
     value = container.get(key, []) if isinstance(container, dict) else []
     if not isinstance(value, list):
         raise SpanRejected("wrong_shape", f"{key} is not a list")
     return value
 
 
-def _hex_to_base64(value):
+def _hex_to_base64(value: Any) -> str:
     # An id that is not hex becomes empty bytes, which the per-span id check rejects with its reason.
     try:
         return base64.b64encode(binascii.unhexlify(value)).decode()
@@ -81,7 +90,7 @@ def _hex_to_base64(value):
         return ""
 
 
-def any_value(value):
+def any_value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which in SCALAR_VALUES:
         return getattr(value, which)
@@ -96,7 +105,7 @@ def any_value(value):
     return getattr(value, which)
 
 
-def records(request, max_age_seconds):
+def records(request: ExportTraceServiceRequest, max_age_seconds: float) -> Iterator[SpanRecord | SpanRejected]:
     """Yields a SpanRecord, or a SpanRejected for a span that fails its checks, for every span."""
     for resource_spans in request.resource_spans:
         resource = {item.key: any_value(item.value) for item in resource_spans.resource.attributes}
@@ -111,7 +120,9 @@ def records(request, max_age_seconds):
                     yield rejected
 
 
-def _record(span, resource, service, instance, max_age_seconds):
+def _record(
+    span: Span, resource: dict[str, Any], service: Any, instance: str | None, max_age_seconds: float
+) -> SpanRecord:
     # Counted before conversion so that a hostile span costs little to refuse.
     check_attribute_count(len(span.attributes))
     attributes = {item.key: any_value(item.value) for item in span.attributes}
@@ -139,13 +150,13 @@ def _record(span, resource, service, instance, max_age_seconds):
     )
 
 
-def _resource_instance(resource):
+def _resource_instance(resource: dict[str, Any]) -> str | None:
     """The instance every span of the resource belongs to, or None when it depends on the span."""
     instance_id = resource.get("service.instance.id")
     return text(instance_id, "service.instance.id") if instance_id else None
 
 
-def _instance(resource, attributes, kind):
+def _instance(resource: dict[str, Any], attributes: dict[str, Any], kind: str) -> str:
     host = resource.get("host.name") or ""
     port = None
     if kind == "server":

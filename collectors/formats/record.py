@@ -1,8 +1,10 @@
 """The normalised span that every wire format decodes to, and the checks every span must pass."""
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
 MAX_ATTRIBUTE_VALUE_CHARS = 1024
@@ -10,12 +12,14 @@ MAX_ATTRIBUTES_ACCEPTED = 1000  # beyond this a span is not trace data but abuse
 MAX_NAME_CHARS = 255
 MAX_FUTURE_SECONDS = 10 * 60  # clock skew we tolerate
 _HEX = re.compile(r"^[0-9a-f]+$")
+# A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: psycopg cannot encode it.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class SpanRejected(ValueError):
     """A span, or a whole message, that cannot be ingested. ``reason`` is a short stable code."""
 
-    def __init__(self, reason, detail):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -37,17 +41,17 @@ class SpanRecord:
     error: bool = False
     peer: str = ""
     topic: str = ""
-    attributes: dict = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def id_from_bytes(raw, size, what):
+def id_from_bytes(raw: bytes, size: int, what: str) -> str:
     """An id from protobuf bytes: hex by construction, so only its size and zeroness are checked."""
     if len(raw) != size or not any(raw):
         raise SpanRejected("bad_id", f"{what} {raw.hex()[:64]!r} is not a non-zero id of {size} bytes")
     return raw.hex()
 
 
-def normalise_id(value, length, what):
+def normalise_id(value: Any, length: int, what: str) -> str:
     """Lower-case hex, left-padded to ``length`` (Zipkin allows 64-bit trace ids beside 128-bit ones)."""
     text = (value or "").strip().lower()
     if not text or len(text) > length or not _HEX.match(text) or not text.strip("0"):
@@ -55,16 +59,16 @@ def normalise_id(value, length, what):
     return text.rjust(length, "0")
 
 
-def check_attribute_count(count):
+def check_attribute_count(count: int) -> None:
     if count > MAX_ATTRIBUTES_ACCEPTED:
         raise SpanRejected("too_many_attributes", f"{count} attributes (at most {MAX_ATTRIBUTES_ACCEPTED})")
 
 
-def bounded_attributes(attributes):
+def bounded_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     check_attribute_count(len(attributes))
     if len(attributes) <= MAX_ATTRIBUTES and all(map(_within_bounds, attributes.items())):
         return attributes  # the common case, and this runs for every span: nothing to copy
-    kept = {}
+    kept: dict[str, Any] = {}
     for key, value in attributes.items():
         if len(kept) == MAX_ATTRIBUTES:
             kept["meshscope.dropped_attributes"] = len(attributes) - MAX_ATTRIBUTES
@@ -73,50 +77,71 @@ def bounded_attributes(attributes):
             value = _printable(value)
             if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
                 value = value[:MAX_ATTRIBUTE_VALUE_CHARS] + "…"
+        elif isinstance(value, float) and not math.isfinite(value):
+            # PostgreSQL's JSON has no NaN or Infinity: the span's whole message would be unstorable.
+            value = str(value)
         elif not isinstance(value, (int, float, bool)) and value is not None:
             value = _printable(str(value))[:MAX_ATTRIBUTE_VALUE_CHARS]
         kept[_printable(str(key))[:MAX_NAME_CHARS]] = value
     return kept
 
 
-def _within_bounds(item):
+def _within_bounds(item: tuple[str, Any]) -> bool:
     """Whether an attribute would be kept exactly as it is."""
     key, value = item
+    # What _printable would change, tested inline: a call per key and value would cost more than the test.
     if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
         return False
+    if not key.isascii() and _SURROGATES.search(key):
+        return False
     if value.__class__ is str:
-        return len(value) <= MAX_ATTRIBUTE_VALUE_CHARS and "\x00" not in value
+        return (
+            len(value) <= MAX_ATTRIBUTE_VALUE_CHARS
+            and "\x00" not in value
+            and (value.isascii() or not _SURROGATES.search(value))
+        )
+    if value.__class__ is float:
+        return math.isfinite(value)
     return value is None or isinstance(value, (int, float, bool))
 
 
-def check_times(start_us, duration_us, max_age_seconds):
+def check_times(start_us: Any, duration_us: Any, max_age_seconds: float) -> None:
     now_us = time.time() * 1_000_000
-    if not isinstance(start_us, int) or start_us <= 0:
+    # Exactly int: JSON true is an int to isinstance, and would be stored as 1.
+    if start_us.__class__ is not int or start_us <= 0:
         raise SpanRejected("bad_timestamp", f"start {start_us!r} is not a positive integer")
     if start_us > now_us + MAX_FUTURE_SECONDS * 1_000_000:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is more than {MAX_FUTURE_SECONDS} s in the future")
     if start_us < now_us - max_age_seconds * 1_000_000:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is older than the span retention")
-    if not isinstance(duration_us, int) or duration_us < 0 or duration_us > 86_400_000_000:
+    if duration_us.__class__ is not int or duration_us < 0 or duration_us > 86_400_000_000:
         raise SpanRejected("bad_timestamp", f"duration {duration_us!r} µs is negative or over a day")
 
 
-def _printable(value):
-    # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch.
-    return value.replace("\x00", "")
+def _printable(value: str) -> str:
+    # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch. A lone
+    # surrogate is worse: psycopg raises UnicodeEncodeError, not a DatabaseError, and the consumer stops.
+    value = value.replace("\x00", "")
+    return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
 
 
-def text(value, what, required=False):
+def text(value: Any, what: str, required: bool = False) -> str:
     if value is None:
         value = ""
-    elif value.__class__ is not str or "\x00" in value or value[:1].isspace() or value[-1:].isspace():
+    elif (
+        value.__class__ is not str
+        or "\x00" in value
+        or (not value.isascii() and _SURROGATES.search(value))  # isascii() is O(1): plain text costs little
+        or value[:1].isspace()
+        or value[-1:].isspace()
+    ):
         value = _printable(str(value)).strip()
     if required and not value:
         raise SpanRejected("missing_field", f"{what} is missing")
     return value[:MAX_NAME_CHARS]
 
 
-def protocol_of(attributes):
+def protocol_of(attributes: dict[str, Any]) -> str:
     if attributes.get("rpc.system") == "grpc":
         return "grpc"
     if "messaging.system" in attributes or "messaging.destination.name" in attributes or "kafka.topic" in attributes:
@@ -131,7 +156,7 @@ def protocol_of(attributes):
     return protocol
 
 
-def peer_of(attributes):
+def peer_of(attributes: dict[str, Any]) -> str:
     """The callee a CLIENT or PRODUCER span names, for when the callee itself sends no spans."""
     peer = attributes.get("peer.service")
     if peer:
@@ -143,7 +168,7 @@ def peer_of(attributes):
     return ""
 
 
-def topic_of(attributes):
+def topic_of(attributes: dict[str, Any]) -> str:
     return str(
         attributes.get("messaging.destination.name")
         or attributes.get("messaging.destination")
@@ -152,8 +177,8 @@ def topic_of(attributes):
     )
 
 
-def status_code_of(attributes):
+def status_code_of(attributes: dict[str, Any]) -> str:
     for key in ("http.response.status_code", "http.status_code", "rpc.grpc.status_code"):
         if key in attributes:
-            return str(attributes[key])[:32]
+            return _printable(str(attributes[key]))[:32]
     return ""

@@ -6,6 +6,8 @@ timestamp and duration in microseconds, localEndpoint, remoteEndpoint, tags, sha
 
 import hashlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 from collectors.formats.record import (
     SpanRecord,
@@ -20,20 +22,23 @@ from collectors.formats.record import (
     topic_of,
 )
 
-KINDS = {"CLIENT": "client", "SERVER": "server", "PRODUCER": "producer", "CONSUMER": "consumer"}
+# Looked up with whatever the message holds; an unhashable kind raises TypeError, which is wrong_shape.
+KINDS: dict[Any, str] = {"CLIENT": "client", "SERVER": "server", "PRODUCER": "producer", "CONSUMER": "consumer"}
 
 
-def parse(payload):
+def parse(payload: bytes) -> list[Any]:
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: invalid JSON or UTF-8, and an integer longer than Python converts (4,300 digits).
+        # RecursionError: arrays or objects nested deeper than the parser recurses.
         raise SpanRejected("not_decodable", f"not JSON: {error}") from None
     if not isinstance(document, list):
         raise SpanRejected("wrong_shape", "Zipkin JSON v2 needs a list of spans")
     return document
 
 
-def records(spans, max_age_seconds):
+def records(spans: list[Any], max_age_seconds: float) -> Iterator[SpanRecord | SpanRejected]:
     for span in spans:
         try:
             yield _record(span, max_age_seconds)
@@ -44,26 +49,28 @@ def records(spans, max_age_seconds):
             yield SpanRejected("wrong_shape", f"a field has the wrong type: {error}")
 
 
-def _endpoint(span, key):
+def _endpoint(span: dict[str, Any], key: str) -> dict[str, Any]:
     endpoint = span.get(key) or {}
     if not isinstance(endpoint, dict):
         raise SpanRejected("wrong_shape", f"{key} is not an object")
     return endpoint
 
 
-def _address(endpoint):
+def _address(endpoint: dict[str, Any]) -> str:
     host = endpoint.get("ipv4") or endpoint.get("ipv6") or ""
     port = endpoint.get("port")
     return f"{host}:{port}" if host and port else str(host)
 
 
-def _record(span, max_age_seconds):
+def _record(span: Any, max_age_seconds: float) -> SpanRecord:
     if not isinstance(span, dict):
         raise SpanRejected("wrong_shape", "a span is not an object")
     tags = span.get("tags") or {}
     if not isinstance(tags, dict):
         raise SpanRejected("wrong_shape", "tags is not an object")
-    timestamp, duration = span.get("timestamp"), span.get("duration", 0)
+    # Whatever the message holds, until check_times lets only an int through.
+    timestamp: Any = span.get("timestamp")
+    duration: Any = span.get("duration", 0)
     check_times(timestamp, duration, max_age_seconds)
     local, remote = _endpoint(span, "localEndpoint"), _endpoint(span, "remoteEndpoint")
     kind = KINDS.get(span.get("kind"), "internal")
