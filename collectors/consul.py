@@ -24,10 +24,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import timedelta
+from typing import Any
 
+import consul
 from celery import shared_task
 from django.conf import settings
 from django.db.models import Q
@@ -52,12 +55,18 @@ BACKOFF_MAX_SECONDS = 60
 LEASE_MARGIN_SECONDS = 120
 
 
+# What a blocking query brings back: (when it came, monotonic; its X-Consul-Index; the answer's body).
+Answer = tuple[float, int, Any]
+Query = Callable[[ConsulDatacenter, str], Answer]
+Handler = Callable[[ConsulDatacenter, float, int, Any], None]
+
+
 class UnexpectedAnswer(Exception):
     """Consul answered, but not with what its documentation describes."""
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)
-def sync_consul():
+def sync_consul() -> None:
     if not settings.CONSUL_HTTP_ADDR:
         SourceStatus.objects.update_or_create(name="consul", defaults={"configured": False})
         return
@@ -76,7 +85,7 @@ def sync_consul():
         ConsulDatacenter.objects.filter(pk__in=[row.pk for row in rows]).update(leased_until=None)
 
 
-def _discover(known):
+def _discover(known: Sequence[ConsulDatacenter]) -> list[str]:
     """Every datacenter the agent knows of, when CONSUL_DATACENTERS does not list them."""
     try:
         names = connect().catalog.datacenters()
@@ -92,7 +101,7 @@ def _discover(known):
     return [name for name in names if isinstance(name, str) and name] if isinstance(names, list) else []
 
 
-def _lease(name):
+def _lease(name: str) -> ConsulDatacenter | None:
     """The datacenter's state, if no other run holds it and its backoff has passed."""
     now = timezone.now()
     row, _ = ConsulDatacenter.objects.get_or_create(name=name[:128])
@@ -105,14 +114,14 @@ def _lease(name):
     return row
 
 
-def _back_off(row, reason):
+def _back_off(row: ConsulDatacenter, reason: str) -> None:
     failures = SourceStatus.record_failure(f"consul:{row.name}", reason)
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (failures - 1))
     row.retry_after = timezone.now() + timedelta(seconds=delay)
     row.save(update_fields=["retry_after"])
 
 
-def _index(value):
+def _index(value: Any) -> int:
     """X-Consul-Index as a number; anything else counts as 0, which forces a resync."""
     try:
         return max(0, int(value))
@@ -120,13 +129,14 @@ def _index(value):
         return 0
 
 
-def _check_digests(checks):
+def _check_digests(checks: Iterable[Any]) -> dict[str, str]:
     """{service name: digest of its checks}; node checks, which every service on the node shares, under ""."""
-    by_service = {}
+    by_service: dict[str, list[str]] = {}
     for check in checks:
         if not isinstance(check, dict):
             continue
-        name = check.get("ServiceName") if isinstance(check.get("ServiceName"), str) else ""
+        service_name = check.get("ServiceName")
+        name = service_name if isinstance(service_name, str) else ""
         fields = [check.get(key) for key in ("Node", "CheckID", "ServiceID", "Status", "Output")]
         by_service.setdefault(name, []).append(json.dumps(fields, default=str))
     return {
@@ -141,26 +151,27 @@ class Round:
     HTTP happens in threads; the database is written from the calling thread only.
     """
 
-    def __init__(self, rows):
+    def __init__(self, rows: Sequence[ConsulDatacenter]) -> None:
         self.rows = rows
-        self.failed = set()
-        self.read_at = {}  # (datacenter, service) -> when this round last asked for the service
+        self.failed: set[str] = set()
+        # (datacenter, service) -> when this round last asked for the service
+        self.read_at: dict[tuple[str, str], float] = {}
         self.local = threading.local()
-        self.readers = None
+        self.readers: ThreadPoolExecutor | None = None  # while run() runs
 
-    def client(self):
+    def client(self) -> consul.Consul:
         # One client, and so one HTTP session, per thread: requests' sessions are not shared safely.
         if not hasattr(self.local, "client"):
             self.local.client = connect()
         return self.local.client
 
-    def run(self):
+    def run(self) -> None:
         """Watches until the blocking wait has passed, acting on each answer as it comes."""
         deadline = time.monotonic() + settings.CONSUL_BLOCKING_WAIT_SECONDS
         with ThreadPoolExecutor(2 * len(self.rows)) as watchers, ThreadPoolExecutor(READERS) as self.readers:
-            pending = {}
+            pending: dict[Future[Answer], tuple[Query, Handler, ConsulDatacenter]] = {}
 
-            def watch(query, handle, row, delay=0.0):
+            def watch(query: Query, handle: Handler, row: ConsulDatacenter, delay: float = 0.0) -> None:
                 pending[watchers.submit(self.block, query, row, deadline, delay)] = (query, handle, row)
 
             for row in self.rows:
@@ -198,22 +209,22 @@ class Round:
 
     # --- the two blocking queries (in threads) ---------------------------------------------------------
 
-    def block(self, query, row, deadline, delay):
+    def block(self, query: Query, row: ConsulDatacenter, deadline: float, delay: float) -> Answer:
         time.sleep(delay)
         wait = max(deadline - time.monotonic(), 0.001)
         return query(row, f"{int(wait * 1000)}ms")
 
-    def watch_catalog(self, row, wait):
+    def watch_catalog(self, row: ConsulDatacenter, wait: str) -> Answer:
         index, services = self.client().catalog.services(index=row.catalog_index or None, wait=wait, dc=row.name)
         return time.monotonic(), _index(index), services
 
-    def watch_checks(self, row, wait):
+    def watch_checks(self, row: ConsulDatacenter, wait: str) -> Answer:
         index, checks = self.client().health.state("any", index=row.checks_index or None, wait=wait, dc=row.name)
         return time.monotonic(), _index(index), checks
 
     # --- what their answers call for (in the calling thread) -------------------------------------------
 
-    def on_catalog(self, row, received_at, index, services):
+    def on_catalog(self, row: ConsulDatacenter, received_at: float, index: int, services: Any) -> None:
         if not isinstance(services, dict):
             raise UnexpectedAnswer(f"/v1/catalog/services answered a {type(services).__name__}, not an object")
         resync = index == 0 or index < row.catalog_index
@@ -227,13 +238,14 @@ class Round:
         row.catalog_index = max(index, 1)
         row.save(update_fields=["catalog_index", "service_indexes"])
 
-    def on_checks(self, row, received_at, index, checks):
+    def on_checks(self, row: ConsulDatacenter, received_at: float, index: int, checks: Any) -> None:
         if not isinstance(checks, list):
             raise UnexpectedAnswer(f"/v1/health/state/any answered a {type(checks).__name__}, not a list")
         resync = index == 0 or index < row.checks_index
         if index == row.checks_index and not resync:
             return
         digests = _check_digests(checks)
+        names: Collection[str]
         if resync or digests.get("") != row.check_digests.get(""):
             names = set(row.service_indexes) | set(digests)
         else:
@@ -248,14 +260,16 @@ class Round:
         row.checks_index = max(index, 1)
         row.save(update_fields=["checks_index", "check_digests", "service_indexes"])
 
-    def not_read_since(self, row, names, received_at):
+    def not_read_since(self, row: ConsulDatacenter, names: Iterable[str], received_at: float) -> list[str]:
         """Leaves out the services this round read after the answer came: they are as fresh as it is."""
         return [name for name in names if self.read_at.get((row.name, name), -1) < received_at]
 
-    def read_and_reconcile(self, row, names, force):
+    def read_and_reconcile(self, row: ConsulDatacenter, names: Iterable[str], force: bool) -> None:
         """Reads the services, reconciling each batch of answers while the next ones are on their way."""
-        answers = {}
-        reads = {}
+        if self.readers is None:
+            raise RuntimeError("Round.read_and_reconcile reads with run()'s readers: call it from run()")
+        answers: dict[str, list[Any]] = {}
+        reads: dict[Future[tuple[int, list[Any]]], str] = {}
         for name in names:
             reads[self.readers.submit(self.read_service, row.name, name)] = name
         try:
@@ -273,7 +287,7 @@ class Round:
                 future.cancel()
         reconcile(row.name, answers, timezone.now())
 
-    def read_service(self, datacenter, name):
+    def read_service(self, datacenter: str, name: str) -> tuple[int, list[Any]]:
         self.read_at[(datacenter, name)] = time.monotonic()
         index, entries = self.client().health.service(name, dc=datacenter)
         return _index(index), entries if isinstance(entries, list) else []

@@ -8,12 +8,17 @@ instances registered there. Each write raises ``ConsulWriteError`` with Consul's
 """
 
 import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import consul
 import requests
 from consul.callback import CB
+from consul.std import HTTPClient
 from django.conf import settings
+
+from topology.models import Instance
 
 # Seconds to wait for Consul to connect or answer; blocking queries add their wait to it.
 REQUEST_TIMEOUT_SECONDS = 10
@@ -25,7 +30,7 @@ class ConsulWriteError(Exception):
     """A write that Consul refused or could not take; the message is what Consul said."""
 
 
-def connect():
+def connect() -> consul.Consul:
     address = settings.CONSUL_HTTP_ADDR
     parts = urlsplit(address if "//" in address else f"//{address}")
     uses_tls = parts.scheme == "https" or (not parts.scheme and bool(settings.CONSUL_CACERT))
@@ -50,7 +55,7 @@ def connect():
     return client
 
 
-def _read_environment_once(http):
+def _read_environment_once(http: HTTPClient) -> None:
     """Applies the proxy variables, ~/.netrc and REQUESTS_CA_BUNDLE once, as requests would on each request.
 
     A session that trusts the environment reads all of them again for every request, which cost about
@@ -63,7 +68,7 @@ def _read_environment_once(http):
     http.session.trust_env = False
 
 
-def describe(error):
+def describe(error: Exception) -> str:
     """Consul's own message for a failed call, for the stale reason and the admin's error message."""
     if isinstance(error, requests.RequestException):
         return f"Consul at {settings.CONSUL_HTTP_ADDR} is unreachable: {error.__class__.__name__}: {error}"
@@ -72,7 +77,7 @@ def describe(error):
     return f"Consul answered: {error}"
 
 
-def agent_location():
+def agent_location() -> tuple[str, str]:
     """(node name, datacenter) of the agent at CONSUL_HTTP_ADDR, from ``GET /v1/agent/self``."""
     client = connect()
     try:
@@ -88,7 +93,7 @@ def agent_location():
     return node, datacenter
 
 
-def _write(call, *args, **kwargs):
+def _write(call: Callable[..., object], *args: Any, **kwargs: Any) -> None:
     try:
         accepted = call(*args, **kwargs)
     except CONSUL_ERRORS as error:
@@ -98,7 +103,16 @@ def _write(call, *args, **kwargs):
         raise ConsulWriteError("Consul answered 404: this agent has no service with that ID.")
 
 
-def register(name, service_id, address, port, tags, meta, weights, check=None):
+def register(
+    name: str,
+    service_id: str,
+    address: str,
+    port: int | None,
+    tags: Iterable[str],
+    meta: Mapping[str, str],
+    weights: Mapping[str, int],
+    check: dict[str, Any] | None = None,
+) -> None:
     client = connect()
     _write(
         client.agent.service.register,
@@ -113,7 +127,9 @@ def register(name, service_id, address, port, tags, meta, weights, check=None):
     )
 
 
-def reregister(instance, meta=None, weights=None):
+def reregister(
+    instance: Instance, meta: Mapping[str, str] | None = None, weights: Mapping[str, int] | None = None
+) -> None:
     """Registers the instance again as it is known, with new meta or weights; Consul keeps its checks."""
     register(
         instance.service.name,
@@ -126,17 +142,17 @@ def reregister(instance, meta=None, weights=None):
     )
 
 
-def deregister(instance):
+def deregister(instance: Instance) -> None:
     _write(connect().agent.service.deregister, instance.consul_id)
 
 
-def set_maintenance(instance, enable, reason=""):
+def set_maintenance(instance: Instance, enable: bool, reason: str = "") -> None:
     _write(connect().agent.service.maintenance, instance.consul_id, "true" if enable else "false", reason or None)
 
 
-def http_check(url, interval="10s", timeout="5s"):
+def http_check(url: str, interval: str = "10s", timeout: str = "5s") -> dict[str, Any]:
     return consul.Check.http(url, interval, timeout=timeout)
 
 
-def tcp_check(host, port, interval="10s", timeout="5s"):
+def tcp_check(host: str, port: int, interval: str = "10s", timeout: str = "5s") -> dict[str, Any]:
     return consul.Check.tcp(host, port, interval, timeout=timeout)

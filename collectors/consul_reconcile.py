@@ -14,9 +14,10 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 from django.db import connection, models, transaction
 
@@ -40,7 +41,7 @@ MAX_TAG = 512
 MAX_TAGS = 64
 MAX_META_VALUE = 512
 MAX_OUTPUT = 4096
-HEALTH_ORDER = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.CRITICAL: 3}
+HEALTH_ORDER: dict[str, int] = {Health.PASSING: 0, Health.UNKNOWN: 1, Health.WARNING: 2, Health.CRITICAL: 3}
 MAINTENANCE_CHECKS = (SERVICE_MAINTENANCE_CHECK_ID, "_node_maintenance")
 CONSUL_FIELDS = [
     "consul_id",
@@ -63,7 +64,36 @@ SERVICE_FIELDS = ["in_consul", "tags", "datacenter", "balancing_policy", "last_s
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _text(value, limit=MAX_TEXT):
+class CheckFields(TypedDict):
+    """One check as an Instance row keeps it in ``checks``."""
+
+    id: str
+    scope: str  # "service" or "node"
+    name: str
+    status: str
+    output: str
+
+
+class InstanceFields(TypedDict):
+    """The Instance fields that Consul decides (CONSUL_FIELDS), as ``parse_entry`` reads them."""
+
+    consul_id: str
+    node: str
+    address: str
+    port: int | None
+    datacenter: str
+    tags: list[str]
+    meta: dict[str, str]
+    weight_passing: int
+    weight_warning: int
+    health: str
+    checks: list[CheckFields]
+    in_maintenance: bool
+    in_consul: bool
+    deregistered_at: datetime | None
+
+
+def _text(value: object, limit: int = MAX_TEXT) -> str:
     """The string cut to its column, else "". NUL, which PostgreSQL refuses in text and jsonb, is dropped, and
     a lone surrogate, which psycopg cannot encode, becomes U+FFFD: either would fail the whole batch."""
     if not isinstance(value, str):
@@ -73,30 +103,30 @@ def _text(value, limit=MAX_TEXT):
     return value[:limit]
 
 
-def _storable(value):
+def _storable(value: str) -> bool:
     return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
-def _weight(weights, key):
+def _weight(weights: object, key: str) -> int:
     value = weights.get(key) if isinstance(weights, dict) else None
     return value if _is_int(value) and 0 <= value <= 2**31 - 1 else 1
 
 
-def _port(value):
+def _port(value: object) -> int | None:
     return value if _is_int(value) and 0 < value < 65536 else None
 
 
-def _is_int(value):
+def _is_int(value: object) -> TypeGuard[int]:
     """An int, not a bool: JSON true is an int to isinstance, and COPY writes it as "t", which an integer
     column refuses."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _health(status):
+def _health(status: Any) -> str:
     return status if status in (Health.PASSING, Health.WARNING, Health.CRITICAL) else Health.UNKNOWN
 
 
-def parse_entry(entry, datacenter):
+def parse_entry(entry: Any, datacenter: str) -> InstanceFields | None:
     """The Instance fields of one entry of /v1/health/service/:service, or None if it names no instance."""
     node = entry.get("Node") if isinstance(entry, dict) else None
     service = entry.get("Service") if isinstance(entry, dict) else None
@@ -109,8 +139,9 @@ def parse_entry(entry, datacenter):
         key=lambda c: _text(c.get("CheckID")),
     )
     statuses = [_health(check.get("Status")) for check in checks]
-    tags = service.get("Tags") if isinstance(service.get("Tags"), list) else []
-    meta = service.get("Meta") if isinstance(service.get("Meta"), dict) else {}
+    tags, meta = service.get("Tags"), service.get("Meta")
+    tags = tags if isinstance(tags, list) else []
+    meta = meta if isinstance(meta, dict) else {}
     return {
         "consul_id": _text(service["ID"]),
         "node": _text(node.get("Node")),
@@ -122,7 +153,7 @@ def parse_entry(entry, datacenter):
         "meta": {_text(key): _text(value, MAX_META_VALUE) for key, value in meta.items() if isinstance(value, str)},
         "weight_passing": _weight(service.get("Weights"), "Passing"),
         "weight_warning": _weight(service.get("Weights"), "Warning"),
-        "health": max(statuses, key=HEALTH_ORDER.get, default=Health.PASSING),
+        "health": max(statuses, key=HEALTH_ORDER.__getitem__, default=Health.PASSING),
         "checks": [
             {
                 "id": _text(check.get("CheckID")),
@@ -189,7 +220,7 @@ def with_maintenance(instance: Instance, enable: bool) -> list[dict[str, str]]:
     return sorted(checks, key=lambda check: check.get("id", ""))
 
 
-def reconcile(datacenter, answers, now):
+def reconcile(datacenter: str, answers: Mapping[str, list[Any]], now: datetime) -> bool:
     """Applies /v1/health/service answers, ``{service name: entries}``, for one datacenter.
 
     Returns whether any row changed.
@@ -209,7 +240,7 @@ def reconcile(datacenter, answers, now):
     return changed
 
 
-def mark_absent(datacenter, present, now):
+def mark_absent(datacenter: str, present: Iterable[str], now: datetime) -> bool:
     """Deregisters, in this datacenter, the instances of every service the catalog no longer lists."""
     live = Instance.objects.registered().filter(in_consul=True, datacenter=datacenter)
     gone = set(live.values_list("service__name", flat=True).distinct()) - set(present)
@@ -227,18 +258,21 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
         name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()
     }
     services = _services(parsed, now)
-    instances = defaultdict(list)
-    for instance in Instance.objects.filter(service__in=services.values()):
-        instances[instance.service_id].append(instance)
+    instances: defaultdict[int, list[Instance]] = defaultdict(list)
+    for stored in Instance.objects.filter(service__in=services.values()):
+        instances[stored.service_id].append(stored)
 
-    to_create, to_update, read, services_changed = [], [], [], []
+    to_create: list[Instance] = []
+    to_update: list[Instance] = []
+    read: list[int] = []
+    services_changed: list[Service] = []
     for name, entries in parsed.items():
         service = services.get(name)
         if service is None:  # gone before it was ever stored
             continue
         rows = instances[service.pk]
         lookup = _Lookup(rows)
-        seen = set()
+        seen: set[int] = set()
         for fields in entries:
             instance = lookup.match(fields)
             if instance is None:
@@ -281,7 +315,7 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
     return changed
 
 
-def _create(instances):
+def _create(instances: Sequence[Instance]) -> None:
     """Inserts new Instance rows.
 
     A first sync creates every instance of the catalog at once. On PostgreSQL, bulk_create's INSERT has
@@ -293,7 +327,8 @@ def _create(instances):
         Instance.objects.bulk_create(instances, batch_size=1000)
         return
     fields = [field for field in Instance._meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    # A concrete field always has a column; django-stubs types Field.column as optional.
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)  # type: ignore[arg-type]
     table = connection.ops.quote_name(Instance._meta.db_table)
     # JSON columns get their text; every other value already is what psycopg writes (str, int, bool, None,
     # an aware datetime), and Django's preparation of each value would cost as much as COPY saves.
@@ -305,10 +340,10 @@ def _create(instances):
             copy.write_row([json.dumps(values[name]) if name in json_fields else values[name] for name in attnames])
 
 
-def _services(parsed, now):
+def _services(parsed: Mapping[str, list[InstanceFields]], now: datetime) -> dict[str, Service]:
     """The batch's services; the new ones are created with their Consul fields already summarised."""
     services = {service.name: service for service in Service.objects.filter(name__in=parsed)}
-    missing = []
+    missing: list[Service] = []
     for name, entries in parsed.items():
         if name not in services and entries:
             service = Service(name=name, first_seen=now)
@@ -326,17 +361,17 @@ def _services(parsed, now):
 class _Lookup:
     """A service's instance rows, found by Consul instance or by the identity spans give them."""
 
-    def __init__(self, rows):
+    def __init__(self, rows: list[Instance]) -> None:
         self.rows = rows
         self.by_consul = {(r.datacenter, r.node, r.consul_id): r for r in rows if r.in_consul}
         self.by_identity = {r.identity: r for r in rows}
 
-    def add(self, row):
+    def add(self, row: Instance) -> None:
         self.rows.append(row)
         self.by_consul[(row.datacenter, row.node, row.consul_id)] = row
         self.by_identity[row.identity] = row
 
-    def match(self, fields):
+    def match(self, fields: InstanceFields) -> Instance | None:
         """The same Consul instance, else the trace-only instance that spans named by its service ID or
         ``address:port``, so that the balancer statistics see one instance, not two."""
         row = self.by_consul.get((fields["datacenter"], fields["node"], fields["consul_id"]))
@@ -344,12 +379,14 @@ class _Lookup:
             return row
         host_port = f"{fields['address']}:{fields['port']}" if fields["address"] and fields["port"] else None
         for alias in (fields["consul_id"], host_port):
+            if alias is None:
+                continue
             row = self.by_identity.get(alias)
             if row is not None and not row.in_consul:
                 return row
         return None
 
-    def free_identity(self, fields):
+    def free_identity(self, fields: InstanceFields) -> str:
         """The Consul service ID, unless another node already uses it for this service (IDs are unique per agent).
 
         Cut to the column, all three candidates can be taken: a 255-character ID on two nodes, or an ID on three
@@ -369,14 +406,12 @@ class _Lookup:
         if free is not None:
             return free
         key = "\x00".join((fields["datacenter"], fields["node"], fields["consul_id"]))
-        for attempt in itertools.count():
-            digest = hashlib.blake2b(f"{key}\x00{attempt}".encode(), digest_size=8).hexdigest()
-            identity = f"{candidates[-1][: MAX_TEXT - len(digest) - 1]}#{digest}"
-            if identity not in self.by_identity:
-                return identity
+        digests = (hashlib.blake2b(f"{key}\x00{n}".encode(), digest_size=8).hexdigest() for n in itertools.count())
+        identities = (f"{candidates[-1][: MAX_TEXT - len(digest) - 1]}#{digest}" for digest in digests)
+        return next(identity for identity in identities if identity not in self.by_identity)
 
 
-def _summarise(service, rows, now):
+def _summarise(service: Service, rows: Sequence[Instance | SimpleNamespace], now: datetime) -> bool:
     """Sets the service's Consul fields from its live Consul instances in every datacenter; True if any moved."""
     before = [getattr(service, field) for field in SERVICE_FIELDS]
     live = [row for row in rows if row.in_consul and row.deregistered_at is None]
@@ -392,8 +427,8 @@ def _summarise(service, rows, now):
     return before != [getattr(service, field) for field in SERVICE_FIELDS]
 
 
-def _policy(live):
+def _policy(live: Iterable[Instance | SimpleNamespace]) -> str:
     """The most common valid ``meshscope-balancing`` value among the instances; empty when none sets it."""
-    votes = Counter(row.meta.get(POLICY_META_KEY) for row in live)
-    votes = [(count, value) for value, count in votes.items() if value in BalancingPolicy.values]
+    counts = Counter(row.meta.get(POLICY_META_KEY) for row in live)
+    votes = [(count, value) for value, count in counts.items() if value in BalancingPolicy.values]
     return max(votes)[1] if votes else ""

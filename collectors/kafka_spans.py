@@ -10,13 +10,16 @@ starting more of them (see the README: a Celery worker on the ``spans`` queue wi
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
-from kafka import KafkaConsumer, OffsetAndMetadata
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from collectors.formats import SpanRejected, decode
+from collectors.formats import Decoded, SpanRejected, decode
 from topology.ingestion import store_spans
 from topology.models import DeadLetter, SourceStatus
 
@@ -28,8 +31,12 @@ MAX_BACKOFF_SECONDS = 30
 # surrogates JSON allows): the message is dead-lettered, the rest of its batch kept.
 UNSTORABLE = (DatabaseError, UnicodeEncodeError)
 
+Polled = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+# A message and what decoding it gave: its spans, or why it was rejected as a whole.
+DecodedMessage = tuple[ConsumerRecord, Decoded | SpanRejected]
 
-def consumer_config(**overrides):
+
+def consumer_config(**overrides: Any) -> dict[str, Any]:
     config = {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
         "group_id": settings.KAFKA_CONSUMER_GROUP,
@@ -48,21 +55,21 @@ def consumer_config(**overrides):
     return config
 
 
-def payload_head(payload):
+def payload_head(payload: bytes | None) -> str:
     head = (payload or b"")[:PAYLOAD_HEAD_BYTES]
     return head.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
 class SpanConsumer:
-    def __init__(self, topics=None, **consumer_overrides):
-        self.topics = dict(topics or settings.TRACE_TOPICS)
+    def __init__(self, topics: Mapping[str, str] | None = None, **consumer_overrides: Any) -> None:
+        self.topics: dict[str, str] = dict(topics or settings.TRACE_TOPICS)  # topic -> message format
         self.consumer = KafkaConsumer(*self.topics, **consumer_config(**consumer_overrides))
         self.failures = 0
 
-    def close(self):
+    def close(self) -> None:
         self.consumer.close()
 
-    def run(self, seconds, poll_timeout_ms=500):
+    def run(self, seconds: float, poll_timeout_ms: int = 500) -> int:
         """Consumes for about ``seconds``; returns the number of new spans stored."""
         deadline = time.monotonic() + seconds
         stored = 0
@@ -70,7 +77,7 @@ class SpanConsumer:
             stored += self.poll_once(poll_timeout_ms)
         return stored
 
-    def poll_once(self, timeout_ms=500):
+    def poll_once(self, timeout_ms: int = 500) -> int:
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as error:
@@ -97,7 +104,7 @@ class SpanConsumer:
             SourceStatus.record_success("kafka")
         return stored
 
-    def process(self, polled):
+    def process(self, polled: Polled) -> int:
         messages = [message for batch in polled.values() for message in batch]
         decoded = [self._decode(message) for message in messages]
         try:
@@ -116,26 +123,27 @@ class SpanConsumer:
             except (OperationalError, InterfaceError):
                 raise
             except UNSTORABLE as error:
-                message, _, _ = item
+                message, _ = item
                 self._dead_letter(message, "unstorable", f"{type(error).__name__}: {error}")
         return stored
 
-    def _decode(self, message):
+    def _decode(self, message: ConsumerRecord) -> DecodedMessage:
         try:
             fmt = self.topics.get(message.topic, "auto")
             result = decode(message.value, fmt, settings.SPAN_MAX_MESSAGE_BYTES, settings.SPAN_RETENTION_HOURS * 3600)
-            return message, result, None
+            return message, result
         except SpanRejected as rejected:
-            return message, None, rejected
+            return message, rejected
         except Exception as error:
             log.exception("Undecodable message at %s[%s]@%s", message.topic, message.partition, message.offset)
-            return message, None, SpanRejected("wrong_shape", f"{type(error).__name__}: {error}")
+            return message, SpanRejected("wrong_shape", f"{type(error).__name__}: {error}")
 
-    def _store(self, decoded):
-        spans, dead = [], []
-        for message, result, rejected in decoded:
-            if rejected is not None:
-                dead.append(self._dead_letter_row(message, rejected.reason, rejected.detail, message.value))
+    def _store(self, decoded: Sequence[DecodedMessage]) -> int:
+        spans: list[Any] = []
+        dead: list[DeadLetter] = []
+        for message, result in decoded:
+            if isinstance(result, SpanRejected):
+                dead.append(self._dead_letter_row(message, result.reason, result.detail, message.value))
                 continue
             spans.extend(result.spans)
             for span_rejected in result.rejected:
@@ -144,7 +152,9 @@ class SpanConsumer:
         DeadLetter.objects.bulk_create(dead)
         return store_spans(spans, messages=len(decoded), rejected=len(dead)).new_spans
 
-    def _dead_letter_row(self, message, reason, detail, payload):
+    def _dead_letter_row(
+        self, message: ConsumerRecord, reason: str, detail: object, payload: bytes | None
+    ) -> DeadLetter:
         log.warning("Dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition, message.offset, detail)
         return DeadLetter(
             reason=reason,
@@ -155,12 +165,12 @@ class SpanConsumer:
             payload_head=payload_head(payload),
         )
 
-    def _dead_letter(self, message, reason, detail):
+    def _dead_letter(self, message: ConsumerRecord, reason: str, detail: str) -> None:
         DeadLetter.objects.bulk_create(
             _not_yet_dead_lettered([self._dead_letter_row(message, reason, detail, message.value)])
         )
 
-    def _back_off(self, source, error):
+    def _back_off(self, source: str, error: Exception) -> None:
         self.failures += 1
         log.warning("Span consumer: %s failed (%s); retrying", source, error)
         if source == "kafka":
@@ -168,7 +178,7 @@ class SpanConsumer:
         time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(self.failures, 6)))
 
 
-def _not_yet_dead_lettered(rows):
+def _not_yet_dead_lettered(rows: list[DeadLetter]) -> list[DeadLetter]:
     """Leaves out the messages a first delivery already dead-lettered: after a restart or a rebalance
     they come again, and the dead-letter table, like the span table, keeps one record of each."""
     if not rows:

@@ -8,10 +8,12 @@ stored by ``topology.consumer_lag.record_samples``.
 
 import logging
 import time
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from topology.consumer_lag import Observation, record_samples
@@ -29,7 +31,7 @@ RECORD_READ_SECONDS = 1.5
 READ_BUDGET_SECONDS = 2.5
 
 
-def _client_config():
+def _client_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
         "client_id": "meshscope-lag",
@@ -40,14 +42,14 @@ def _client_config():
 
 
 class _Admin(KafkaAdminClient):
-    def _process_acl_operations(self, obj):
+    def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
         # kafka-python names each authorized operation DescribeGroups returns and fails on a bit it
         # does not know, which Tansu sets; the collector never reads them.
         obj.pop("authorized_operations", None)
         return obj
 
 
-def _groups(admin):
+def _groups(admin: KafkaAdminClient) -> dict[str, str]:
     """{group: state} for the configured groups, or for every consumer group on the cluster."""
     listed = {
         group["group_id"]: group.get("group_state", "")
@@ -67,7 +69,7 @@ def _groups(admin):
     return listed
 
 
-def _committed_offsets(admin, groups):
+def _committed_offsets(admin: KafkaAdminClient, groups: Iterable[str]) -> dict[str, dict[TopicPartition, int]]:
     committed = {}
     for group in groups:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
@@ -77,14 +79,16 @@ def _committed_offsets(admin, groups):
     return committed
 
 
-def _existing(consumer, partitions):
+def _existing(consumer: KafkaConsumer, partitions: Collection[TopicPartition]) -> set[TopicPartition]:
     """The partitions that exist: a group's offsets outlive a deleted topic, and asking for the end
     offset of a partition that does not exist waits for the whole timeout."""
     existing = {topic: consumer.partitions_for_topic(topic) or set() for topic in {tp.topic for tp in partitions}}
     return {tp for tp in partitions if tp.partition in existing[tp.topic]}
 
 
-def read_at_offsets(consumer, offsets, seconds=RECORD_READ_SECONDS):
+def read_at_offsets(
+    consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int], seconds: float = RECORD_READ_SECONDS
+) -> dict[TopicPartition, tuple[int | None, float | None]]:
     """Fetches each partition at the given offset: {TopicPartition: (high watermark, timestamp)}.
 
     The timestamp (epoch seconds) is that of the record at the offset, or None when there is none:
@@ -96,7 +100,7 @@ def read_at_offsets(consumer, offsets, seconds=RECORD_READ_SECONDS):
     consumer.assign(list(offsets))
     for tp, offset in offsets.items():
         consumer.seek(tp, offset)
-    found = {}
+    found: dict[TopicPartition, tuple[int | None, float | None]] = {}
     deadline = time.monotonic() + seconds
     while len(found) < len(offsets) and time.monotonic() < deadline:
         polled = consumer.poll(timeout_ms=100)
@@ -118,7 +122,7 @@ def read_at_offsets(consumer, offsets, seconds=RECORD_READ_SECONDS):
     return found
 
 
-def observe(admin, consumer):
+def observe(admin: KafkaAdminClient, consumer: KafkaConsumer) -> list[Observation]:
     """Reads every partition of every group once; returns the Observations."""
     groups = _groups(admin)
     committed = _committed_offsets(admin, groups)
@@ -128,11 +132,11 @@ def observe(admin, consumer):
     }
     end_offsets = consumer.end_offsets(list(partitions), timeout_ms=REQUEST_TIMEOUT_MS) if partitions else {}
     # Several groups may sit at one offset of one partition: each offset is read once.
-    wanted = {}
+    wanted: dict[TopicPartition, set[int]] = {}
     for offsets in committed.values():
         for tp, offset in offsets.items():
             wanted.setdefault(tp, set()).add(offset)
-    timestamps = {}
+    timestamps: dict[tuple[TopicPartition, int], float | None] = {}
     deadline = time.monotonic() + READ_BUDGET_SECONDS
     while wanted and time.monotonic() < deadline:
         batch = {tp: offsets.pop() for tp, offsets in wanted.items()}
@@ -159,7 +163,7 @@ def observe(admin, consumer):
 
 
 @shared_task(name="collectors.sample_consumer_lag", ignore_result=True)
-def sample_consumer_lag():
+def sample_consumer_lag() -> int:
     """One lag sample of every partition of every measured group. An unreachable cluster marks the
     "kafka" source stale and leaves the last samples as they are."""
     admin = consumer = None

@@ -17,11 +17,11 @@ from topology.ingestion import resolve_unpaired
 
 __all__ = ["consume_spans", "prune", "resolve_unpaired_spans", "sample_consumer_lag", "sync_consul"]
 
-_span_consumer = None
+_span_consumer: SpanConsumer | None = None
 
 
 @shared_task(name="collectors.consume_spans", ignore_result=True)
-def consume_spans():
+def consume_spans() -> int:
     """Consumes spans for SPAN_CONSUMER_RUN_SECONDS. The consumer outlives the task so that the
     worker stays in the consumer group between runs; run it on a solo-pool worker (README)."""
     global _span_consumer
@@ -36,7 +36,7 @@ RESOLVE_BUDGET_SECONDS = 10
 
 
 @shared_task(name="collectors.resolve_unpaired_spans", ignore_result=True)
-def resolve_unpaired_spans():
+def resolve_unpaired_spans() -> int:
     deadline = time.monotonic() + RESOLVE_BUDGET_SECONDS
     settled = 0
     while True:
@@ -47,5 +47,5 @@ def resolve_unpaired_spans():
 
 
 @shared_task(name="collectors.prune", ignore_result=True)
-def prune():
+def prune() -> dict[str, int]:
     return retention.prune()

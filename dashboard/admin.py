@@ -8,19 +8,22 @@ refuses, the operator reads Consul's own message; when it accepts, an admin log 
 
 import functools
 import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.validators import URLValidator
-from django.db.models import Count, Q
+from django.db.models import Count, Model, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from collectors import consul_actions, consul_client
-from collectors.consul_actions import PartlyWritten
+from collectors.consul_actions import Location, PartlyWritten
 from collectors.consul_client import ConsulWriteError
 from collectors.consul_reconcile import POLICY_META_KEY
 from topology.models import DeadLetter, Instance, Service, SourceStatus
@@ -30,11 +33,13 @@ CONFIRMATION_TEMPLATE = "admin/topology/consul_confirmation.html"
 # Consul's rule for service meta keys (https://developer.hashicorp.com/consul/docs/services/configuration/services-configuration-reference#meta).
 META_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
+_M = TypeVar("_M", bound=Model)
 
-def has_perm(codename):
+
+def has_perm(codename: str) -> Callable[[Any, HttpRequest], bool]:
     """A ``has_<codename>_permission`` method for the admin actions of that name."""
 
-    def check(self, request):
+    def check(self: Any, request: HttpRequest) -> bool:
         return request.user.has_perm(f"topology.{codename}")
 
     return check
@@ -70,10 +75,10 @@ class RegisterInstanceForm(WeightsForm):
     check_timeout = forms.RegexField(regex=r"^\d+(ms|s|m)$", initial="5s")
     field_order = ["service", "service_id", "address", "port", "tags", "meta", "passing", "warning"]
 
-    def clean_tags(self):
+    def clean_tags(self) -> list[str]:
         return [tag.strip() for tag in self.cleaned_data["tags"].split(",") if tag.strip()]
 
-    def clean_meta(self):
+    def clean_meta(self) -> dict[str, str]:
         meta = {}
         for line in self.cleaned_data["meta"].splitlines():
             if not line.strip():
@@ -84,8 +89,9 @@ class RegisterInstanceForm(WeightsForm):
             meta[key.strip()] = value.strip()
         return meta
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         kind, target = data.get("check_type"), data.get("check_target", "").strip()
         if kind == "http":
             try:
@@ -98,7 +104,7 @@ class RegisterInstanceForm(WeightsForm):
                 self.add_error("check_target", "A TCP check needs host:port.")
         return data
 
-    def consul_check(self):
+    def consul_check(self) -> dict[str, Any] | None:
         data = self.cleaned_data
         target, interval, timeout = data["check_target"].strip(), data["check_interval"], data["check_timeout"]
         if data["check_type"] == "http":
@@ -116,25 +122,26 @@ class SourceFilter(admin.SimpleListFilter):
     title = "source"
     parameter_name = "source"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("consul", "Consul only"), ("traces", "Traces only"), ("both", "Both")]
 
-    def queryset(self, request, queryset):
-        return {
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        by_source: dict[str | None, QuerySet[Any]] = {
             "consul": queryset.filter(in_consul=True, in_traces=False),
             "traces": queryset.filter(in_consul=False, in_traces=True),
             "both": queryset.filter(in_consul=True, in_traces=True),
-        }.get(self.value(), queryset)
+        }
+        return by_source.get(self.value(), queryset)
 
 
 class RegisteredFilter(admin.SimpleListFilter):
     title = "registration"
     parameter_name = "registered"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("yes", "Registered"), ("no", "Deregistered")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
             return queryset.filter(deregistered_at__isnull=True)
         if self.value() == "no":
@@ -145,10 +152,17 @@ class RegisteredFilter(admin.SimpleListFilter):
 # --- the confirmation pages ---------------------------------------------------------------------------
 
 
-class ConsulActionsMixin:
+if TYPE_CHECKING:
+    # What the mixin uses of the ModelAdmin it is mixed into (message_user, log_change, admin_site, model).
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:
+    _ModelAdmin = object
+
+
+class ConsulActionsMixin(_ModelAdmin):
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
-    def agent_location(self, request):
+    def agent_location(self, request: HttpRequest) -> Location | None:
         """(node, datacenter) of the agent at CONSUL_HTTP_ADDR, or None after telling the operator why not."""
         try:
             return consul_actions.agent_location()
@@ -156,7 +170,15 @@ class ConsulActionsMixin:
             self.message_user(request, f"Nothing was changed: {error}", messages.ERROR)
             return None
 
-    def confirm(self, request, objects, action, title, form_class=None, warning=""):
+    def confirm(
+        self,
+        request: HttpRequest,
+        objects: Sequence[Model],
+        action: str,
+        title: str,
+        form_class: type[forms.Form] | None = None,
+        warning: str = "",
+    ) -> dict[str, Any] | TemplateResponse | None:
         """The validated form once the operator confirmed, else the confirmation page to show."""
         if not objects:
             self.message_user(request, "Nothing to do.", messages.WARNING)
@@ -176,7 +198,9 @@ class ConsulActionsMixin:
         }
         return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
 
-    def write_each(self, request, objects, write, log_message):
+    def write_each(
+        self, request: HttpRequest, objects: Sequence[_M], write: Callable[[_M], None], log_message: str
+    ) -> None:
         """Calls ``write(obj)`` for each object; logs the successes and reports each failure."""
         done = 0
         for obj in objects:
@@ -201,7 +225,7 @@ class InstanceInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = [
+    readonly_fields = [
         "identity",
         "consul_id",
         "node",
@@ -216,12 +240,12 @@ class InstanceInline(admin.TabularInline):
         "in_traces",
         "deregistered_at",
     ]
-    readonly_fields = fields
+    fields = [*readonly_fields]
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Service | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
         return False
 
 
@@ -257,17 +281,17 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
     has_set_balancing_policy_permission = has_perm("set_balancing_policy")
     has_register_in_consul_permission = has_perm("register_in_consul")
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # services come from Consul and from traces; "Register an instance" adds to Consul
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Service | None = None) -> bool:
         return False  # history and traces point at services: they are marked deregistered, never deleted
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Service | None = None) -> list[str]:
         # A Consul service's policy lives in Consul: the action changes it there.
         return self.consul_fields + (["balancing_policy"] if obj is None or obj.in_consul else [])
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Service]:
         live = Q(instances__deregistered_at__isnull=True)
         return (
             super()
@@ -289,19 +313,19 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         return service.live_instances
 
     @admin.display(description="balancing policy", ordering="balancing_policy")
-    def balancing_policy_shown(self, service):
+    def balancing_policy_shown(self, service: Service) -> str:
         return service.get_balancing_policy_display() or "not set (round robin assumed)"
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         register = self.admin_site.admin_view(self.register_instance_view)
         return [path("register-instance/", register, name="topology_service_register_instance"), *super().get_urls()]
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_register": self.has_register_in_consul_permission(request)}
         return super().changelist_view(request, extra_context)
 
     @admin.action(description="Set the balancing policy in Consul…", permissions=["set_balancing_policy"])
-    def set_balancing_policy(self, request, queryset):
+    def set_balancing_policy(self, request: HttpRequest, queryset: QuerySet[Service]) -> HttpResponse | None:
         services = list(queryset)
         confirmed = self.confirm(
             request,
@@ -318,7 +342,7 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         # Asked once, and only when a service has instances in Consul: a traces-only service needs no agent.
         location = functools.cache(consul_actions.agent_location)
 
-        def write(service):
+        def write(service: Service) -> None:
             consul_actions.set_balancing_policy(service, policy, location)
 
         self.write_each(
@@ -326,7 +350,7 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
         )
         return None
 
-    def register_instance_view(self, request):
+    def register_instance_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_register_in_consul_permission(request):
             raise PermissionDenied
         form = RegisterInstanceForm(request.POST or None, initial={"service": request.GET.get("service", "")})
@@ -394,13 +418,13 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
     has_set_maintenance_in_consul_permission = has_perm("set_maintenance_in_consul")
     has_set_weights_in_consul_permission = has_perm("set_weights_in_consul")
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
         return False  # Consul and traces own every field; the actions change Consul
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
         return False
 
     def consul_listed(self, request, queryset):
@@ -482,13 +506,13 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -511,5 +535,5 @@ class SourceStatusAdmin(ReadOnlyAdmin):
     ]
 
     @admin.display(boolean=True, description="stale")
-    def is_stale(self, status):
+    def is_stale(self, status: SourceStatus) -> bool:
         return status.is_stale

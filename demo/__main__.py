@@ -54,12 +54,12 @@ def port_plan(dashboard_port, embedded):
 def start_brokers(supervisor, embedded, log_dir):
     """Redis and Kafka from the environment, or embedded ones; returns their addresses."""
     found = {"redis": os.environ.get("REDIS_URL"), "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS")}
-    kinds = {"redis": EmbeddedRedis, "kafka": EmbeddedKafka}
+    kinds: dict[str, type[EmbeddedRedis | EmbeddedKafka]] = {"redis": EmbeddedRedis, "kafka": EmbeddedKafka}
     started = []
     for name in embedded:
         broker = kinds[name](port=system.embedded_ports()[name], log_dir=log_dir)
         started.append(supervisor.start(Child(name, broker.command(), dict(os.environ), broker.port, BROKERS)))
-        found[name] = broker.url if name == "redis" else broker.bootstrap_servers
+        found[name] = broker.url if isinstance(broker, EmbeddedRedis) else broker.bootstrap_servers
     supervisor.wait_for_ports(started, timeout=20)
     return found
 

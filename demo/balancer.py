@@ -28,14 +28,15 @@ class Weighted:
         return random.choices(endpoints, weights=[endpoint.weight for endpoint in endpoints])[0]
 
 
-POLICIES = {"round_robin": RoundRobin, "random": Random, "weighted": Weighted}
+Chooser = RoundRobin | Random | Weighted
+POLICIES: dict[str, type[Chooser]] = {"round_robin": RoundRobin, "random": Random, "weighted": Weighted}
 
 
 class Balancer:
     """One chooser per service and policy, so round robin keeps its turn across calls."""
 
     def __init__(self):
-        self.choosers = {}
+        self.choosers: dict[tuple[str, str], Chooser] = {}
         self.lock = threading.Lock()
 
     def choose(self, service, policy, endpoints):

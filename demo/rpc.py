@@ -88,7 +88,7 @@ def call(service, target, method, request):
         set_status_on_exception=False,
         attributes={"peer.service": target, **attributes(method, endpoint.address, endpoint.port)},
     ) as span:
-        metadata = {}
+        metadata: dict[str, str] = {}
         propagate.inject(metadata)
         try:
             response = stub(request, metadata=tuple(metadata.items()), timeout=5)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from demo.embedded import port_is_open
 
 PR_SET_PDEATHSIG = 1
+LIBC: ctypes.CDLL | None
 try:
     LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 except OSError:  # not Linux: Ctrl-C and SIGTERM still stop everything
@@ -33,10 +34,10 @@ class Child:
     name: str
     command: list
     env: dict
-    port: int = None
+    port: int | None = None
     tier: int = 0  # stopped from the highest tier down
     stop_signal: int = signal.SIGTERM
-    process: subprocess.Popen = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     restarts: list = field(default_factory=list, repr=False)
 
 

@@ -31,7 +31,7 @@ def by_trace(spans):
 class KafkaSpanExporter(SpanExporter):
     """Sends one message per trace in the batch; subclasses say how a group of spans is encoded."""
 
-    topic = None
+    topic: str | None = None
 
     def __init__(self, producer):
         self.producer = producer
@@ -91,6 +91,7 @@ def setup(instance, kafka_producer):
     )
     provider = TracerProvider(resource=resource)
     trace.set_tracer_provider(provider)
+    exporter: KafkaSpanExporter
     if instance.service.span_format == "zipkin":
         exporter = KafkaZipkinExporter(kafka_producer, instance.port)
     else:

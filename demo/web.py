@@ -12,10 +12,12 @@ import re
 import signal
 import threading
 import time
+from typing import cast
 
 import requests
 from flask import Flask, g, jsonify, request
 from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from werkzeug.serving import make_server
 
@@ -129,7 +131,7 @@ class Service:
                 "url.full": endpoint.url + path,
             },
         ) as span:
-            headers = {}
+            headers: dict[str, str] = {}
             propagate.inject(headers)  # W3C traceparent: the callee's SERVER span is our child
             try:
                 response = self.http.request(method, endpoint.url + path, json=json, headers=headers, timeout=5)
@@ -168,5 +170,6 @@ class Service:
             stop_server()
             for worker in self.workers:
                 worker.join(timeout=10)
-            trace.get_tracer_provider().shutdown()  # flushes the last spans
+            # telemetry.setup installed the SDK's provider, which flushes the last spans on shutdown.
+            cast(TracerProvider, trace.get_tracer_provider()).shutdown()
             self.producer.close(timeout=5)

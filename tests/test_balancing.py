@@ -352,6 +352,6 @@ def test_an_unhealthy_instance_is_flagged_for_traffic_in_the_last_two_minutes_on
     InstanceRollup.objects.create(minute=end - timedelta(minutes=3), instance=spared, count=9)
     InstanceRollup.objects.create(minute=end - timedelta(minutes=3), instance=instances[0], count=100)
 
-    flags = BalancerWindow(minutes=15, now=end).report(service)["flags"]
+    flags = BalancerWindow(Window.last(900, until=end)).report(service)["flags"]
 
     assert [(f["instance"], f["reason"], f["requests"]) for f in flags] == [(flagged.identity, state, 7)]

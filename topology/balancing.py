@@ -7,8 +7,10 @@ Instance and InstanceRollup rows for a time window and builds the per-service re
 
 import math
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from topology.chi_square import chi_square_p_value, pearson_chi_square
 from topology.models import Instance, InstanceRollup, Service
@@ -37,19 +39,19 @@ class BalanceStatistics:
     should get no traffic (it is then left out of the figures and reported through its flags)."""
 
     policy: str
-    names: list
-    requests: list
-    weights: list
+    names: Sequence[str]
+    requests: Sequence[int]
+    weights: Sequence[float]
     # Instances that were there for only part of the window (scaled up or down): what they are owed
     # is only approximate (minute rollups, warm-up), so they are shown but not judged, unless no
     # instance was there for the whole window.
-    partial: list = None
+    partial: Sequence[bool] | None = None
     total: int = field(init=False)
     eligible_total: int = field(init=False)
-    expected_shares: list = field(init=False)
-    eligible_shares: list = field(init=False)
+    expected_shares: list[float] = field(init=False)
+    eligible_shares: list[float | None] = field(init=False)  # None for an instance owed nothing
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         weight_sum = sum(self.weights)
         self.total = sum(self.requests)
         self.expected_shares = [w / weight_sum if weight_sum else 0.0 for w in self.weights]
@@ -60,26 +62,37 @@ class BalanceStatistics:
         ]
 
     @property
-    def _eligible(self):
+    def _eligible(self) -> list[int]:
         return [i for i, w in enumerate(self.weights) if w > 0]
 
     @property
-    def _judged(self):
+    def _judged(self) -> list[int]:
         return [i for i in self._eligible if not (self.partial and self.partial[i])] or self._eligible
 
-    def deviation(self, i):
+    def _share(self, i: int) -> float:
+        """The eligible share of an eligible instance (one owed traffic)."""
+        share = self.eligible_shares[i]
+        if share is None:
+            raise ValueError(f"{self.names[i]} is owed no traffic: it has no eligible share")
+        return share
+
+    def _deviation(self, i: int) -> float:
+        """``deviation`` of an eligible instance."""
+        return self._share(i) - self.expected_shares[i]
+
+    def deviation(self, i: int) -> float | None:
         """Share among the requests that eligible instances served, minus the expected share."""
         if self.weights[i] <= 0 or not self.eligible_total:
             return None
-        return self.eligible_shares[i] - self.expected_shares[i]
+        return self._deviation(i)
 
     @property
-    def max_abs_deviation(self):
+    def max_abs_deviation(self) -> float | None:
         deviations = [abs(d) for d in map(self.deviation, range(len(self.names))) if d is not None]
         return max(deviations) if deviations else None
 
     @property
-    def chi_square(self):
+    def chi_square(self) -> float | None:
         eligible = self._eligible
         if len(eligible) < 2 or not self.eligible_total:
             return None
@@ -88,49 +101,49 @@ class BalanceStatistics:
         return pearson_chi_square(observed, expected)
 
     @property
-    def p_value(self):
+    def p_value(self) -> float | None:
         statistic = self.chi_square
         if statistic is None:
             return None
         return chi_square_p_value(statistic, len(self._eligible) - 1)
 
     @property
-    def jain_index(self):
+    def jain_index(self) -> float | None:
         """Jain's fairness index of the allocations measured ÷ expected: 1 when every instance gets
         exactly its due, 1/n when one instance gets everything."""
         if not self.eligible_total:
             return None
-        ratios = [self.eligible_shares[i] / self.expected_shares[i] for i in self._eligible]
+        ratios = [self._share(i) / self.expected_shares[i] for i in self._eligible]
         squares = sum(x * x for x in ratios)
         return sum(ratios) ** 2 / (len(ratios) * squares) if squares else None
 
-    def _noise(self, i):
+    def _noise(self, i: int) -> float:
         e = self.expected_shares[i]
         return math.sqrt(e * (1 - e) / self.eligible_total)
 
-    def _is_skewed(self, i):
-        deviation = abs(self.deviation(i))
+    def _is_skewed(self, i: int) -> bool:
+        deviation = abs(self._deviation(i))
         if deviation <= RELATIVE_TOLERANCE * self.expected_shares[i]:
             return False
         if self.policy == BalancingPolicy.RANDOM:
             return self.p_value is not None and self.p_value < SIGNIFICANCE
         return deviation > NOISE_SIGMAS * self._noise(i)
 
-    def _can_resolve_tolerance(self):
+    def _can_resolve_tolerance(self) -> bool:
         """Whether this many requests would reveal a deviation of RELATIVE_TOLERANCE on the
         instance with the smallest expected share."""
         smallest = min(self._judged, key=lambda i: self.expected_shares[i])
         return NOISE_SIGMAS * self._noise(smallest) <= RELATIVE_TOLERANCE * self.expected_shares[smallest]
 
     @property
-    def verdict(self):
+    def verdict(self) -> dict[str, Any]:
         if not self.eligible_total:
             return {"status": TOO_FEW_REQUESTS, "summary": "No requests reached a healthy instance."}
         skewed = [i for i in self._judged if self._is_skewed(i)]
         if skewed:
             # Name the most over-served instance; a starved one only when none is over-served enough.
-            worst = max(skewed, key=lambda i: self.deviation(i) / self.expected_shares[i])
-            share, expected = self.eligible_shares[worst], self.expected_shares[worst]
+            worst = max(skewed, key=lambda i: self._deviation(i) / self.expected_shares[i])
+            share, expected = self._share(worst), self.expected_shares[worst]
             return {
                 "status": SKEWED,
                 "instance": self.names[worst],
@@ -147,7 +160,7 @@ class BalanceStatistics:
             }
         return {"status": BALANCED, "summary": "Every instance gets its expected share."}
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.total,
             "instances": [
@@ -171,7 +184,7 @@ class BalanceStatistics:
         }
 
 
-def expected_weight(instance, policy, start, end):
+def expected_weight(instance: Instance, policy: str, start: datetime, end: datetime) -> tuple[float, str]:
     """What the policy owes the instance over [start, end), and why it owes nothing if it does not.
 
     Health is only known as it is now; presence (first seen, deregistered) is known in time, so an
@@ -204,19 +217,19 @@ class BalancerWindow:
         self.start = window.since
         self.recent_from = self.end - timedelta(minutes=RECENT_MINUTES)
         # instance id -> [(caller id or None, minute, count)]
-        self.rows = defaultdict(list)
+        self.rows: defaultdict[int, list[tuple[int | None, datetime, int]]] = defaultdict(list)
         rollups = InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
         for instance_id, caller_id, minute, count in rollups.values_list("instance_id", "caller_id", "minute", "count"):
             self.rows[instance_id].append((caller_id, minute, count))
 
-    def service_ids(self):
+    def service_ids(self) -> set[int]:
         return set(
             InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
             .values_list("instance__service_id", flat=True)
             .distinct()
         )
 
-    def _instances(self, service, candidates=None):
+    def _instances(self, service: Service, candidates: Iterable[Instance] | None = None) -> list[Instance]:
         """The instances the window knows of; ``candidates``, the service's instances by identity, spare
         a query per service when the overview has read them all at once."""
         if candidates is None:
@@ -227,10 +240,10 @@ class BalancerWindow:
             if instance.id in self.rows or not (instance.deregistered_at and instance.deregistered_at <= self.start)
         ]
 
-    def _flags(self, instance, reason):
+    def _flags(self, instance: Instance, reason: str) -> list[dict[str, Any]]:
         """Why an instance that should get no traffic is a problem: it got some when it should not."""
         minutes = [(minute, count) for _, minute, count in self.rows.get(instance.id, ())]
-        flags = []
+        flags: list[dict[str, Any]] = []
         if instance.deregistered_at:
             after = sum(count for minute, count in minutes if minute >= instance.deregistered_at)
             if after:
@@ -242,7 +255,13 @@ class BalancerWindow:
                     flags.append({"reason": state, "requests": recent, "since": None})
         return flags
 
-    def statistics(self, policy, instances, weights, caller_ids=None):
+    def statistics(
+        self,
+        policy: str,
+        instances: Sequence[Instance],
+        weights: Sequence[float],
+        caller_ids: Collection[int | None] | None = None,
+    ) -> BalanceStatistics:
         requests = [
             sum(
                 count
@@ -257,13 +276,15 @@ class BalancerWindow:
         ]
         return BalanceStatistics(policy, [i.identity for i in instances], requests, weights, partial)
 
-    def report(self, service, per_caller=True, candidates=None):
+    def report(
+        self, service: Service, per_caller: bool = True, candidates: Iterable[Instance] | None = None
+    ) -> dict[str, Any]:
         policy = service.balancing_policy or BalancingPolicy.ROUND_ROBIN
         instances = self._instances(service, candidates)
         owed = [expected_weight(instance, policy, self.start, self.end) for instance in instances]
         weights = [weight for weight, _ in owed]
         overall = self.statistics(policy, instances, weights)
-        report = {
+        report: dict[str, Any] = {
             "service": service.name,
             "policy": policy,
             "policy_assumed": not service.balancing_policy,
@@ -279,9 +300,11 @@ class BalancerWindow:
             row["health"] = instance.health
             row["ineligible_reason"] = reason
         if per_caller:
-            caller_ids = {caller_id for i in instances for caller_id, _, _ in self.rows.get(i.id, ())}
-            caller_ids = sorted(caller_ids, key=lambda c: (c is not None, c or 0))
-            names = dict(Service.objects.filter(id__in=[c for c in caller_ids if c]).values_list("id", "name"))
+            callers = {caller_id for i in instances for caller_id, _, _ in self.rows.get(i.id, ())}
+            caller_ids = sorted(callers, key=lambda c: (c is not None, c or 0))
+            names: dict[int | None, str] = dict(
+                Service.objects.filter(id__in=[c for c in caller_ids if c]).values_list("id", "name")
+            )
             report["callers"] = [
                 # An empty caller is an entry request or an uninstrumented client.
                 {"caller": names.get(caller_id), **self.statistics(policy, instances, weights, {caller_id}).as_dict()}
@@ -289,9 +312,9 @@ class BalancerWindow:
             ]
         return report
 
-    def overview(self):
+    def overview(self) -> dict[str, Any]:
         services = Service.objects.filter(id__in=self.service_ids()).order_by("name")
-        candidates = defaultdict(list)
+        candidates: defaultdict[int, list[Instance]] = defaultdict(list)
         for instance in Instance.objects.filter(service__in=services).order_by("identity"):
             candidates[instance.service_id].append(instance)
         summaries = []

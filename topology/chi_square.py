@@ -6,13 +6,14 @@ series for x < a + 1, where that converges fast, and otherwise by Lentz's contin
 """
 
 import math
+from collections.abc import Iterable
 
 _EPSILON = 1e-15
 _MAX_ITERATIONS = 10_000
 _TINY = 1e-300
 
 
-def regularized_upper_gamma(a, x):
+def regularized_upper_gamma(a: float, x: float) -> float:
     """Q(a, x) = Γ(a, x) / Γ(a), for a > 0 and x >= 0."""
     if a <= 0:
         raise ValueError("a must be positive")
@@ -25,12 +26,12 @@ def regularized_upper_gamma(a, x):
     return _upper_continued_fraction(a, x)
 
 
-def _prefactor(a, x):
+def _prefactor(a: float, x: float) -> float:
     # x^a e^-x / Γ(a), in logs so that large a and x do not overflow.
     return math.exp(a * math.log(x) - x - math.lgamma(a))
 
 
-def _lower_series(a, x):
+def _lower_series(a: float, x: float) -> float:
     """P(a, x) by its series: e^-x x^a / Γ(a) · Σ x^n / (a (a+1) ... (a+n))."""
     term = total = 1.0 / a
     denominator = a
@@ -43,7 +44,7 @@ def _lower_series(a, x):
     raise ArithmeticError(f"the gamma series did not converge for a={a}, x={x}")
 
 
-def _upper_continued_fraction(a, x):
+def _upper_continued_fraction(a: float, x: float) -> float:
     """Q(a, x) by its continued fraction, evaluated with the modified Lentz method."""
     b = x + 1 - a
     c = 1 / _TINY
@@ -64,11 +65,11 @@ def _upper_continued_fraction(a, x):
     raise ArithmeticError(f"the gamma continued fraction did not converge for a={a}, x={x}")
 
 
-def chi_square_p_value(statistic, degrees_of_freedom):
+def chi_square_p_value(statistic: float, degrees_of_freedom: int) -> float:
     """The probability that chance alone gives a χ² statistic at least this large."""
     return regularized_upper_gamma(degrees_of_freedom / 2, statistic / 2)
 
 
-def pearson_chi_square(observed, expected):
+def pearson_chi_square(observed: Iterable[float], expected: Iterable[float]) -> float:
     """Σ (observed − expected)² / expected over the cells with a positive expectation."""
     return sum((o - e) ** 2 / e for o, e in zip(observed, expected) if e > 0)

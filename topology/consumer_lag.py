@@ -6,10 +6,9 @@ offset→time table. The functions above it are pure and take plain values.
 """
 
 import itertools
-from collections import namedtuple
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.db.models import Count, F, Max, Sum
@@ -30,13 +29,26 @@ TREND_HORIZON = timedelta(minutes=5)
 # A group in one of these states has members, and members commit: Burrow would see their commits.
 ACTIVE_GROUP_STATES = {"stable", "preparingrebalance", "completingrebalance", "assigning", "reconciling"}
 
-SEVERITY = [LagStatus.OK, LagStatus.WARN, LagStatus.STOP, LagStatus.STALL, LagStatus.REWIND]
+# Keyed by str: statuses are read from the database as plain text.
+SEVERITY: list[str] = [LagStatus.OK, LagStatus.WARN, LagStatus.STOP, LagStatus.STALL, LagStatus.REWIND]
 
-WindowEntry = namedtuple("WindowEntry", "offset lag at")
-Point = namedtuple("Point", "offset time")
+# A partition's commit window as its JSON column keeps it, oldest first: [[offset, lag, epoch seconds]].
+CommitWindow = list[list[Any]]
+PartitionKey = tuple[str, str, int]  # (group, topic, partition)
 
 
-def partition_status(window, current_lag, now):
+class WindowEntry(NamedTuple):
+    offset: int
+    lag: int
+    at: datetime
+
+
+class Point(NamedTuple):
+    offset: int
+    time: float
+
+
+def partition_status(window: Sequence[WindowEntry], current_lag: int, now: datetime) -> LagStatus:
     """Burrow's consumer lag evaluation rules, in Burrow's order.
 
     ``window`` holds the partition's last commits, oldest first, as WindowEntry(offset, lag, at).
@@ -66,7 +78,7 @@ def partition_status(window, current_lag, now):
     return LagStatus.OK
 
 
-def worst_status(statuses):
+def worst_status(statuses: Iterable[str]) -> str | None:
     statuses = list(statuses)
     return max(statuses, key=SEVERITY.index) if statuses else None
 
@@ -79,12 +91,12 @@ class OffsetTimeTable:
     the offset was reached, the last that nothing came after.
     """
 
-    def __init__(self, points=()):
-        self.points = []
+    def __init__(self, points: Iterable[Point] = ()) -> None:
+        self.points: list[Point] = []
         for point in sorted(points, key=lambda p: p.time):
             self.add(point)
 
-    def add(self, point):
+    def add(self, point: Point) -> None:
         if self.points:
             last = self.points[-1]
             if point.time <= last.time or point.offset < last.offset:
@@ -94,7 +106,7 @@ class OffsetTimeTable:
                 return
         self.points.append(point)
 
-    def time_of_record(self, offset):
+    def time_of_record(self, offset: int) -> tuple[float | None, LagSecondsMethod]:
         """(epoch seconds, method) at which the record at ``offset`` was written, or (None, UNAVAILABLE).
 
         That record exists from the moment the end offset passes it, so this looks up when the end
@@ -112,11 +124,11 @@ class OffsetTimeTable:
         return _on_line(rising[0][0], rising[-1][1], target), LagSecondsMethod.EXTRAPOLATED
 
 
-def _on_line(left, right, offset):
+def _on_line(left: Point, right: Point, offset: int) -> float:
     return left.time + (offset - left.offset) * (right.time - left.time) / (right.offset - left.offset)
 
 
-def lag_trend(samples):
+def lag_trend(samples: Sequence[tuple[float, int]]) -> float | None:
     """Least-squares slope of the lag in messages per second over (epoch seconds, lag) samples:
     negative when the consumer is catching up."""
     if len(samples) < 2:
@@ -130,7 +142,7 @@ def lag_trend(samples):
     return sum((t - mean_t) * (lag - mean_lag) for t, lag in samples) / spread
 
 
-def seconds_to_catch_up(lag_messages, trend):
+def seconds_to_catch_up(lag_messages: int, trend: float | None) -> float | None:
     """At the present trend, how long until the lag reaches zero; None if it is not shrinking."""
     if lag_messages == 0:
         return 0.0
@@ -139,14 +151,22 @@ def seconds_to_catch_up(lag_messages, trend):
     return lag_messages / -trend
 
 
-Observation = namedtuple(
-    "Observation", "group topic partition committed_offset end_offset record_timestamp group_state"
-)
-Observation.__doc__ = """What the collector read for one partition of one group. ``record_timestamp``
-is the timestamp (epoch seconds) of the record at the committed offset, or None if it was not read."""
+class Observation(NamedTuple):
+    """What the collector read for one partition of one group. ``record_timestamp``
+    is the timestamp (epoch seconds) of the record at the committed offset, or None if it was not read."""
+
+    group: str
+    topic: str
+    partition: int
+    committed_offset: int
+    end_offset: int
+    record_timestamp: float | None
+    group_state: str | None
 
 
-def next_commit_window(previous, observation, lag, now, group_active):
+def next_commit_window(
+    previous: ConsumerPartitionLag | None, observation: Observation, lag: int, now: datetime, group_active: bool
+) -> CommitWindow:
     """The commit window after this sample: Kafka reports only committed offsets, not commits, so a
     sample counts as a commit when the offset moved, or when the group has members (who keep
     committing, as Burrow would see) — a group without members whose offset stands still is silent."""
@@ -197,13 +217,13 @@ def record_samples(observations: Iterable[Observation], now: datetime | None = N
     return created
 
 
-def _entries(window):
+def _entries(window: CommitWindow) -> list[WindowEntry]:
     return [WindowEntry(offset, lag, datetime.fromtimestamp(at, tz=UTC)) for offset, lag, at in window]
 
 
-def _offset_time_tables(keys, now):
+def _offset_time_tables(keys: Collection[tuple[str, int]], now: datetime) -> dict[tuple[str, int], OffsetTimeTable]:
     """{(topic, partition): OffsetTimeTable} from the end offsets sampled lately, whatever the group."""
-    points = {}
+    points: dict[tuple[str, int], dict[float, int]] = {}
     recent = (
         ConsumerPartitionLag.objects.filter(topic__in={topic for topic, _ in keys}, sampled_at__gte=now - TABLE_MAX_AGE)
         .values_list("topic", "partition", "sampled_at", "end_offset")
@@ -219,7 +239,9 @@ def _offset_time_tables(keys, now):
     }
 
 
-def _lag_seconds(observation, lag, table, now):
+def _lag_seconds(
+    observation: Observation, lag: int, table: OffsetTimeTable | None, now: datetime
+) -> tuple[float | None, LagSecondsMethod]:
     if lag == 0:
         return 0.0, LagSecondsMethod.CAUGHT_UP
     if observation.record_timestamp is not None:
@@ -236,7 +258,7 @@ def _lag_seconds(observation, lag, table, now):
 # --- Reading the series ---------------------------------------------------------------------------
 
 
-def _group_latest(group):
+def _group_latest(group: str) -> list[ConsumerPartitionLag]:
     """The group's newest samples, one per partition: every partition of a run shares its time."""
     latest_at = (
         ConsumerPartitionLag.objects.filter(group=group)
@@ -249,37 +271,37 @@ def _group_latest(group):
     return list(ConsumerPartitionLag.objects.filter(group=group, sampled_at=latest_at).order_by("topic", "partition"))
 
 
-def _latest_run():
+def _latest_run() -> dict[str, list[ConsumerPartitionLag]]:
     """Every group's samples from the newest sampling run: the groups the cluster has now, or had
     when it last answered."""
     latest_at = ConsumerPartitionLag.objects.aggregate(at=Max("sampled_at"))["at"]
     if latest_at is None:
         return {}
-    by_group = {}
+    by_group: dict[str, list[ConsumerPartitionLag]] = {}
     for sample in ConsumerPartitionLag.objects.filter(sampled_at=latest_at).order_by("group", "topic", "partition"):
         by_group.setdefault(sample.group, []).append(sample)
     return by_group
 
 
-def _recent_lags(groups, latest_at):
+def _recent_lags(groups: Collection[str], latest_at: datetime) -> dict[PartitionKey, list[tuple[float, int]]]:
     """{(group, topic, partition): [(epoch seconds, lag)]} over the trend horizon, oldest first."""
     recent = (
         ConsumerPartitionLag.objects.filter(group__in=groups, sampled_at__gte=latest_at - TREND_HORIZON)
         .order_by("sampled_at")
         .values_list("group", "topic", "partition", "sampled_at", "lag_messages")
     )
-    lags = {}
+    lags: dict[PartitionKey, list[tuple[float, int]]] = {}
     for group, topic, partition, sampled_at, lag in recent:
         lags.setdefault((group, topic, partition), []).append((sampled_at.timestamp(), lag))
     return lags
 
 
-def lag_series(groups, start, end):
+def lag_series(groups: Collection[str], start: datetime, end: datetime) -> dict[str, list[dict[str, Any]]]:
     """{group: [{"at", "lag_messages", "lag_seconds"}]}: the group's total lag in messages and its
     largest lag in seconds, per sample over an hour or less, else averaged per minute or per hour
     so that a week stays a few hundred points."""
     span = end - start
-    bucket = F("sampled_at") if span <= timedelta(hours=1) else TruncMinute("sampled_at")
+    bucket: F | TruncMinute | TruncHour = F("sampled_at") if span <= timedelta(hours=1) else TruncMinute("sampled_at")
     if span > timedelta(days=1):
         bucket = TruncHour("sampled_at")
     rows = (
@@ -289,7 +311,7 @@ def lag_series(groups, start, end):
         .annotate(total=Sum("lag_messages"), moments=Count("sampled_at", distinct=True), seconds=Max("lag_seconds"))
         .order_by("group", "at")
     )
-    series = {}
+    series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         series.setdefault(row["group"], []).append(
             {"at": row["at"], "lag_messages": round(row["total"] / row["moments"]), "lag_seconds": row["seconds"]}
@@ -297,7 +319,7 @@ def lag_series(groups, start, end):
     return series
 
 
-def _partition_dict(sample, trend):
+def _partition_dict(sample: ConsumerPartitionLag, trend: float | None) -> dict[str, Any]:
     return {
         "topic": sample.topic,
         "partition": sample.partition,
@@ -313,13 +335,17 @@ def _partition_dict(sample, trend):
     }
 
 
-def group_lag(group, latest, recent_lags):
+def group_lag(
+    group: str,
+    latest: Sequence[ConsumerPartitionLag],
+    recent_lags: Mapping[PartitionKey, Sequence[tuple[float, int]]],
+) -> dict[str, Any]:
     """One group's figures from its partitions' newest samples and their recent lags."""
     partitions = [
         _partition_dict(s, lag_trend(recent_lags.get((group, s.topic, s.partition), [])[-WINDOW_SAMPLES:]))
         for s in latest
     ]
-    totals = {}
+    totals: dict[float, int] = {}
     for (g, _, _), points in recent_lags.items():
         if g == group:
             for at, lag in points:
@@ -353,7 +379,7 @@ def lag_overview(window: Window) -> list[dict[str, Any]]:
     ]
 
 
-def latest_for_group(group):
+def latest_for_group(group: str) -> dict[str, Any] | None:
     """How far behind ``group`` is now, or None if it was never sampled: {"group", "status",
     "sampled_at", "lag_messages", "lag_seconds", "trend_messages_per_second", "seconds_to_catch_up",
     "partitions"}. /api/ingest/ reports our own consumer (KAFKA_CONSUMER_GROUP) with it."""

@@ -11,31 +11,40 @@ read again. A live hour's window then reads two minutes of rollups a second, not
 import json
 import threading
 from collections import OrderedDict
-from datetime import timedelta
-from typing import NamedTuple
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max, QuerySet, Sum
 from django.utils import timezone
 
 from topology.json_list import JSONList
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup
+from topology.window import Window
 
 UNSETTLED_MINUTES = 2  # the current minute and the one before it still receive spans
 REMEMBERED_RANGES = 8  # a few windows (5 min, 15 min, 1 h) and replays, each a few MB at most
 
-_remembered = OrderedDict()  # (first minute, end) -> (fingerprint, totals)
-_lock = threading.Lock()
 
-
-class EdgeTotal(NamedTuple):
+# A frozen dataclass, not a NamedTuple, whose field ``count`` would shadow tuple.count.
+@dataclass(frozen=True, slots=True)
+class EdgeTotal:
     count: int
     errors: int
     negative_delays: int
     histogram: LatencyHistogram
 
 
-def edge_totals(window):
+EdgeKey = tuple[int, int, str, str]  # (source id, target id, protocol, topic)
+Totals = dict[EdgeKey, EdgeTotal]
+
+# (first minute, end) -> (fingerprint, totals)
+_remembered: OrderedDict[tuple[datetime, datetime], tuple[tuple[Any, ...], Totals]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def edge_totals(window: Window) -> Totals:
     """``{(source_id, target_id, protocol, topic): EdgeTotal}`` over every minute of ``window``."""
     first = window.first_minute
     current = min(window.until, timezone.now()).replace(second=0, microsecond=0)
@@ -45,7 +54,7 @@ def edge_totals(window):
     return totals
 
 
-def _settled_totals(first, end):
+def _settled_totals(first: datetime, end: datetime) -> Totals:
     if end <= first:
         return {}
     rollups = EdgeRollup.objects.filter(minute__gte=first, minute__lt=end)
@@ -58,7 +67,7 @@ def _settled_totals(first, end):
             return remembered[1]
     # Read after the fingerprint: the totals hold at least what it describes, so a change between
     # the two reads only means one more read next time, never a stale view.
-    totals = {}
+    totals: Totals = {}
     _add(totals, rollups)
     with _lock:
         _remembered[key] = (fingerprint, totals)
@@ -67,7 +76,7 @@ def _settled_totals(first, end):
     return totals
 
 
-def _add(totals, rollups):
+def _add(totals: Totals, rollups: QuerySet[EdgeRollup]) -> None:
     rows = (
         rollups.values_list("source_id", "target_id", "protocol", "topic")
         .annotate(Sum("count"), Sum("errors"), Sum("negative_delays"), JSONList("latency_buckets"))
@@ -90,7 +99,7 @@ def _add(totals, rollups):
             )
 
 
-def forget():
+def forget() -> None:
     """Drops what this process remembers (tests whose databases reuse ids after a rollback)."""
     with _lock:
         _remembered.clear()

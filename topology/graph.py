@@ -1,6 +1,8 @@
 """The service graph over a window: what /api/topology/ returns and the topology page draws."""
 
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -8,11 +10,13 @@ from django.utils import timezone
 from topology.edge_totals import edge_totals
 from topology.models import Instance, InstanceRollup, Service, SourceStatus
 from topology.models.services import Health
+from topology.window import Window
 
-HEALTH_ORDER = {Health.CRITICAL: 3, Health.WARNING: 2, Health.PASSING: 1, Health.UNKNOWN: 0}
+# Keyed by str: instances' health is read from the database as plain text.
+HEALTH_ORDER: dict[str, int] = {Health.CRITICAL: 3, Health.WARNING: 2, Health.PASSING: 1, Health.UNKNOWN: 0}
 
 
-def topology_snapshot(window):
+def topology_snapshot(window: Window) -> dict[str, Any]:
     edges = _edges(window)
     served = {
         row["instance__service_id"]: row
@@ -21,7 +25,7 @@ def topology_snapshot(window):
         .annotate(count=Sum("count"), errors=Sum("errors"))
         .order_by()
     }
-    incoming = defaultdict(lambda: [0, 0])
+    incoming: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
     for edge in edges:
         incoming[edge["target"]][0] += edge["_count"]
         incoming[edge["target"]][1] += edge["_errors"]
@@ -32,13 +36,13 @@ def topology_snapshot(window):
         )
     )
     # Only what a node shows of its live instances: whole Instance rows (meta, checks) cost more than the graph.
-    live = defaultdict(list)
+    live: defaultdict[int, list[tuple[str, bool]]] = defaultdict(list)
     for service_id, health, in_consul in (
         Instance.objects.registered().filter(service__in=services).values_list("service_id", "health", "in_consul")
     ):
         live[service_id].append((health, in_consul))
     nodes = []
-    names = {}
+    names: dict[int, str] = {}
     for service in services:
         names[service.id] = service.name
         count, errors = (
@@ -76,7 +80,7 @@ def topology_snapshot(window):
     }
 
 
-def _edges(window):
+def _edges(window: Window) -> list[dict[str, Any]]:
     """Every edge of the window, its services by id (the caller names them)."""
     edges = []
     for (source, target, protocol, topic), total in edge_totals(window).items():
@@ -99,7 +103,7 @@ def _edges(window):
     return edges
 
 
-def _worst_health(instances):
+def _worst_health(instances: Iterable[tuple[str, bool]]) -> str:
     """The worst health Consul gives a live instance; ``instances`` are (health, in_consul) pairs."""
     in_consul = [health for health, registered in instances if registered]
     return max(in_consul, key=HEALTH_ORDER.__getitem__, default=Health.UNKNOWN)

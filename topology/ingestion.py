@@ -6,10 +6,10 @@ span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arriv
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -40,6 +40,9 @@ SPAN_COLUMNS = (
     "paired",
 )
 INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound parameters
+
+ServiceIds = Mapping[str, int]  # service name -> id
+InstanceIds = Mapping[tuple[int, str], int]  # (service id, instance key) -> instance id
 
 
 @dataclass
@@ -105,7 +108,10 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     batch = RollupBatch()
     candidates = _pairing_candidates(set(overdue))
     settled = _pair(candidates, batch)
-    alone = [row for row in candidates if row.id not in settled and row.started_at < cutoff]
+    # started_at is None only in spans fresh from an insert, never in candidates read back.
+    alone = [
+        row for row in candidates if row.id not in settled and row.started_at is not None and row.started_at < cutoff
+    ]
     peers = _service_ids({row.peer for row in alone if row.kind in PARENT_KINDS and row.peer}, timezone.now())
     for row in alone:
         if row.kind in PARENT_KINDS and row.peer:
@@ -153,23 +159,23 @@ class StoredSpan:
     # Named parameters rather than a loop over the slots: this runs for every stored span.
     def __init__(
         self,
-        id,
-        trace_id,
-        span_id,
-        parent_id,
-        kind,
-        service_id,
-        instance_id,
-        name,
-        duration_us,
-        error,
-        protocol,
-        topic,
-        peer,
-        paired,
-        start_us=None,
-        started_at=None,
-    ):
+        id: int,
+        trace_id: str,
+        span_id: str,
+        parent_id: str,
+        kind: str,
+        service_id: int,
+        instance_id: int | None,
+        name: str,
+        duration_us: int,
+        error: bool,
+        protocol: str,
+        topic: str,
+        peer: str,
+        paired: bool,
+        start_us: int | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
         self.id, self.trace_id, self.span_id, self.parent_id, self.kind = id, trace_id, span_id, parent_id, kind
         self.service_id, self.instance_id, self.name, self.duration_us, self.error = (
             service_id,
@@ -179,14 +185,35 @@ class StoredSpan:
             error,
         )
         self.protocol, self.topic, self.peer, self.paired, self.started_at = protocol, topic, peer, paired, started_at
-        self.start_us = start_us if start_us is not None else int(started_at.timestamp() * 1_000_000)
+        if start_us is not None:
+            self.start_us = start_us
+        elif started_at is not None:
+            self.start_us = int(started_at.timestamp() * 1_000_000)
+        else:
+            raise TypeError("a StoredSpan needs start_us or started_at")
 
     @property
-    def duration_ms(self):
+    def duration_ms(self) -> float:
         return self.duration_us / 1000
 
 
-def _service_ids(names, now):
+class _Pairable(Protocol):
+    """What pairing reads of a span: a decoded record or a StoredSpan."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def parent_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+
+
+_P = TypeVar("_P", bound=_Pairable)
+
+
+def _service_ids(names: set[str], now: datetime) -> dict[str, int]:
     """Maps names to service ids, creating the services that traces mention for the first time."""
     services = dict(Service.objects.filter(name__in=names).values_list("name", "id"))
     missing = names - services.keys()
@@ -199,7 +226,7 @@ def _service_ids(names, now):
     return services
 
 
-def _services(records, now):
+def _services(records: Iterable[Any], now: datetime) -> dict[str, int]:
     services = _service_ids({record.service for record in records}, now)
     # last_seen is kept to the minute: writing it for every batch would make the service rows hot.
     Service.objects.filter(pk__in=services.values()).filter(
@@ -208,12 +235,12 @@ def _services(records, now):
     return services
 
 
-def _instances(records, services, now):
+def _instances(records: Iterable[Any], services: ServiceIds, now: datetime) -> dict[tuple[int, str], int]:
     """Maps (service id, instance key) to an instance id, matching Consul's aliases first."""
     wanted = {(services[r.service], r.instance) for r in records if r.instance}
     if not wanted:
         return {}
-    known = {}
+    known: dict[tuple[int, str], int] = {}
     for instance in Instance.objects.filter(service_id__in={service_id for service_id, _ in wanted}):
         for alias in instance.aliases():
             known.setdefault((instance.service_id, alias), instance.id)
@@ -233,9 +260,12 @@ def _instances(records, services, now):
     return known
 
 
-def _insert(records, services, instances, in_batch_pairs):
+def _insert(
+    records: Iterable[Any], services: ServiceIds, instances: InstanceIds, in_batch_pairs: set[tuple[str, str]]
+) -> list[StoredSpan]:
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows that come back are the new spans."""
-    rows = {}  # (trace id, span id) -> (record, its row); records are unique on the key already
+    # (trace id, span id) -> (record, its row); records are unique on the key already
+    rows: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
     for r in records:
         service_id = services[r.service]
         paired = (
@@ -290,7 +320,7 @@ def _insert(records, services, instances, in_batch_pairs):
     return new_rows
 
 
-def _insert_returning_new(rows):
+def _insert_returning_new(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     table = Span._meta.db_table
     columns = ", ".join(SPAN_COLUMNS)
     conflict = "ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING id, trace_id, span_id"
@@ -326,7 +356,7 @@ def _insert_returning_new(rows):
         return returned
 
 
-def _count_roots(new_rows, batch):
+def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:
     for row in new_rows:
         if row.parent_id:
             continue
@@ -335,7 +365,7 @@ def _count_roots(new_rows, batch):
             batch.add_instance(row.start_us, row.instance_id, None, row.duration_ms, row.error)
 
 
-def _pairing_candidates(trace_ids):
+def _pairing_candidates(trace_ids: set[str]) -> list[StoredSpan]:
     if not trace_ids:
         return []
     rows = (
@@ -347,7 +377,7 @@ def _pairing_candidates(trace_ids):
     return [StoredSpan(**row) for row in rows]
 
 
-def _match(spans):
+def _match(spans: Sequence[_P]) -> list[tuple[_P, _P]]:
     """The CLIENT→SERVER and PRODUCER→CONSUMER (parent, child) pairs among ``spans``, which may be
     decoded records or stored spans: a parent takes one child."""
     parents = {(span.trace_id, span.span_id): span for span in spans if span.kind in PARENT_KINDS}
@@ -363,7 +393,7 @@ def _match(spans):
     return pairs
 
 
-def _count_pair(parent, child, batch):
+def _count_pair(parent: StoredSpan, child: StoredSpan, batch: RollupBatch) -> None:
     if child.kind == "server":
         protocol = child.protocol if child.protocol != "other" else parent.protocol
         batch.add_edge(
@@ -391,9 +421,9 @@ def _count_pair(parent, child, batch):
         )
 
 
-def _pair(candidates, batch):
+def _pair(candidates: Sequence[StoredSpan], batch: RollupBatch) -> set[int]:
     """Counts every pair among stored unpaired spans, marks them paired; returns their ids."""
-    paired = set()
+    paired: set[int] = set()
     for parent, child in _match(candidates):
         paired.update((parent.id, child.id))
         _count_pair(parent, child, batch)
@@ -402,7 +432,7 @@ def _pair(candidates, batch):
     return paired
 
 
-def _count_ingest(now, messages, result, rejected):
+def _count_ingest(now: datetime, messages: int, result: IngestResult, rejected: int) -> None:
     minute = minute_of(int(now.timestamp() * 1_000_000))
     IngestRollup.objects.get_or_create(minute=minute)
     IngestRollup.objects.filter(minute=minute).update(

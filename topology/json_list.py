@@ -5,7 +5,15 @@ edge instead of one object per row is what keeps a mesh of thousands of edges un
 milliseconds.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Aggregate, TextField
+from django.db.models.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    # The (sql, params) pair every as_sql returns: django-stubs names it, Django does not.
+    from django.db.models.sql.compiler import _AsSqlType
 
 
 class JSONList(Aggregate):
@@ -14,7 +22,7 @@ class JSONList(Aggregate):
     template = "'[' || %(function)s((%(expressions)s)::text, ',') || ']'"
     output_field = TextField()
 
-    def as_sqlite(self, compiler, connection, **extra_context):
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any) -> "_AsSqlType":
         return super().as_sql(
             compiler,
             connection,

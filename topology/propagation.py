@@ -5,6 +5,7 @@ that have a topic. Two clocks are involved, so a delay can come out negative; th
 apart and reported, never dropped.
 """
 
+from datetime import datetime
 from typing import Any
 
 from topology.latency import LatencyHistogram
@@ -12,7 +13,7 @@ from topology.models import EdgeRollup
 from topology.window import Window
 
 
-def _figures(count, negative_delays, histogram):
+def _figures(count: int, negative_delays: int, histogram: LatencyHistogram) -> dict[str, Any]:
     return {
         "count": count,
         **histogram.percentiles_ms(),
@@ -31,7 +32,7 @@ def flows(window: Window) -> dict[str, Any]:
         .order_by("minute")
         .values_list("source__name", "topic", "target__name", "minute", "count", "negative_delays", "latency_buckets")
     )
-    by_flow = {}
+    by_flow: dict[tuple[str, str, str], list[tuple[datetime, int, int, LatencyHistogram]]] = {}
     for producer, topic, consumer, minute, count, negative, buckets in rollups:
         by_flow.setdefault((producer, topic, consumer), []).append(
             (minute, count, negative, LatencyHistogram().merge(buckets))

@@ -54,7 +54,8 @@ def prune(now: datetime | None = None, seconds: float = PRUNE_BUDGET_SECONDS) ->
     deleted = {"spans": delete_older_than(spans, deadline, views=TRAFFIC_VIEWS)}
     for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
         rollups = model.objects.filter(minute__lt=rollup_cutoff)
-        deleted[model._meta.model_name] = delete_older_than(rollups, deadline, views=TRAFFIC_VIEWS)
+        # The model's _meta.model_name, which django-stubs types as optional.
+        deleted[model.__name__.lower()] = delete_older_than(rollups, deadline, views=TRAFFIC_VIEWS)
     deleted["deadletters"] = delete_older_than(DeadLetter.objects.filter(received_at__lt=rollup_cutoff), deadline)
     samples = ConsumerPartitionLag.objects.filter(sampled_at__lt=rollup_cutoff)
     deleted["lag_samples"] = delete_older_than(samples, deadline, views=(LAG,))

@@ -5,24 +5,30 @@ workers adding to the same minute neither lose an increment nor deadlock.
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
 from operator import or_
+from typing import Any
 
 from django.db.models import Q
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, InstanceRollup, RouteRollup
+from topology.models.rollups import Rollup
 
-KEYS = {
+# A rollup's key: its values of the fields that KEYS names for its model.
+Key = tuple[Any, ...]
+
+KEYS: dict[type[Rollup], tuple[str, ...]] = {
     EdgeRollup: ("minute", "source_id", "target_id", "protocol", "topic"),
     InstanceRollup: ("minute", "instance_id", "caller_id"),
     RouteRollup: ("minute", "service_id", "operation"),
 }
 
 
-def minute_of(start_us):
+def minute_of(start_us: int) -> datetime:
     return datetime.fromtimestamp(start_us // 60_000_000 * 60, UTC)
 
 
@@ -34,7 +40,7 @@ class Delta:
     negative_delays: int = 0
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
-    def add(self, latency_ms, error):
+    def add(self, latency_ms: float, error: bool) -> None:
         self.count += 1
         self.errors += bool(error)
         if latency_ms < 0:
@@ -46,43 +52,55 @@ class Delta:
 
 
 class RollupBatch:
-    def __init__(self):
-        self.deltas = {model: defaultdict(Delta) for model in KEYS}
+    def __init__(self) -> None:
+        self.deltas: dict[type[Rollup], defaultdict[Key, Delta]] = {model: defaultdict(Delta) for model in KEYS}
 
-    def add_edge(self, start_us, source_id, target_id, protocol, topic, latency_ms, error):
+    def add_edge(
+        self,
+        start_us: int,
+        source_id: int,
+        target_id: int,
+        protocol: str,
+        topic: str,
+        latency_ms: float,
+        error: bool,
+    ) -> None:
         self.deltas[EdgeRollup][(minute_of(start_us), source_id, target_id, protocol, topic)].add(latency_ms, error)
 
-    def add_instance(self, start_us, instance_id, caller_id, latency_ms, error):
+    def add_instance(
+        self, start_us: int, instance_id: int, caller_id: int | None, latency_ms: float, error: bool
+    ) -> None:
         self.deltas[InstanceRollup][(minute_of(start_us), instance_id, caller_id)].add(latency_ms, error)
 
-    def add_route(self, start_us, service_id, operation, latency_ms, error):
+    def add_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
         self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].add(latency_ms, error)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return any(self.deltas.values())
 
-    def save(self):
+    def save(self) -> None:
         """Call inside the transaction that inserted the spans these observations came from."""
         for model, deltas in self.deltas.items():
             if deltas:
                 _apply(model, KEYS[model], deltas)
 
 
-def _lookup(model, fields, keys):
+def _lookup(model: type[Rollup], fields: tuple[str, ...], keys: Sequence[Key]) -> dict[Key, Rollup]:
+    # _default_manager: the abstract Rollup declares no ``objects`` of its own.
     conditions = [Q(**dict(zip(fields, key))) for key in keys]
-    rows = model.objects.select_for_update().filter(reduce(or_, conditions)).order_by("pk")
-    found = {}
+    rows = model._default_manager.select_for_update().filter(reduce(or_, conditions)).order_by("pk")
+    found: dict[Key, Rollup] = {}
     for row in rows:
         found.setdefault(tuple(getattr(row, name) for name in fields), row)
     return found
 
 
-def _apply(model, fields, deltas):
+def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta]) -> None:
     keys = sorted(deltas, key=repr)
     rows = _lookup(model, fields, keys)
     missing = [key for key in keys if key not in rows]
     if missing:
-        model.objects.bulk_create([model(**dict(zip(fields, key))) for key in missing], ignore_conflicts=True)
+        model._default_manager.bulk_create([model(**dict(zip(fields, key))) for key in missing], ignore_conflicts=True)
         rows.update(_lookup(model, fields, missing))
     changed = []
     for key, delta in deltas.items():
@@ -91,10 +109,10 @@ def _apply(model, fields, deltas):
         row.errors += delta.errors
         row.latency_sum_ms += delta.latency_sum_ms
         row.latency_buckets = row.histogram.merge(delta.histogram).to_json()
-        if delta.negative_delays:
+        if delta.negative_delays and isinstance(row, EdgeRollup):
             row.negative_delays += delta.negative_delays
         changed.append(row)
     update_fields = ["count", "errors", "latency_sum_ms", "latency_buckets"]
     if model is EdgeRollup:
         update_fields.append("negative_delays")
-    model.objects.bulk_update(changed, update_fields)
+    model._default_manager.bulk_update(changed, update_fields)

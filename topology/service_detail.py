@@ -6,10 +6,11 @@ and sample traces. Both read the per-minute rollups and, for operations and samp
 """
 
 from collections import defaultdict
-from datetime import timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, Instance, InstanceRollup, Service, Span
@@ -19,11 +20,11 @@ TOP_OPERATIONS = 10
 SAMPLE_TRACES = 10
 
 
-def _minute_floor(moment):
+def _minute_floor(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def _rollup_stats(rows, window_seconds):
+def _rollup_stats(rows: Iterable[Mapping[str, Any]], window_seconds: float) -> dict[str, Any]:
     count = errors = 0
     histogram = LatencyHistogram()
     for row in rows:
@@ -48,8 +49,8 @@ def service_detail(name: str, window: Window) -> dict[str, Any] | None:
     first_minute = _minute_floor(start)
 
     instances = list(Instance.objects.filter(service=service, deregistered_at__isnull=True).order_by("identity"))
-    served = defaultdict(int)
-    served_errors = defaultdict(int)
+    served: defaultdict[int, int] = defaultdict(int)
+    served_errors: defaultdict[int, int] = defaultdict(int)
     for row in (
         InstanceRollup.objects.filter(instance__service=service, minute__gte=first_minute, minute__lte=until)
         .values("instance_id")
@@ -100,31 +101,31 @@ def service_detail(name: str, window: Window) -> dict[str, Any] | None:
     }
 
 
-def _top_operations(service, start, until):
+def _top_operations(service: Service, start: datetime, until: datetime) -> list[dict[str, Any]]:
     spans = Span.objects.filter(
         service=service, started_at__gte=start, started_at__lte=until, kind__in=("server", "consumer")
     )
-    top = list(
-        spans.values("name", "kind")
-        .annotate(count=Count("id"), errors=Count("id", filter=Q(error=True)))
-        .order_by("-count", "name")[:TOP_OPERATIONS]
-    )
+    top = spans.values("name", "kind").annotate(count=Count("id"), errors=Count("id", filter=Q(error=True)))
     window_seconds = max((until - start).total_seconds(), 1)
-    for row in top:
+    operations = []
+    for row in top.order_by("-count", "name")[:TOP_OPERATIONS]:
         histogram = LatencyHistogram()
         durations = spans.filter(name=row["name"], kind=row["kind"]).values_list("duration_us", flat=True)[:5000]
         for duration in durations:
             histogram.add(duration / 1000)
-        row.update(
-            rps=round(row["count"] / window_seconds, 3),
-            error_rate=round(row["errors"] / row["count"], 4) if row["count"] else 0.0,
-            **histogram.percentiles_ms(),
+        operations.append(
+            {
+                **row,
+                "rps": round(row["count"] / window_seconds, 3),
+                "error_rate": round(row["errors"] / row["count"], 4) if row["count"] else 0.0,
+                **histogram.percentiles_ms(),
+            }
         )
-    return top
+    return operations
 
 
-def _neighbours(queryset, name_field, window_seconds):
-    grouped = defaultdict(list)
+def _neighbours(queryset: QuerySet[EdgeRollup], name_field: str, window_seconds: float) -> list[dict[str, Any]]:
+    grouped: defaultdict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in queryset.values(name_field, "protocol", "topic", "count", "errors", "latency_buckets"):
         grouped[(row[name_field], row["protocol"], row["topic"])].append(row)
     result = []
@@ -157,7 +158,7 @@ def edge_detail(source: str, target: str, window: Window, protocol: str = "", to
     if protocol:
         rollups = rollups.filter(protocol=protocol)
     rollups = rollups.filter(topic=topic or "")
-    per_minute = defaultdict(list)
+    per_minute: defaultdict[datetime, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rollups.values("minute", "count", "errors", "latency_buckets"):
         per_minute[row["minute"]].append(row)
     series = []
@@ -181,7 +182,9 @@ def edge_detail(source: str, target: str, window: Window, protocol: str = "", to
     }
 
 
-def edge_samples(source_id, target_id, topic, start, until, limit=SAMPLE_TRACES):
+def edge_samples(
+    source_id: int, target_id: int, topic: str, start: datetime, until: datetime, limit: int = SAMPLE_TRACES
+) -> list[dict[str, Any]]:
     """Traces in which ``source`` called ``target``: recent ones, then the slowest and failed ones."""
     child_kind = "consumer" if topic else "server"
     parents = Span.objects.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_id"), service_id=source_id)
@@ -189,7 +192,7 @@ def edge_samples(source_id, target_id, topic, start, until, limit=SAMPLE_TRACES)
         service_id=target_id, kind=child_kind, started_at__gte=start, started_at__lte=until
     ).filter(Exists(parents))
     fields = ("trace_id", "span_id", "name", "started_at", "duration_us", "error")
-    picked = {}
+    picked: dict[str, dict[str, Any]] = {}
     for label, queryset in (
         ("failed", calls.filter(error=True).order_by("-started_at")),
         ("slow", calls.order_by("-duration_us")),
@@ -212,7 +215,7 @@ def edge_samples(source_id, target_id, topic, start, until, limit=SAMPLE_TRACES)
     return samples[: limit * 2]
 
 
-def admin_url(pk):
+def admin_url(pk: int) -> str:
     """The Django admin page of a service, or "" while the admin does not register services."""
     from django.urls import NoReverseMatch, reverse
 
@@ -222,12 +225,12 @@ def admin_url(pk):
         return ""
 
 
-def services_list(query="", health=""):
+def services_list(query: str = "", health: str = "") -> list[dict[str, Any]]:
     """The services page: every known service with its instance health counts."""
     services = Service.objects.all().order_by("name")
     if query:
         services = services.filter(Q(name__icontains=query) | Q(tags__icontains=query))
-    counts = defaultdict(lambda: defaultdict(int))
+    counts: defaultdict[int, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in (
         Instance.objects.filter(deregistered_at__isnull=True, service__in=services)
         .values("service_id", "health")
@@ -258,7 +261,7 @@ def services_list(query="", health=""):
     return result
 
 
-def _overall_health(counts):
+def _overall_health(counts: Mapping[str, int]) -> str:
     for level in ("critical", "warning", "passing"):
         if counts.get(level):
             return level
@@ -271,7 +274,7 @@ def instance_share_series(name: str, window: Window) -> dict[str, Any] | None:
     if service is None:
         return None
     start, until = window.since, window.until
-    per_minute = defaultdict(lambda: defaultdict(int))
+    per_minute: defaultdict[datetime, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
     identities = dict(Instance.objects.filter(service=service).values_list("id", "identity"))
     for row in (
         InstanceRollup.objects.filter(instance__service=service, minute__gte=_minute_floor(start), minute__lte=until)
@@ -279,11 +282,11 @@ def instance_share_series(name: str, window: Window) -> dict[str, Any] | None:
         .annotate(count=Sum("count"))
     ):
         per_minute[row["minute"]][row["instance_id"]] += row["count"] or 0
-    seen = sorted({instance_id for counts in per_minute.values() for instance_id in counts}, key=identities.get)
+    seen = sorted({instance_id for counts in per_minute.values() for instance_id in counts}, key=identities.__getitem__)
     minutes = []
     minute = _minute_floor(start)
     while minute <= until:
-        counts = per_minute.get(minute, {})
+        counts: Mapping[int, int] = per_minute.get(minute, {})
         total = sum(counts.values())
         minutes.append(
             {

@@ -1,9 +1,28 @@
 """Traces and entry routes: the list of traces, one trace as a tree, and a route's aggregated call tree."""
 
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypedDict
+
 from django.db.models import Count, Exists, OuterRef, Subquery
 
 from topology.latency import LatencyHistogram
 from topology.models import RouteRollup, Span
+from topology.window import Window
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+# What a route's call tree reads of a span: (parent id, kind, service, operation, duration µs, error).
+SpanFields = tuple[str, str, str, str, int, bool]
+
+
+class _TraceFigures(TypedDict):
+    """What trace_list annotates a root span with."""
+
+    has_error: bool
+    span_count: int
+
 
 MAX_TRACES = 500
 # The call tree is merged over the route's most recent traces in the window, at most this many: enough
@@ -11,7 +30,15 @@ MAX_TRACES = 500
 ROUTE_TREE_SAMPLE = 1000
 
 
-def trace_list(service="", operation="", min_duration_ms=None, error=None, limit=50, since=None, slowest=False):
+def trace_list(
+    service: str = "",
+    operation: str = "",
+    min_duration_ms: float | None = None,
+    error: bool | None = None,
+    limit: int = 50,
+    since: datetime | None = None,
+    slowest: bool = False,
+) -> list[dict[str, Any]]:
     """Traces by their root span, the most recent first, or the slowest first."""
     roots = Span.objects.filter(parent_id="").select_related("service")
     if service:
@@ -33,7 +60,7 @@ def trace_list(service="", operation="", min_duration_ms=None, error=None, limit
     return [_trace_summary(root) for root in roots.order_by(*order)[: min(limit, MAX_TRACES)]]
 
 
-def _trace_summary(root):
+def _trace_summary(root: "WithAnnotations[Span, _TraceFigures]") -> dict[str, Any]:
     return {
         "trace_id": root.trace_id,
         "root_service": root.service.name,
@@ -45,14 +72,14 @@ def _trace_summary(root):
     }
 
 
-def trace_tree(trace_id):
+def trace_tree(trace_id: str) -> dict[str, Any] | None:
     """The spans of one trace nested under their parents (orphans, whose parent never came, are roots).
     Returns None for an unknown trace."""
     spans = list(Span.objects.filter(trace_id=trace_id).select_related("service", "instance").order_by("started_at"))
     if not spans:
         return None
     origin = spans[0].started_at
-    nodes = {}
+    nodes: dict[str, dict[str, Any]] = {}
     for span in spans:
         nodes[span.span_id] = {
             "span_id": span.span_id,
@@ -70,20 +97,20 @@ def trace_tree(trace_id):
             "attributes": span.attributes,
             "children": [],
         }
-    roots = []
+    roots: list[dict[str, Any]] = []
     for node in nodes.values():
         parent = nodes.get(node["parent_id"])
         (parent["children"] if parent else roots).append(node)
     return {"trace_id": trace_id, "span_count": len(spans), "spans": roots}
 
 
-def routes(window):
+def routes(window: Window) -> list[dict[str, Any]]:
     rows = (
         RouteRollup.objects.filter(**window.minutes())
         .values_list("service__name", "operation", "count", "errors", "latency_buckets")
         .order_by()
     )
-    merged = {}
+    merged: dict[tuple[str, str], list[Any]] = {}  # -> [count, errors, histogram]
     for service, operation, count, errors, buckets in rows:
         entry = merged.setdefault((service, operation), [0, 0, LatencyHistogram()])
         entry[0] += count
@@ -102,7 +129,7 @@ def routes(window):
     ]
 
 
-def route_tree(service, operation, window):
+def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     """The call tree of an entry route, merged over its recent traces: each hop is a SERVER or CONSUMER
     span (or the root), keyed by its path of (service, operation) from the root."""
     roots = Span.objects.filter(
@@ -112,7 +139,7 @@ def route_tree(service, operation, window):
     spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
         "trace_id", "span_id", "parent_id", "kind", "service__name", "name", "duration_us", "error"
     )
-    by_trace = {}
+    by_trace: dict[str, dict[str, SpanFields]] = {}
     for trace_id, span_id, parent_id, kind, service_name, name, duration_us, error in spans:
         by_trace.setdefault(trace_id, {})[span_id] = (parent_id, kind, service_name, name, duration_us, error)
     tree = _hop(service, operation)
@@ -138,7 +165,7 @@ def route_tree(service, operation, window):
     }
 
 
-def _hop(service, operation):
+def _hop(service: str, operation: str) -> dict[str, Any]:
     return {
         "service": service,
         "operation": operation,
@@ -149,11 +176,11 @@ def _hop(service, operation):
     }
 
 
-def _hop_path(span_id, spans):
+def _hop_path(span_id: str, spans: Mapping[str, SpanFields]) -> list[tuple[str, str]] | None:
     """(service, operation) of each hop from the root down to this span, skipping client/internal spans;
     None when a parent on the way never arrived."""
-    path = []
-    seen = set()
+    path: list[tuple[str, str]] = []
+    seen: set[str] = set()
     while span_id not in seen:
         if span_id not in spans:
             return None
@@ -167,7 +194,7 @@ def _hop_path(span_id, spans):
     return None
 
 
-def _finish(node):
+def _finish(node: dict[str, Any]) -> dict[str, Any]:
     histogram = node.pop("_histogram")
     children = node.pop("_children")
     node.update(histogram.percentiles_ms())

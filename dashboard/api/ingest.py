@@ -5,6 +5,7 @@ from django.db.models import Count
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,7 +17,7 @@ THROUGHPUT_MINUTES = 15
 
 class IngestView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT, description="How our own span consumer is doing.")
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         now = timezone.now()
         minutes = list(
             IngestRollup.objects.filter(minute__gte=now - timedelta(minutes=THROUGHPUT_MINUTES)).order_by("minute")

@@ -43,7 +43,7 @@ def number_from(request, name, kind=float, default=None, minimum=None, maximum=N
     return value
 
 
-def boolean_from(request, name):
+def boolean_from(request: Request, name: str) -> bool | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None

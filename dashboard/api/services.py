@@ -1,6 +1,7 @@
 """The services list and the topology page's side panels (a node, an edge)."""
 
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -11,7 +12,7 @@ from topology import service_detail
 class ServiceListView(APIView):
     """Every known service: name, source, tags, instance health counts and the admin link."""
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         return Response(
             {
                 "services": service_detail.services_list(
@@ -25,7 +26,7 @@ class ServiceListView(APIView):
 class ServiceDetailView(APIView):
     """One node's side panel: ``?name=&window=&until=``."""
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         name = request.query_params.get("name")
         if not name:
             raise ValidationError({"name": "Required."})
@@ -38,7 +39,7 @@ class ServiceDetailView(APIView):
 class EdgeDetailView(APIView):
     """One edge's series and sample traces: ``?source=&target=&protocol=&topic=&window=&until=``."""
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         params = request.query_params
         if not params.get("source") or not params.get("target"):
             raise ValidationError({"source": "source and target are required."})
@@ -57,7 +58,7 @@ class EdgeDetailView(APIView):
 class ServiceSharesView(APIView):
     """Each instance's share of a service's requests per minute: ``?name=&window=``."""
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         name = request.query_params.get("name")
         if not name:
             raise ValidationError({"name": "Required."})
@@ -71,7 +72,7 @@ class SourceListView(APIView):
     """Whether each data source (Consul datacenters, Kafka) answers, and since when it does not: the
     header of every page polls this."""
 
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         from topology.models import SourceStatus
 
         return Response({"sources": [status.as_dict() for status in SourceStatus.objects.all()]})

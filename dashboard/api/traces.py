@@ -1,6 +1,7 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,7 +21,7 @@ class TraceListView(APIView):
         responses=OpenApiTypes.OBJECT,
         description="Recent traces, newest first, by their root span.",
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         params = request.query_params
         return Response(
             traces.trace_list(
@@ -35,7 +36,7 @@ class TraceListView(APIView):
 
 class TraceDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT, description="One trace's spans as a tree.")
-    def get(self, request, trace_id):
+    def get(self, request: Request, trace_id: str) -> Response:
         tree = traces.trace_tree(trace_id.lower().rjust(32, "0"))
         if tree is None:
             raise NotFound("No spans of that trace are stored (unknown, or older than the span retention).")
@@ -48,7 +49,7 @@ class RouteListView(APIView):
         responses=OpenApiTypes.OBJECT,
         description="Entry routes: root spans by service and operation.",
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         return Response(traces.routes(window_from(request)))
 
 
@@ -62,7 +63,7 @@ class RouteTreeView(APIView):
         responses=OpenApiTypes.OBJECT,
         description="A route's call tree merged over its recent traces, with recent, slow and failed traces.",
     )
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         service, operation = request.query_params.get("service"), request.query_params.get("operation")
         if not service or not operation:
             raise ValidationError({"service": "service and operation are required"})

@@ -5,8 +5,12 @@ templates only through Django's autoescaping and data-* attributes, and the scri
 textContent and cytoscape data labels.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.utils import timezone
@@ -17,9 +21,9 @@ from topology.service_detail import services_list
 LOGIN_URL = reverse_lazy("login")
 
 
-def page(template, nav):
+def page(template: str, nav: str) -> Callable[..., HttpResponse]:
     @login_required(login_url=LOGIN_URL)
-    def view(request, **kwargs):
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
         context = {"nav": nav, "sources": _sources(), "now": timezone.now(), **kwargs}
         context.update({key: request.GET.get(key, "") for key in ("service", "operation", "edge", "focus")})
         return render(request, template, context)
@@ -28,7 +32,7 @@ def page(template, nav):
     return view
 
 
-def _sources():
+def _sources() -> list[dict[str, Any]]:
     return [status.as_dict() for status in SourceStatus.objects.all()]
 
 
@@ -42,7 +46,7 @@ consistency = page("pages/consistency.html", "consistency")
 
 
 @login_required(login_url=LOGIN_URL)
-def services(request):
+def services(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     health = request.GET.get("health", "").strip()
     return render(
@@ -66,4 +70,4 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("login")
+    next_page = "login"  # a URL name: resolve_url() reverses it

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from kafka import KafkaConsumer
 from opentelemetry import propagate
@@ -27,7 +28,7 @@ def in_slow_phase(started):
 
 
 def build(service):
-    shipments = {}
+    shipments: dict[str, dict[str, Any]] = {}
     orders_per_second = max(0.1, float(os.environ.get("DEMO_RPS", "20")) * ORDER_SHARE)
     slow_delay = 3 / orders_per_second  # handles a third of what arrives
 

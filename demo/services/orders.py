@@ -8,6 +8,7 @@ import collections
 import json
 import threading
 import uuid
+from typing import Any
 
 from flask import jsonify, request
 from opentelemetry import propagate
@@ -21,7 +22,7 @@ RECENT = 20
 
 
 def build(service):
-    recent = collections.deque(maxlen=RECENT)
+    recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT)
     lock = threading.Lock()
 
     def publish(order):
@@ -37,7 +38,7 @@ def build(service):
                 "messaging.kafka.message.key": order["id"],
             },
         ) as span:
-            headers = {}
+            headers: dict[str, str] = {}
             propagate.inject(headers)
             try:
                 metadata = service.producer.send(

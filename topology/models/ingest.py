@@ -21,7 +21,7 @@ class DeadLetter(models.Model):
             models.Index(fields=["topic", "offset", "partition"], name="deadletter_source_idx"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.reason} at {self.topic}[{self.partition}]@{self.offset}"
 
 

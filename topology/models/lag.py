@@ -48,7 +48,7 @@ class ConsumerPartitionLag(models.Model):
             models.Index(fields=["sampled_at"], name="lag_sampled_idx"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.group} {self.topic}[{self.partition}] lag {self.lag_messages} at {self.sampled_at}"
 
 

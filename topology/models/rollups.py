@@ -19,7 +19,7 @@ class Rollup(models.Model):
         return f"{type(self).__name__} at {self.minute:%Y-%m-%d %H:%M}: {self.count} calls"
 
     @property
-    def histogram(self):
+    def histogram(self) -> LatencyHistogram:
         return LatencyHistogram(self.latency_buckets)
 
 
@@ -46,7 +46,7 @@ class EdgeRollup(Rollup):
         indexes = [models.Index(fields=["minute"], name="edge_rollup_minute_idx")]
 
     @property
-    def is_async(self):
+    def is_async(self) -> bool:
         return bool(self.topic)
 
 

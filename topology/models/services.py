@@ -1,3 +1,5 @@
+from typing import Literal, Self
+
 from django.db import models
 from django.utils import timezone
 
@@ -15,8 +17,8 @@ class Health(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
-class ServiceQuerySet(models.QuerySet):
-    def registered(self):
+class ServiceQuerySet(models.QuerySet["Service"]):
+    def registered(self) -> Self:
         return self.filter(deregistered_at__isnull=True)
 
 
@@ -40,21 +42,21 @@ class Service(models.Model):
         ordering = ["name"]
         permissions = [("set_balancing_policy", "Can set a service's balancing policy in Consul")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
     @property
-    def source(self):
+    def source(self) -> Literal["both", "consul", "traces"]:
         if self.in_consul and self.in_traces:
             return "both"
         return "consul" if self.in_consul else "traces"
 
 
-class InstanceQuerySet(models.QuerySet):
-    def registered(self):
+class InstanceQuerySet(models.QuerySet["Instance"]):
+    def registered(self) -> Self:
         return self.filter(deregistered_at__isnull=True)
 
-    def matching(self, alias):
+    def matching(self, alias: str) -> Self:
         """The instances a span's instance key names: by identity, Consul service ID or ``address:port``."""
         match = models.Q(identity=alias) | models.Q(consul_id=alias)
         host, _, port = alias.rpartition(":")
@@ -104,14 +106,14 @@ class Instance(models.Model):
             ("set_weights_in_consul", "Can change an instance's weights in Consul"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.service.name}/{self.identity}"
 
     @property
-    def host_port(self):
+    def host_port(self) -> str:
         return f"{self.address}:{self.port}" if self.address and self.port else ""
 
-    def aliases(self):
+    def aliases(self) -> set[str]:
         """Every string a span may carry to name this instance."""
         return {alias for alias in (self.identity, self.consul_id, self.host_port) if alias}
 
@@ -136,5 +138,5 @@ class ConsulDatacenter(models.Model):
     # After a failure the collector waits before it asks again (exponential backoff).
     retry_after = models.DateTimeField(null=True, blank=True)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name

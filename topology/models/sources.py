@@ -1,4 +1,5 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -27,15 +28,15 @@ class SourceStatus(models.Model):
         ordering = ["name"]
         verbose_name_plural = "source statuses"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
     @property
-    def is_stale(self):
+    def is_stale(self) -> bool:
         return self.stale_since is not None
 
     @property
-    def silent_since(self):
+    def silent_since(self) -> datetime | None:
         """When the source should have been heard from again, if it has not been since."""
         if self.last_success is None or self.is_stale:
             return None
@@ -44,7 +45,7 @@ class SourceStatus(models.Model):
         return due if due < timezone.now() else None
 
     @classmethod
-    def record_success(cls, name):
+    def record_success(cls, name: str) -> None:
         cls.objects.update_or_create(
             name=name,
             defaults={
@@ -57,7 +58,7 @@ class SourceStatus(models.Model):
         )
 
     @classmethod
-    def record_failure(cls, name, reason):
+    def record_failure(cls, name: str, reason: object) -> int:
         """Marks the source stale (keeping the first failure's time) and returns its failure count."""
         status, _ = cls.objects.get_or_create(name=name)
         status.configured = True
@@ -67,8 +68,9 @@ class SourceStatus(models.Model):
         status.save()
         return status.consecutive_failures
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         silent_since = self.silent_since
+        stale_since: datetime | None
         if silent_since is not None:
             stale_since = silent_since
             stale_reason = "No collector has reached it since the last success: is the Celery worker with beat running?"

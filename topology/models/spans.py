@@ -66,9 +66,9 @@ class Span(models.Model):
             models.Index(fields=["started_at"], condition=models.Q(paired=False), name="span_unpaired_idx"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.trace_id}/{self.span_id} {self.name}"
 
     @property
-    def duration_ms(self):
+    def duration_ms(self) -> float:
         return self.duration_us / 1000
