@@ -4,8 +4,8 @@ so spans, services, instances and rollups agree with each other."""
 import time
 import uuid
 
-from collectors.formats.record import SpanRecord
 from topology.ingestion import store_spans
+from topology.span_record import SpanRecord
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

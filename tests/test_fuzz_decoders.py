@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collectors import kafka_spans
-from collectors.formats import Decoded, SpanRecord, SpanRejected, decode
+from collectors.formats import Decoded, SpanRejected, decode
 from collectors.formats.record import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_ATTRIBUTES,
@@ -36,6 +36,7 @@ from collectors.kafka_spans import SpanConsumer
 from tests.trace_payloads import OtelTraces, now_ns, otlp_json, otlp_protobuf, zipkin_json, zipkin_span
 from topology.models import Instance, Service, Span
 from topology.models.spans import Protocol, SpanKind
+from topology.span_record import SpanRecord
 
 MAX_AGE_SECONDS = 24 * 3600
 MAX_BYTES = 256 * 1024

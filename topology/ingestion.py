@@ -18,6 +18,7 @@ from django.utils import timezone
 from topology.changes import TRAFFIC_VIEWS, announce_on_commit
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
+from topology.span_record import SpanRecord
 
 PARENT_KINDS = {"client": "server", "producer": "consumer"}  # a parent's kind -> its child's kind
 PAIRED_KINDS = ("client", "server", "producer", "consumer")
@@ -52,7 +53,7 @@ class IngestResult:
 
 
 @transaction.atomic
-def store_spans(records: Iterable[Any], messages: int = 0, rejected: int = 0) -> IngestResult:
+def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int = 0) -> IngestResult:
     """Stores decoded spans and counts what they add. The one write path of new spans: commit Kafka
     offsets only after the caller's transaction commits; the traffic views are announced then."""
     result = IngestResult()

@@ -4,11 +4,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from collectors.formats import otlp, zipkin
-from collectors.formats.record import SpanRecord, SpanRejected
+from collectors.formats.record import SpanRejected
+from topology.span_record import SpanRecord
 
 FORMATS = ("zipkin_json", "otlp_proto", "otlp_json", "auto")
 
-__all__ = ["FORMATS", "Decoded", "SpanRecord", "SpanRejected", "decode", "detect_format"]
+__all__ = ["FORMATS", "Decoded", "SpanRejected", "decode", "detect_format"]
 
 
 @dataclass

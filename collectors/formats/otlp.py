@@ -18,7 +18,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collectors.formats.record import (
-    SpanRecord,
     SpanRejected,
     bounded_attributes,
     check_attribute_count,
@@ -30,6 +29,7 @@ from collectors.formats.record import (
     text,
     topic_of,
 )
+from topology.span_record import SpanRecord
 
 KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_ERROR = 2

@@ -3,7 +3,6 @@
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
@@ -23,25 +22,6 @@ class SpanRejected(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(slots=True)
-class SpanRecord:
-    trace_id: str
-    span_id: str
-    parent_id: str
-    service: str
-    instance: str
-    kind: str
-    name: str
-    protocol: str
-    start_us: int
-    duration_us: int
-    status_code: str = ""
-    error: bool = False
-    peer: str = ""
-    topic: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 def id_from_bytes(raw: bytes, size: int, what: str) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from collectors.formats.record import (
-    SpanRecord,
     SpanRejected,
     bounded_attributes,
     check_times,
@@ -21,6 +20,7 @@ from collectors.formats.record import (
     text,
     topic_of,
 )
+from topology.span_record import SpanRecord
 
 # Looked up with whatever the message holds; an unhashable kind raises TypeError, which is wrong_shape.
 KINDS: dict[Any, str] = {"CLIENT": "client", "SERVER": "server", "PRODUCER": "producer", "CONSUMER": "consumer"}

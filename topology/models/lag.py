@@ -50,6 +50,3 @@ class ConsumerPartitionLag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group} {self.topic}[{self.partition}] lag {self.lag_messages} at {self.sampled_at}"
-
-
-__all__ = ["ConsumerPartitionLag", "LagSecondsMethod", "LagStatus"]

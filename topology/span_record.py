@@ -1,0 +1,24 @@
+"""The span as ingestion takes it: what every wire format decodes to (``collectors.formats``), and what
+``topology.ingestion.store_spans`` stores and counts. The domain owns the type; the decoders fill it."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    service: str
+    instance: str
+    kind: str
+    name: str
+    protocol: str
+    start_us: int
+    duration_us: int
+    status_code: str = ""
+    error: bool = False
+    peer: str = ""
+    topic: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
