@@ -208,3 +208,39 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"kafka": {"level": "WARNING"}},
 }
+
+# --- Operations: health, metrics, OTLP/HTTP ---------------------------------------------------------
+# These helpers refuse a bad value at startup, naming the variable, rather than running with a guess.
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not valid: expected 1, true, yes, on, 0, false, no or off.")
+
+
+def env_count(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not valid: expected a whole number of at least {minimum}.")
+    return value
+
+
+# Bearer tokens of /metrics and /v1/traces. Empty: the endpoint answers 404, so neither is ever open
+# to anyone who finds it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+OTLP_TOKEN = os.environ.get("OTLP_TOKEN", "").strip()
+# Per-instance series on /metrics beyond this many are dropped (and counted), so that a churning
+# fleet cannot blow up Prometheus's memory.
+METRICS_MAX_INSTANCE_SERIES = env_count("METRICS_MAX_INSTANCE_SERIES", 5000)
