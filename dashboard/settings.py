@@ -281,3 +281,18 @@ if MESHSCOPE_HTTPS:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# The schema describes the API, not itself; an empty window or until means the default, and says so.
+SPECTACULAR_SETTINGS["SERVE_INCLUDE_SCHEMA"] = False
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "dashboard.api.schemas.allow_empty_values",
+]
+# The API's choice sets, each under one name in the OpenAPI schema.
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    "HealthEnum": "dashboard.api.schemas.HEALTH",
+    "InstanceHealthEnum": "dashboard.api.schemas.INSTANCE_HEALTH",
+    "BalancingPolicyEnum": "dashboard.api.schemas.POLICIES",
+    "LagStatusEnum": "dashboard.api.schemas.LAG_STATUSES",
+    "VerdictStatusEnum": "dashboard.api.schemas.VERDICTS",
+}

@@ -5,20 +5,29 @@ django-axes counts each failure and, past AXES_FAILURE_LIMIT, answers 429 (dashb
 """
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.api.schemas import BAD_REQUEST, DetailSerializer
+
+# DRF refuses NUL in any text field; the schema says so with a pattern.
+NO_NUL = RegexValidator(r"^[^\u0000]*$", "Null characters are not allowed.")
+
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    username = serializers.CharField(min_length=1, max_length=150, validators=[NO_NUL])
+    password = serializers.CharField(
+        min_length=1, max_length=4096, trim_whitespace=False, validators=[NO_NUL], style={"input_type": "password"}
+    )
 
 
 class TokenSerializer(serializers.Serializer):
@@ -29,16 +38,18 @@ class ObtainTokenView(APIView):
     # Token authentication only for its challenge: without one, DRF turns a 401 into a 403.
     authentication_classes = [TokenAuthentication]
     permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
 
     @extend_schema(
         operation_id="auth_token_create",
         request=CredentialsSerializer,
         responses={
             200: TokenSerializer,
-            400: OpenApiResponse(description="A field is missing or too long."),
-            401: OpenApiResponse(description="The username and password do not match."),
+            400: BAD_REQUEST,
+            401: OpenApiResponse(DetailSerializer, description="The username and password do not match."),
+            415: OpenApiResponse(DetailSerializer, description="The body is not JSON."),
             429: OpenApiResponse(
-                inline_serializer("LockedOut", {"detail": serializers.CharField()}),
+                DetailSerializer,
                 description="Too many failed logins for this username from this address: locked out for a while.",
             ),
         },
