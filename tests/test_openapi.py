@@ -21,7 +21,7 @@ from tests.seed import hostile, seed_mesh, store
 from topology.consumer_lag import Observation, record_samples
 from topology.models import SourceStatus
 
-EXAMPLES = 15
+EXAMPLES = 10
 NAIVE_FIRST = datetime(1, 1, 20)  # noqa: DTZ001
 NAIVE_1970 = datetime(1970, 1, 2)  # noqa: DTZ001
 NAIVE_LAST = datetime(9998, 12, 1)  # noqa: DTZ001

@@ -1,6 +1,6 @@
 """Load-balancer statistics: every callee service, and one service broken down per caller."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,7 +33,7 @@ class BalancerDetailView(APIView):
     @extend_schema(
         operation_id="balancers_retrieve",
         parameters=[
-            text_parameter("service", "The callee service's name.", required=True, location=OpenApiParameter.PATH),
+            text_parameter("service", "The callee service's name.", required=True, location="path"),
             *window_parameters(DEFAULT_WINDOW_SECONDS),
         ],
         responses=answers(BalancerReportSerializer, not_found=True),

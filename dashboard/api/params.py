@@ -2,7 +2,7 @@
 
 import math
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
@@ -76,7 +76,7 @@ REQUIRED_TEXT_PATTERN = "^[^\\u0000]+$"
 
 
 def text_parameter(
-    name: str, description: str, required: bool = False, location: str = OpenApiParameter.QUERY
+    name: str, description: str, required: bool = False, location: Literal["query", "path"] = "query"
 ) -> OpenApiParameter:
     pattern = REQUIRED_TEXT_PATTERN if required else TEXT_PATTERN
     return OpenApiParameter(

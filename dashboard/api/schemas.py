@@ -1,6 +1,9 @@
 """The shapes of the API's answers, for the OpenAPI schema: what each field is, its type, and whether
 it may be null. The views build plain dicts in the domain; these serializers only describe them, and
 tests/test_openapi.py checks every answer against them with schemathesis.
+
+Fields named ``source`` and ``errors`` shadow attributes of DRF's Field and Serializer for the type
+checker only: DRF takes declared fields off the class, hence their ``type: ignore``.
 """
 
 from drf_spectacular.utils import OpenApiResponse
@@ -58,7 +61,7 @@ class NodeSerializer(serializers.Serializer):
     rps = serializers.FloatField(help_text="Requests served per second.")
     error_rate = serializers.FloatField(help_text="The part of them that failed, 0 to 1.")
     health = serializers.ChoiceField(HEALTH, help_text="The worst health Consul gives a live instance.")
-    source = serializers.ChoiceField(SOURCES)
+    source = serializers.ChoiceField(SOURCES)  # type: ignore[assignment]
     instances = serializers.IntegerField()
     tags = serializers.ListField(child=serializers.CharField(allow_blank=True))
     balancing_policy = serializers.ChoiceField([*POLICIES, ""], allow_blank=True)
@@ -66,7 +69,7 @@ class NodeSerializer(serializers.Serializer):
 
 class EdgeSerializer(PercentilesMixin):
     id = serializers.CharField(help_text="source->target/protocol/topic")
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
     target = serializers.CharField()
     protocol = serializers.CharField()
     sync = serializers.ChoiceField(SYNC)
@@ -110,7 +113,7 @@ class HopSerializer(PercentilesMixin):
     service = serializers.CharField()
     operation = serializers.CharField()
     count = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -249,7 +252,7 @@ class FlowListSerializer(serializers.Serializer):
 class ServiceRowSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
-    source = serializers.ChoiceField(SOURCES)
+    source = serializers.ChoiceField(SOURCES)  # type: ignore[assignment]
     datacenter = serializers.CharField(allow_blank=True)
     tags = serializers.ListField(child=serializers.CharField(allow_blank=True))
     instances = serializers.IntegerField()
@@ -266,7 +269,7 @@ class ServiceListSerializer(serializers.Serializer):
 
 class StatsSerializer(PercentilesMixin):
     count = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     rps = serializers.FloatField()
     error_rate = serializers.FloatField()
 
@@ -282,7 +285,7 @@ class OperationSerializer(PercentilesMixin):
     name = serializers.CharField(allow_blank=True)
     kind = serializers.ChoiceField(["server", "consumer"])
     count = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     rps = serializers.FloatField()
     error_rate = serializers.FloatField()
 
@@ -296,13 +299,13 @@ class ServiceInstanceSerializer(serializers.Serializer):
     weight_passing = serializers.IntegerField()
     weight_warning = serializers.IntegerField()
     requests = serializers.IntegerField()
-    errors = serializers.IntegerField()
+    errors = serializers.IntegerField()  # type: ignore[assignment]
     share = serializers.FloatField(allow_null=True)
 
 
 class ServiceDetailSerializer(serializers.Serializer):
     name = serializers.CharField()
-    source = serializers.ChoiceField(SOURCES)
+    source = serializers.ChoiceField(SOURCES)  # type: ignore[assignment]
     datacenter = serializers.CharField(allow_blank=True)
     tags = serializers.ListField(child=serializers.CharField(allow_blank=True))
     balancing_policy = serializers.ChoiceField([*POLICIES, ""], allow_blank=True)
@@ -331,7 +334,7 @@ class EdgeSampleSerializer(serializers.Serializer):
 
 
 class EdgeDetailSerializer(serializers.Serializer):
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
     target = serializers.CharField()
     protocol = serializers.CharField(allow_blank=True)
     topic = serializers.CharField(allow_blank=True)

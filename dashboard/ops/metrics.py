@@ -229,7 +229,7 @@ class MeshscopeCollector(Collector):
             f"Share among the eligible instances minus the expected share, {OVER_WINDOW}.",
             ["service", "instance"],
         )
-        rows = []
+        rows: list[tuple[str, dict[str, Any]]] = []
         for report in self._balancer_reports():
             service = report["service"]
             if report["jain_index"] is not None:
