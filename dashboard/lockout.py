@@ -15,6 +15,19 @@ from django.shortcuts import render
 LOCKED_OUT_STATUS = 429
 
 
+def client_address(request: HttpRequest) -> str:
+    """The address a login comes from (AXES_CLIENT_IP_CALLABLE). Behind TRUSTED_PROXY_COUNT proxies,
+    each appending the address it was reached from to X-Forwarded-For, the client's is that many entries
+    from the end; entries before it are the client's own say, and never trusted."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    hops = settings.TRUSTED_PROXY_COUNT
+    if not hops:
+        return remote
+    forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if entry.strip()]
+    # Fewer entries than proxies: the request did not come through them all, so only the peer is known.
+    return forwarded[-hops] if len(forwarded) >= hops else remote
+
+
 def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict[str, Any] | None = None
 ) -> HttpResponse:

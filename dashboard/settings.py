@@ -263,11 +263,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # A page for people (the login page, the admin), JSON for the API: see dashboard/lockout.py.
 AXES_LOCKOUT_CALLABLE = "dashboard.lockout.lockout_response"
-# Behind proxies that append to X-Forwarded-For, the client's address is that many hops from the end.
+# Behind proxies that append to X-Forwarded-For, the client's address is that many entries from its end.
 TRUSTED_PROXY_COUNT = env_count("TRUSTED_PROXY_COUNT", 0)
-if TRUSTED_PROXY_COUNT:
-    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_address"
 
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto: HTTPS only, for a year, cookies too.
 MESHSCOPE_HTTPS = env_flag("MESHSCOPE_HTTPS")

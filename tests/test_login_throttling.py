@@ -129,3 +129,21 @@ def test_a_login_page_lockout_also_locks_the_api_for_that_username_and_address(c
     api = APIClient(REMOTE_ADDR="10.0.0.1")
     response = api.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}, format="json")
     assert response.status_code == 429
+
+
+def test_behind_a_trusted_proxy_it_locks_the_client_address_the_proxy_forwarded(client, alice, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = "10.9.9.9"
+
+    def through_proxy(password, forwarded_for):
+        return client.post(
+            "/login/",
+            {"username": "alice", "password": password},
+            REMOTE_ADDR=proxy,
+            HTTP_X_FORWARDED_FOR=forwarded_for,
+        )
+
+    # A client cannot pick its address by sending its own X-Forwarded-For: the proxy appends the real one.
+    assert [through_proxy("wrong", f"1.1.1.{i}, 203.0.113.7").status_code for i in range(5)][-1] == 429
+    assert AccessAttempt.objects.get().ip_address == "203.0.113.7"
+    assert through_proxy(PASSWORD, "198.51.100.2").status_code == 302
