@@ -1,8 +1,12 @@
 """/healthz and /readyz: no login, no data, and readiness naming the dependency that does not answer."""
 
+import threading
+import time
+
 import pytest
 from django.db import connection
 
+from dashboard.ops import health
 from demo.embedded import free_port
 
 
@@ -63,3 +67,17 @@ def test_readyz_tells_anonymous_callers_nothing_but_the_parts(client, reachable)
     reachable.REDIS_URL = "redis://:hunter2@127.0.0.1:1/0"
     body = client.get("/readyz").content.decode()
     assert "hunter2" not in body and "127.0.0.1" not in body
+
+
+@pytest.mark.django_db
+def test_readyz_gives_up_on_a_part_that_hangs_after_its_timeout(client, reachable, monkeypatch):
+    release = threading.Event()
+    monkeypatch.setitem(health.CHECKS, "kafka", lambda: release.wait(30))
+    started = time.monotonic()
+    try:
+        response = client.get("/readyz")
+    finally:
+        release.set()
+    assert time.monotonic() - started < health.CHECK_TIMEOUT_SECONDS + 2
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["kafka"]
