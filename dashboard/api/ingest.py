@@ -3,12 +3,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.api.schemas import IngestSerializer, answers
 from topology.consumer_lag import latest_for_group
 from topology.models import DeadLetter, IngestRollup, SourceStatus
 
@@ -16,7 +16,9 @@ THROUGHPUT_MINUTES = 15
 
 
 class IngestView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, description="How our own span consumer is doing.")
+    @extend_schema(
+        responses=answers(IngestSerializer, bad_request=False), description="How our own span consumer is doing."
+    )
     def get(self, request: Request) -> Response:
         now = timezone.now()
         minutes = list(

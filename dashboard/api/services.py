@@ -1,23 +1,39 @@
 """The services list and the topology page's side panels (a node, an edge)."""
 
-from rest_framework.exceptions import NotFound, ValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dashboard.api.params import window_from
+from dashboard.api.params import text_from, text_parameter, window_from, window_parameters
+from dashboard.api.schemas import (
+    EdgeDetailSerializer,
+    ServiceDetailSerializer,
+    ServiceListSerializer,
+    ShareSeriesSerializer,
+    SourceListSerializer,
+    answers,
+)
 from topology import service_detail
+from topology.models import SourceStatus
 
 
 class ServiceListView(APIView):
     """Every known service: name, source, tags, instance health counts and the admin link."""
 
+    @extend_schema(
+        parameters=[
+            text_parameter("q", "Only services whose name or tags contain this (case-insensitive)."),
+            text_parameter("health", "Only services of this overall health: passing, warning, critical, unknown."),
+        ],
+        responses=answers(ServiceListSerializer),
+    )
     def get(self, request: Request) -> Response:
         return Response(
             {
                 "services": service_detail.services_list(
-                    query=request.query_params.get("q", "").strip(),
-                    health=request.query_params.get("health", "").strip(),
+                    query=text_from(request, "q").strip(), health=text_from(request, "health").strip()
                 )
             }
         )
@@ -26,10 +42,12 @@ class ServiceListView(APIView):
 class ServiceDetailView(APIView):
     """One node's side panel: ``?name=&window=&until=``."""
 
+    @extend_schema(
+        parameters=[text_parameter("name", "The service's name.", required=True), *window_parameters()],
+        responses=answers(ServiceDetailSerializer, not_found=True),
+    )
     def get(self, request: Request) -> Response:
-        name = request.query_params.get("name")
-        if not name:
-            raise ValidationError({"name": "Required."})
+        name = text_from(request, "name", required=True)
         detail = service_detail.service_detail(name, window_from(request))
         if detail is None:
             raise NotFound("No such service.")
@@ -39,16 +57,24 @@ class ServiceDetailView(APIView):
 class EdgeDetailView(APIView):
     """One edge's series and sample traces: ``?source=&target=&protocol=&topic=&window=&until=``."""
 
+    @extend_schema(
+        parameters=[
+            text_parameter("source", "The calling (or producing) service.", required=True),
+            text_parameter("target", "The called (or consuming) service.", required=True),
+            text_parameter("protocol", "http, grpc, messaging or other; any when empty."),
+            text_parameter("topic", "The topic of an asynchronous edge; empty for a synchronous one."),
+            *window_parameters(),
+        ],
+        responses=answers(EdgeDetailSerializer, not_found=True),
+    )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        if not params.get("source") or not params.get("target"):
-            raise ValidationError({"source": "source and target are required."})
+        source, target = text_from(request, "source", required=True), text_from(request, "target", required=True)
         detail = service_detail.edge_detail(
-            params["source"],
-            params["target"],
+            source,
+            target,
             window_from(request),
-            protocol=params.get("protocol", ""),
-            topic=params.get("topic", ""),
+            protocol=text_from(request, "protocol"),
+            topic=text_from(request, "topic"),
         )
         if detail is None:
             raise NotFound("No such edge.")
@@ -58,10 +84,12 @@ class EdgeDetailView(APIView):
 class ServiceSharesView(APIView):
     """Each instance's share of a service's requests per minute: ``?name=&window=``."""
 
+    @extend_schema(
+        parameters=[text_parameter("name", "The service's name.", required=True), *window_parameters()],
+        responses=answers(ShareSeriesSerializer, not_found=True),
+    )
     def get(self, request: Request) -> Response:
-        name = request.query_params.get("name")
-        if not name:
-            raise ValidationError({"name": "Required."})
+        name = text_from(request, "name", required=True)
         series = service_detail.instance_share_series(name, window_from(request))
         if series is None:
             raise NotFound("No such service.")
@@ -72,7 +100,6 @@ class SourceListView(APIView):
     """Whether each data source (Consul datacenters, Kafka) answers, and since when it does not: the
     header of every page polls this."""
 
+    @extend_schema(responses=answers(SourceListSerializer, bad_request=False))
     def get(self, request: Request) -> Response:
-        from topology.models import SourceStatus
-
         return Response({"sources": [status.as_dict() for status in SourceStatus.objects.all()]})

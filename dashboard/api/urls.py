@@ -1,10 +1,11 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from dashboard.api import balancers, ingest, lag, services, topology, traces
+from dashboard.api import auth, balancers, ingest, lag, services, topology, traces
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("auth/token/", auth.ObtainTokenView.as_view(), name="api-auth-token"),
     path("topology/", topology.TopologyView.as_view(), name="api-topology"),
     path("routes/", traces.RouteListView.as_view(), name="api-routes"),
     path("routes/tree/", traces.RouteTreeView.as_view(), name="api-route-tree"),
