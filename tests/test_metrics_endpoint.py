@@ -274,3 +274,35 @@ def test_the_rule_parser_finds_names_and_skips_functions_labels_and_ranges():
         "c",
         "d_total",
     }
+
+
+def test_spans_stored_by_wire_format_equal_what_the_ingest_api_counts(user_client):
+    """Each format's new spans, counted as they are stored; a redelivered message adds nothing."""
+    from collectors.formats import decode
+    from tests.trace_payloads import OtelTraces, now_ns, otlp_json, otlp_protobuf, zipkin_json, zipkin_span
+    from topology.ingestion import store_spans
+
+    def spans(payload):
+        return decode(payload, "auto", 10**7, 86400).spans
+
+    zipkin = zipkin_json([zipkin_span("api", f"GET /{i}", "server", "ab" * 16, f"{i + 1:016x}") for i in range(3)])
+    proto, as_json = OtelTraces(), OtelTraces()
+    for traces in (proto, as_json):
+        root = traces.span("orders", "orders-1", "GET /orders", "server", now_ns(), 10)
+        traces.span("orders", "orders-1", "SELECT", "client", now_ns(), 2, parent=root)
+    batch = spans(zipkin) + spans(otlp_protobuf(proto.finished())) + spans(otlp_json(as_json.finished()))
+    store_spans(batch, messages=3)
+    store_spans(spans(zipkin), messages=1)
+
+    # Summed over the minutes listed: the two writes may fall on either side of a minute's end.
+    minutes = user_client.get("/api/ingest/").json()["minutes"]
+    counted = {
+        name: sum(minute["spans_by_format"][name] for minute in minutes) for name in minutes[0]["spans_by_format"]
+    }
+    assert counted == {"zipkin_json": 3, "otlp_proto": 2, "otlp_json": 2}
+    window = Window.last(300)
+    parsed = samples(exposition(window).decode())
+    for wire_format, count in counted.items():
+        assert value(parsed, "meshscope_ingest_spans_stored_by_format_per_second", format=wire_format) == (
+            window.per_second(count)
+        )

@@ -6,8 +6,9 @@ span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arriv
 """
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 from topology.changes import TRAFFIC_VIEWS, announce_on_commit
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
-from topology.span_record import SpanRecord
+from topology.span_record import WIRE_FORMATS, SpanRecord
 
 PARENT_KINDS = {"client": "server", "producer": "consumer"}  # a parent's kind -> its child's kind
 PAIRED_KINDS = ("client", "server", "producer", "consumer")
@@ -50,6 +51,7 @@ InstanceIds = Mapping[tuple[int, str], int]  # (service id, instance key) -> ins
 class IngestResult:
     new_spans: int = 0
     duplicate_spans: int = 0
+    new_by_format: Counter[str] = field(default_factory=Counter)
 
 
 @transaction.atomic
@@ -59,7 +61,8 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
     result = IngestResult()
     now = timezone.now()
     if records:
-        records = list({(r.trace_id, r.span_id): r for r in records}.values())
+        by_key = {(r.trace_id, r.span_id): r for r in records}
+        records = list(by_key.values())
         services = _services(records, now)
         instances = _instances(records, services, now)
         # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
@@ -67,6 +70,7 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         new_rows = _insert(records, services, instances, in_batch)
         result.new_spans = len(new_rows)
         result.duplicate_spans = len(records) - len(new_rows)
+        result.new_by_format.update(by_key[(row.trace_id, row.span_id)].wire_format for row in new_rows)
         batch = RollupBatch()
         _count_roots(new_rows, batch)
         confirmed = _match([row for row in new_rows if row.paired and row.kind in PAIRED_KINDS])
@@ -441,4 +445,9 @@ def _count_ingest(now: datetime, messages: int, result: IngestResult, rejected: 
         spans=F("spans") + result.new_spans,
         duplicate_spans=F("duplicate_spans") + result.duplicate_spans,
         rejected=F("rejected") + rejected,
+        **{
+            f"spans_{wire_format}": F(f"spans_{wire_format}") + result.new_by_format[wire_format]
+            for wire_format in WIRE_FORMATS
+            if result.new_by_format[wire_format]
+        },
     )

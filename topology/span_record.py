@@ -22,3 +22,8 @@ class SpanRecord:
     peer: str = ""
     topic: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The wire format it arrived in (one of WIRE_FORMATS): what ingestion counts new spans by.
+    wire_format: str = ""
+
+
+WIRE_FORMATS = ("zipkin_json", "otlp_proto", "otlp_json")

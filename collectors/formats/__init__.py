@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 from collectors.formats import otlp, zipkin
 from collectors.formats.record import SpanRejected
-from topology.span_record import SpanRecord
+from topology.span_record import WIRE_FORMATS, SpanRecord
 
-FORMATS = ("zipkin_json", "otlp_proto", "otlp_json", "auto")
+FORMATS = (*WIRE_FORMATS, "auto")
 
 __all__ = ["FORMATS", "Decoded", "SpanRejected", "decode", "detect_format"]
 
@@ -49,5 +49,6 @@ def decode(payload: bytes | None, message_format: str, max_bytes: int, max_age_s
         if isinstance(item, SpanRejected):
             decoded.rejected.append(item)
         else:
+            item.wire_format = message_format
             decoded.spans.append(item)
     return decoded

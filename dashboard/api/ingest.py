@@ -44,6 +44,7 @@ class IngestView(APIView):
                         "spans": row.spans,
                         "duplicate_spans": row.duplicate_spans,
                         "rejected": row.rejected,
+                        "spans_by_format": row.spans_by_format,
                     }
                     for row in minutes
                 ],

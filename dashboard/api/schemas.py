@@ -211,6 +211,9 @@ class IngestMinuteSerializer(serializers.Serializer):
     spans = serializers.IntegerField()
     duplicate_spans = serializers.IntegerField()
     rejected = serializers.IntegerField()
+    spans_by_format = serializers.DictField(
+        child=serializers.IntegerField(), help_text="New spans by the wire format they came in."
+    )
 
 
 class IngestSerializer(serializers.Serializer):

@@ -32,6 +32,7 @@ from topology.latency import GROWTH
 from topology.models import DeadLetter, EdgeRollup, IngestRollup, Instance, Service, SourceStatus
 from topology.models.lag import LagStatus
 from topology.propagation import flows
+from topology.span_record import WIRE_FORMATS
 from topology.window import Window
 
 WINDOW_SECONDS = 300
@@ -97,6 +98,18 @@ class MeshscopeCollector(Collector):
             )
             family.add_metric([], self.window.per_second(totals[key] or 0))
             yield family
+
+        by_format = IngestRollup.objects.filter(**self.window.minutes()).aggregate(
+            **{wire_format: Sum(f"spans_{wire_format}") for wire_format in WIRE_FORMATS}
+        )
+        stored = _gauge(
+            "meshscope_ingest_spans_stored_by_format_per_second",
+            f"New spans stored per second by the wire format they came in, {OVER_WINDOW}.",
+            ["format"],
+        )
+        for wire_format in WIRE_FORMATS:
+            stored.add_metric([wire_format], self.window.per_second(by_format[wire_format] or 0))
+        yield stored
 
         dead = _gauge(
             "meshscope_dead_letters",

@@ -1,6 +1,8 @@
 from django.db import models
 from django.utils import timezone
 
+from topology.span_record import WIRE_FORMATS
+
 
 class DeadLetter(models.Model):
     """A message, or one span of it, that could not be ingested, kept with where it came from."""
@@ -33,6 +35,14 @@ class IngestRollup(models.Model):
     spans = models.PositiveBigIntegerField(default=0)
     duplicate_spans = models.PositiveBigIntegerField(default=0)
     rejected = models.PositiveBigIntegerField(default=0)
+    # New spans by the wire format they came in (topology.span_record.WIRE_FORMATS).
+    spans_zipkin_json = models.PositiveBigIntegerField(default=0)
+    spans_otlp_proto = models.PositiveBigIntegerField(default=0)
+    spans_otlp_json = models.PositiveBigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"ingest at {self.minute:%Y-%m-%d %H:%M}"
+
+    @property
+    def spans_by_format(self) -> dict[str, int]:
+        return {wire_format: getattr(self, f"spans_{wire_format}") for wire_format in WIRE_FORMATS}
