@@ -32,7 +32,8 @@ const cy = cytoscape({
   layout: { name: "preset" },
   minZoom: 0.03,
   maxZoom: 3,
-  wheelSensitivity: 0.3,
+  // No custom wheelSensitivity: cytoscape warns that it makes zoom unnatural on mainstream mice, and
+  // the default normalises each device's wheel steps itself.
   textureOnViewport: true,
   motionBlur: false,
   pixelRatio: 1,
