@@ -85,7 +85,7 @@ function render() {
     for (const [service, list] of byService) {
       const errors = list.filter((s) => s.error).length;
       box.append(h("div", { class: "wf-row wf-group" },
-        h("div", { class: "wf-label" }, h("span", { class: "svc-swatch", style: { background: colorOf(service) } }), h("span", { text: service })),
+        h("div", { class: "wf-label", title: service }, h("span", { class: "svc-swatch", style: { background: colorOf(service) } }), h("span", { text: service })),
         h("div", { class: "wf-track muted small", text: ` ${list.length} spans${errors ? `, ${errors} with errors` : ""}` })));
       for (const span of list) box.append(spanRow(span));
     }
@@ -109,7 +109,7 @@ function showSpan(span) {
   ];
   const attrs = Object.entries(span.attributes || {});
   clear(detail).append(
-    h("h1", {}, h("span", { class: "svc-name", text: span.service }), " ", h("span", { class: "mono muted", text: span.name })),
+    h("h1", { class: "clip", title: `${span.service} ${span.name}` }, h("span", { class: "svc-name", text: span.service }), " ", h("span", { class: "mono muted", text: span.name })),
     h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Error" && span.error ? "err" : "", text: v })])),
     h("h3", { text: `Attributes (${attrs.length})` }),
     attrs.length
