@@ -8,6 +8,7 @@ from django.db.models import Count, Exists, OuterRef, Subquery
 
 from topology.latency import LatencyHistogram
 from topology.models import RouteRollup, Span
+from topology.shared_spans import Placement, is_shared_server, tree_parents
 from topology.window import Window
 
 if TYPE_CHECKING:
@@ -74,18 +75,27 @@ def _trace_summary(root: "WithAnnotations[Span, _TraceFigures]") -> dict[str, An
 
 def trace_tree(trace_id: str) -> dict[str, Any] | None:
     """The spans of one trace nested under their parents (orphans, whose parent never came, are roots).
+    A span made by the server half of a Zipkin shared span is under that half (``tree_parents``).
     Returns None for an unknown trace."""
     spans = list(Span.objects.filter(trace_id=trace_id).select_related("service", "instance").order_by("started_at"))
     if not spans:
         return None
+    placements = {
+        span.span_id: Placement(
+            span.parent_id, span.kind, span.service.name, span.instance.identity if span.instance else ""
+        )
+        for span in spans
+    }
+    parents = tree_parents(trace_id, placements)
     origin = spans[0].started_at
     nodes: dict[str, dict[str, Any]] = {}
     for span in spans:
+        placement = placements[span.span_id]
         nodes[span.span_id] = {
             "span_id": span.span_id,
-            "parent_id": span.parent_id,
-            "service": span.service.name,
-            "instance": span.instance.identity if span.instance else "",
+            "parent_id": parents[span.span_id],
+            "service": placement.service,
+            "instance": placement.instance,
             "kind": span.kind,
             "name": span.name,
             "protocol": span.protocol,
@@ -95,6 +105,8 @@ def trace_tree(trace_id: str) -> dict[str, Any] | None:
             "error": span.error,
             "status_code": span.status_code,
             "attributes": span.attributes,
+            # The server half of a shared span: Zipkin knows it by its client's id, its parent here.
+            "shared": is_shared_server(trace_id, span.span_id, span.parent_id, span.kind),
             "children": [],
         }
     roots: list[dict[str, Any]] = []
@@ -137,13 +149,19 @@ def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     )
     trace_ids = list(roots.order_by("-started_at").values_list("trace_id", flat=True)[:ROUTE_TREE_SAMPLE])
     spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
-        "trace_id", "span_id", "parent_id", "kind", "service__name", "name", "duration_us", "error"
+        "trace_id", "span_id", "parent_id", "kind", "service__name", "instance_id", "name", "duration_us", "error"
     )
     by_trace: dict[str, dict[str, SpanFields]] = {}
-    for trace_id, span_id, parent_id, kind, service_name, name, duration_us, error in spans:
+    placements: dict[str, dict[str, Placement]] = {}
+    for trace_id, span_id, parent_id, kind, service_name, instance_id, name, duration_us, error in spans:
         by_trace.setdefault(trace_id, {})[span_id] = (parent_id, kind, service_name, name, duration_us, error)
+        placements.setdefault(trace_id, {})[span_id] = Placement(parent_id, kind, service_name, str(instance_id or ""))
     tree = _hop(service, operation)
-    for trace_spans in by_trace.values():
+    for trace_id, trace_spans in by_trace.items():
+        # The corrected tree, as the waterfall's: a shared server's callees under the server half.
+        for span_id, parent_id in tree_parents(trace_id, placements[trace_id]).items():
+            if parent_id != trace_spans[span_id][0]:
+                trace_spans[span_id] = (parent_id, *trace_spans[span_id][1:])
         for span_id, (parent_id, kind, _service, _name, _duration_us, error) in trace_spans.items():
             if parent_id and kind not in ("server", "consumer"):
                 continue

@@ -46,6 +46,9 @@ class SpanRecord:
     peer: str = ""
     topic: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    # A Zipkin shared SERVER span that named no parent and so kept the id it shares with its CLIENT half
+    # (topology.shared_spans): storage gives it an id of its own once that client half is known.
+    shares_client_id: bool = False
 
 
 def id_from_bytes(raw: bytes, size: int, what: str) -> str:
