@@ -1,11 +1,13 @@
 """Zipkin's shared spans (B3 "join"), as py_zipkin reports them: one span id for both halves of a call,
-at the root of a trace and in its middle, in any order of arrival.
+at the root of a trace and in its middle, in any order of arrival, and with hosts whose clocks disagree.
 
 Every trace here is recorded by py_zipkin itself (tests/zipkin_processes.py), one tracer per service
 process, each process sending its own message, as a Zipkin reporter does.
 """
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -20,6 +22,8 @@ from topology.models import EdgeRollup, InstanceRollup, RouteRollup, Span
 from topology.shared_spans import Placement, shared_server_id, tree_parents
 
 pytestmark = pytest.mark.django_db
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def store(*messages):
@@ -267,3 +271,125 @@ def test_a_child_of_a_shared_id_goes_to_the_half_of_its_own_service_or_instance(
     parents = tree_parents(trace_id, spans)
 
     assert parents == {"r": "", "c1": "r", server_id: "c1", "x": server_id, "y": "c1", "z": "c1"}
+
+
+# --- clock skew -----------------------------------------------------------------------------------------
+
+
+def microseconds(iso):
+    return (datetime.fromisoformat(iso.replace("Z", "+00:00")) - EPOCH) // timedelta(microseconds=1)
+
+
+def assert_servers_inside_their_clients(body):
+    for node, parent in walk(body["spans"]):
+        if node["kind"] == "server" and parent is not None and parent["kind"] == "client":
+            start, end = node["start_offset_ms"], node["start_offset_ms"] + node["duration_ms"]
+            # Within a nanosecond: offsets are floats of milliseconds.
+            assert parent["start_offset_ms"] - 1e-6 <= start, node
+            assert end <= parent["start_offset_ms"] + parent["duration_ms"] + 1e-6, node
+    assert min(node["start_offset_ms"] for node, _ in walk(body["spans"])) == 0
+
+
+def test_a_server_whose_clock_is_behind_is_shown_inside_its_client_with_its_own_spans_and_nothing_stored_moves(api):
+    processes = checkout(skewed={"orders": -300})
+    store(*messages_of(processes.values()))
+    stored_before = list(Span.objects.order_by("pk").values_list("span_id", "parent_id", "started_at", "duration_us"))
+    rollups_before = {
+        model: list(model.objects.order_by("pk").values()) for model in (EdgeRollup, InstanceRollup, RouteRollup)
+    }
+
+    body = trace(api)
+
+    nodes = {(n["service"], n["kind"], n["name"]): n for n, _ in walk(body["spans"])}
+    client = nodes[("gateway", "client", "get /orders")]
+    server = nodes[("orders", "server", "get /orders")]
+    client_us = (microseconds(client["started_at"]), round(client["duration_ms"] * 1000))
+    server_us = (microseconds(server["started_at"]), round(server["duration_ms"] * 1000))
+    assert server_us[0] < client_us[0], "the orders host's clock is 300 ms behind: its span starts before its call"
+    # Zipkin's correction: the server starts after the client by half of what the client waited beyond it.
+    shift_us = client_us[0] + (client_us[1] - server_us[1]) // 2 - server_us[0]
+    assert server["clock_skew_ms"] == shift_us / 1000
+    assert 290 <= server["clock_skew_ms"] <= 310
+    # The spans of the orders host move with it; the gateway keeps its clock. The hosts orders calls are
+    # placed against orders' corrected times, which the even split of the network time may leave a
+    # little off: they move by a few ms at most.
+    for (service, _, name), node in nodes.items():
+        if service == "orders":
+            assert node["clock_skew_ms"] == shift_us / 1000, name
+        elif service == "gateway":
+            assert node["clock_skew_ms"] == 0, name
+        else:
+            assert abs(node["clock_skew_ms"]) < 5, name
+    assert_servers_inside_their_clients(body)
+    # Shown corrected, never stored corrected.
+    assert (
+        list(Span.objects.order_by("pk").values_list("span_id", "parent_id", "started_at", "duration_us"))
+        == stored_before
+    )
+    assert server["started_at"] == Span.objects.get(
+        service__name="orders", kind="server"
+    ).started_at.isoformat().replace("+00:00", "Z")
+    for model, rows in rollups_before.items():
+        assert list(model.objects.order_by("pk").values()) == rows
+    assert edges() == EXPECTED_EDGES
+
+
+def test_the_critical_path_goes_through_a_server_whose_clock_is_ahead_of_its_client(api):
+    # 500 ms ahead, the payments span would start after its call ended: on no critical path, uncorrected.
+    processes = checkout(skewed={"payments": 500, "bank": -200})
+    store(*messages_of(processes.values()))
+
+    body = trace(api)
+
+    nodes = {(n["service"], n["kind"], n["name"]): n for n, _ in walk(body["spans"])}
+    payments = nodes[("payments", "server", "post /charge")]
+    call = nodes[("orders", "client", "post /charge")]
+    assert microseconds(payments["started_at"]) > microseconds(call["started_at"]) + call["duration_ms"] * 1000
+    assert 490 <= -payments["clock_skew_ms"] <= 510
+    assert_servers_inside_their_clients(body)
+    # Its calls run one after another, so every span is on the critical path: the payments and bank
+    # spans too, which their uncorrected start (after their call ended) would have left off it.
+    assert [key for key, node in nodes.items() if not node["critical"]] == []
+    assert edges() == EXPECTED_EDGES and routes() == {("gateway", "get /api/checkout"): 1}
+
+
+def test_a_server_longer_than_its_client_is_left_where_its_clock_puts_it(api):
+    start = time.time()
+
+    def span(service, name, kind, span_id, at_ms, duration_ms, parent=None, shared=False, port=80):
+        return {
+            "traceId": OUTSIDE_TRACE_ID,
+            "id": span_id,
+            **({"parentId": parent} if parent else {}),
+            "name": name,
+            "kind": kind,
+            "timestamp": int((start + at_ms / 1000) * 1_000_000),
+            "duration": int(duration_ms * 1000),
+            "localEndpoint": {"serviceName": service, "ipv4": "10.0.0.1", "port": port},
+            **({"shared": True} if shared else {}),
+        }
+
+    message = json.dumps(
+        [
+            span("web", "get /", "SERVER", "000000000000000a", 0, 100),
+            span("web", "get /slow", "CLIENT", "000000000000000b", 10, 20, parent="000000000000000a"),
+            # 50 ms of work for a 20 ms call: timings no shift can reconcile.
+            span(
+                "api",
+                "get /slow",
+                "SERVER",
+                "000000000000000b",
+                -40,
+                50,
+                parent="000000000000000a",
+                shared=True,
+                port=81,
+            ),
+        ]
+    ).encode()
+    store(message)
+
+    nodes = {(n["service"], n["kind"]): n for n, _ in walk(trace(api)["spans"])}
+
+    assert nodes[("api", "server")]["clock_skew_ms"] == 0
+    assert nodes[("api", "server")]["start_offset_ms"] == 0 and nodes[("web", "server")]["start_offset_ms"] == 40
