@@ -407,6 +407,8 @@ def _join_shared_with_stored(
     Checked after the insert, not before: a half that another consumer is inserting at the same moment
     makes this insert wait for it, and then it is committed and seen here.
     """
+    if len(new_rows) == len(records):
+        return []  # nothing refused: the common case, and this runs for every batch
     inserted = {(row.trace_id, row.span_id) for row in new_rows}
     refused = [
         r for r in records if (r.trace_id, r.span_id) not in inserted and (r.kind == "client" or _keeps_client_id(r))
