@@ -5,6 +5,7 @@ and only spans that were newly inserted add to the rollups. A call is counted on
 span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arrives first.
 """
 
+import copy
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from django.utils import timezone
 from topology.changes import TRAFFIC_VIEWS, announce_on_commit
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
+from topology.shared_spans import shared_server_id
 from topology.span_record import WIRE_FORMATS, SpanRecord
 
 PARENT_KINDS = {"client": "server", "producer": "consumer"}  # a parent's kind -> its child's kind
@@ -41,6 +43,7 @@ SPAN_COLUMNS = (
     "attributes",
     "paired",
 )
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound parameters
 
 ServiceIds = Mapping[str, int]  # service name -> id
@@ -61,17 +64,20 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
     result = IngestResult()
     now = timezone.now()
     if records:
-        by_key = {(r.trace_id, r.span_id): r for r in records}
+        by_key = {(r.trace_id, r.span_id): r for r in _join_shared_in_batch(list(records))}
         records = list(by_key.values())
         services = _services(records, now)
         instances = _instances(records, services, now)
         # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
         in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
         new_rows = _insert(records, services, instances, in_batch)
+        batch = RollupBatch()
+        new_rows += _join_shared_with_stored(records, new_rows, services, instances, batch)
         result.new_spans = len(new_rows)
         result.duplicate_spans = len(records) - len(new_rows)
-        result.new_by_format.update(by_key[(row.trace_id, row.span_id)].wire_format for row in new_rows)
-        batch = RollupBatch()
+        # A stored server half that the join gave its own id was counted when it first came.
+        keys = ((row.trace_id, row.span_id) for row in new_rows)
+        result.new_by_format.update(by_key[key].wire_format for key in keys if key in by_key)
         _count_roots(new_rows, batch)
         confirmed = _match([row for row in new_rows if row.paired and row.kind in PAIRED_KINDS])
         for parent, child in confirmed:
@@ -359,6 +365,107 @@ def _insert_returning_new(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ..
             )
             returned.extend(cursor.fetchall())
         return returned
+
+
+def _keeps_client_id(record: Any) -> bool:
+    """A Zipkin shared SERVER span that named no parent and so still has its CLIENT half's id."""
+    return bool(getattr(record, "shares_client_id", False)) and record.kind == "server" and not record.parent_id
+
+
+def _with_own_id(record: Any) -> Any:
+    """The shared SERVER span as the child of its CLIENT half, under the id the decoder gives any other
+    server half. A copy: the consumer may store the same records again, one message at a time."""
+    joined = copy.copy(record)
+    joined.parent_id = record.span_id
+    joined.span_id = shared_server_id(record.trace_id, record.span_id)
+    joined.shares_client_id = False
+    return joined
+
+
+def _join_shared_in_batch(records: list[Any]) -> list[Any]:
+    """A shared SERVER span without a parent keeps its id only while no CLIENT span has it: when its
+    client half is in the same batch, it takes its own id and becomes the client's child here, before
+    the two would collide on (trace id, span id)."""
+    if not any(_keeps_client_id(record) for record in records):
+        return records
+    clients = {(r.trace_id, r.span_id) for r in records if r.kind == "client"}
+    return [
+        _with_own_id(record) if _keeps_client_id(record) and (record.trace_id, record.span_id) in clients else record
+        for record in records
+    ]
+
+
+def _join_shared_with_stored(
+    records: Sequence[Any],
+    new_rows: Sequence[StoredSpan],
+    services: ServiceIds,
+    instances: InstanceIds,
+    batch: RollupBatch,
+) -> list[StoredSpan]:
+    """The other halves of shared spans, when one half is stored already: the two collided on
+    (trace id, span id), so the insert refused the newcomer. Returns the rows this stores.
+
+    - A shared SERVER span without a parent whose CLIENT half is stored takes its own id, as the
+      client's child, and is stored after all.
+    - A CLIENT span whose shared SERVER half is stored, as a root with the client's id (it came first):
+      the stored server takes its own id and becomes the client's child; what it counted as an entry
+      route and as a request from no known caller is taken back, and pairing counts the call instead.
+
+    Checked after the insert, not before: a half that another consumer is inserting at the same moment
+    makes this insert wait for it, and then it is committed and seen here.
+    """
+    if len(new_rows) == len(records):
+        return []  # nothing refused: the common case, and this runs for every batch
+    inserted = {(row.trace_id, row.span_id) for row in new_rows}
+    refused = [
+        r for r in records if (r.trace_id, r.span_id) not in inserted and (r.kind == "client" or _keeps_client_id(r))
+    ]
+    if not refused:
+        return []
+    keys = {(r.trace_id, r.span_id) for r in refused}
+    stored = {
+        (row["trace_id"], row["span_id"]): row
+        for row in Span.objects.select_for_update()
+        .filter(trace_id__in={trace_id for trace_id, _ in keys}, span_id__in={span_id for _, span_id in keys})
+        .values(
+            "id",
+            "trace_id",
+            "span_id",
+            "parent_id",
+            "kind",
+            "service_id",
+            "instance_id",
+            "name",
+            "started_at",
+            "duration_us",
+            "error",
+        )
+        if (row["trace_id"], row["span_id"]) in keys
+    }
+    again = []
+    for record in refused:
+        row = stored.get((record.trace_id, record.span_id))
+        if row is None:
+            continue
+        if _keeps_client_id(record) and row["kind"] == "client":
+            again.append(_with_own_id(record))
+        elif record.kind == "client" and row["kind"] == "server" and not row["parent_id"]:
+            _demote_stored_root(row, batch)
+            again.append(record)
+    return _insert(again, services, instances, set()) if again else []
+
+
+def _demote_stored_root(row: Mapping[str, Any], batch: RollupBatch) -> None:
+    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come."""
+    Span.objects.filter(pk=row["id"]).update(
+        span_id=shared_server_id(row["trace_id"], row["span_id"]), parent_id=row["span_id"], paired=False
+    )
+    # What _count_roots counted for it when it was stored as a root.
+    start_us = (row["started_at"] - EPOCH) // timedelta(microseconds=1)
+    duration_ms = row["duration_us"] / 1000
+    batch.retract_route(start_us, row["service_id"], row["name"], duration_ms, row["error"])
+    if row["instance_id"]:
+        batch.retract_instance(start_us, row["instance_id"], None, duration_ms, row["error"])
 
 
 def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:

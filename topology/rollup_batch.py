@@ -50,6 +50,16 @@ class Delta:
             self.latency_sum_ms += latency_ms
             self.histogram.add(latency_ms)
 
+    def retract(self, latency_ms: float, error: bool) -> None:
+        """Takes back an observation that ``add`` counted (with the same figures) in an earlier batch."""
+        self.count -= 1
+        self.errors -= bool(error)
+        if latency_ms < 0:
+            self.negative_delays -= 1
+        else:
+            self.latency_sum_ms -= latency_ms
+            self.histogram.add(latency_ms, -1)
+
 
 class RollupBatch:
     def __init__(self) -> None:
@@ -74,6 +84,14 @@ class RollupBatch:
 
     def add_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
         self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].add(latency_ms, error)
+
+    def retract_instance(
+        self, start_us: int, instance_id: int, caller_id: int | None, latency_ms: float, error: bool
+    ) -> None:
+        self.deltas[InstanceRollup][(minute_of(start_us), instance_id, caller_id)].retract(latency_ms, error)
+
+    def retract_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
+        self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].retract(latency_ms, error)
 
     def __bool__(self) -> bool:
         return any(self.deltas.values())
@@ -108,7 +126,8 @@ def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta
         row.count += delta.count
         row.errors += delta.errors
         row.latency_sum_ms += delta.latency_sum_ms
-        row.latency_buckets = row.histogram.merge(delta.histogram).to_json()
+        # A retracted observation leaves its bucket at 0: dropped, as if it had never been there.
+        row.latency_buckets = {key: n for key, n in row.histogram.merge(delta.histogram).to_json().items() if n}
         if delta.negative_delays and isinstance(row, EdgeRollup):
             row.negative_delays += delta.negative_delays
         changed.append(row)

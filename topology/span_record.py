@@ -24,6 +24,9 @@ class SpanRecord:
     attributes: dict[str, Any] = field(default_factory=dict)
     # The wire format it arrived in (one of WIRE_FORMATS): what ingestion counts new spans by.
     wire_format: str = ""
+    # A Zipkin shared SERVER span that named no parent and so kept the id it shares with its CLIENT half
+    # (topology.shared_spans): storage gives it an id of its own once that client half is known.
+    shares_client_id: bool = False
 
 
 WIRE_FORMATS = ("zipkin_json", "otlp_proto", "otlp_json")

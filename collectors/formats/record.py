@@ -8,7 +8,11 @@ from typing import Any
 MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
 MAX_ATTRIBUTE_VALUE_CHARS = 1024
 MAX_ATTRIBUTES_ACCEPTED = 1000  # beyond this a span is not trace data but abuse: it is dead-lettered
+# Names (service, instance, operation, peer, topic) are stored in 255-character columns. A longer one is
+# cut to 254 characters and "…", so that every page can tell a cut name from a whole one: two names that
+# differ only after their 254th character are one name here.
 MAX_NAME_CHARS = 255
+CUT_MARK = "…"
 MAX_FUTURE_SECONDS = 10 * 60  # clock skew we tolerate
 _HEX = re.compile(r"^[0-9a-f]+$")
 # A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: psycopg cannot encode it.
@@ -118,7 +122,9 @@ def text(value: Any, what: str, required: bool = False) -> str:
         value = _printable(str(value)).strip()
     if required and not value:
         raise SpanRejected("missing_field", f"{what} is missing")
-    return value[:MAX_NAME_CHARS]
+    if len(value) > MAX_NAME_CHARS:
+        return value[: MAX_NAME_CHARS - len(CUT_MARK)] + CUT_MARK
+    return value
 
 
 def protocol_of(attributes: dict[str, Any]) -> str:

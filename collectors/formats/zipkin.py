@@ -4,7 +4,6 @@ Model: https://zipkin.io/zipkin-api/#/default/post_spans (Span: traceId, id, par
 timestamp and duration in microseconds, localEndpoint, remoteEndpoint, tags, shared).
 """
 
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from collectors.formats.record import (
     text,
     topic_of,
 )
+from topology.shared_spans import shared_server_id
 from topology.span_record import SpanRecord
 
 # Looked up with whatever the message holds; an unhashable kind raises TypeError, which is wrong_shape.
@@ -77,11 +77,17 @@ def _record(span: Any, max_age_seconds: float) -> SpanRecord:
     trace_id = normalise_id(span.get("traceId"), 32, "traceId")
     span_id = normalise_id(span.get("id"), 16, "id")
     parent_id = normalise_id(span.get("parentId"), 16, "parentId") if span.get("parentId") else ""
-    if span.get("shared") and kind == "server":
-        # B3 single-host spans: the server half shares the client's id. Give it an id of its own,
-        # derived so that a redelivery gets the same one, and make it the client's child.
+    shares_client_id = bool(span.get("shared")) and kind == "server"
+    if shares_client_id and parent_id:
+        # The server half of a shared span (see topology.shared_spans): it has the client's id and the
+        # client's parent. Give it an id of its own, derived so that a redelivery gets the same one,
+        # and make it the client's child.
         parent_id = span_id
-        span_id = hashlib.blake2b(f"{trace_id}/{span_id}/shared".encode(), digest_size=8).hexdigest()
+        span_id = shared_server_id(trace_id, span_id)
+        shares_client_id = False
+    # With no parent it may be the trace's first hop, called from outside by a client that reports no
+    # span: it keeps its id, so that its own children (which name that id) hang under it and it counts
+    # as an entry route. Ingestion gives it its own id if its client half turns out to exist.
     attributes = {str(key): value for key, value in tags.items()}
     peer = ""
     if kind in ("client", "producer"):
@@ -102,4 +108,5 @@ def _record(span: Any, max_age_seconds: float) -> SpanRecord:
         peer=text(peer, "peer"),
         topic=text(topic_of(attributes), "topic"),
         attributes=bounded_attributes(attributes),
+        shares_client_id=shares_client_id,
     )

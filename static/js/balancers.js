@@ -1,6 +1,6 @@
 // Balancers: per service, each instance's weight, expected and actual share, deviation and the
 // fairness figures (χ², Jain's index), with the shares per minute as a chart.
-import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus, throttled } from "./util.js";
+import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus, throttled, clipped, shorten } from "./util.js";
 import { liveView } from "./page.js";
 
 const box = qs("#balancers");
@@ -27,7 +27,7 @@ function instanceTable(report, weights = new Map()) {
       const dev = i.deviation;
       const weight = weights.get(i.instance);
       return h("tr", { dataset: { instance: i.instance } },
-        h("td", { class: "mono", text: i.instance }),
+        h("td", {}, clipped(i.instance, { class: "mono" })),
         h("td", {}, h("span", { class: `badge badge-${i.health || "unknown"}`, text: i.health || "unknown" }),
           i.ineligible_reason ? h("span", { class: "muted small", text: ` ${i.ineligible_reason.replaceAll("_", " ")}` }) : null),
         h("td", { class: "num", title: weight ? `passing ${weight.weight_passing}, warning ${weight.weight_warning}` : "", text: weight ? String(weight.weight) : "–" }),
@@ -48,7 +48,7 @@ function sharesChart(series) {
     class: `series-${(index % 4) + 1}`,
     points: series.series.map((m) => [new Date(m.minute).getTime(), m.shares[name]]),
   }));
-  const legend = h("span", {}, series.instances.map((name, index) => h("span", { class: `legend-item series-${(index % 4) + 1}`, text: name })));
+  const legend = h("span", {}, series.instances.map((name, index) => h("span", { class: `legend-item series-${(index % 4) + 1}`, title: name, text: shorten(name) })));
   return chartBlock("Share per minute", legend, lineChart(lines, { format: fmtPct, height: 120, width: 520, min: 1, label: "share per minute" }));
 }
 
@@ -59,10 +59,10 @@ function card(summary) {
   const node = h("section", { class: "card balancer", dataset: { service: name } },
     h("div", { class: "toolbar" },
       h("button", { type: "button", class: "btn btn-small toggle", dataset: { service: name }, text: expanded ? "−" : "+" }),
-      h("h1", { class: "svc-name", text: name }),
+      h("h1", { class: "svc-name clip", title: name, text: name }),
       verdictBadge(summary.verdict),
       h("span", { class: "muted", text: `${summary.policy}${summary.policy_assumed ? " (assumed)" : ""}` }),
-      (summary.flags || []).map((f) => h("span", { class: "badge badge-critical", title: `${f.instance}: ${f.requests} requests`, text: `${f.instance} ${f.reason.replaceAll("_", " ")}` })),
+      (summary.flags || []).map((f) => h("span", { class: "badge badge-critical", title: `${f.instance}: ${f.requests} requests`, text: `${shorten(f.instance)} ${f.reason.replaceAll("_", " ")}` })),
     ),
     h("div", { class: "figures" },
       figure("requests", fmtNum(summary.requests)),
@@ -77,7 +77,7 @@ function card(summary) {
     node.append(detail && detail.report
       ? h("div", { class: "bal-grid" }, h("div", {}, instanceTable(detail.report, detail.weights),
           (detail.report.callers || []).length > 1 ? h("details", {}, h("summary", { class: "muted", text: "Per caller" }),
-            detail.report.callers.map((c) => h("div", {}, h("h3", { text: c.caller || "(entry or uninstrumented)" }), instanceTable(c, detail.weights)))) : null),
+            detail.report.callers.map((c) => h("div", {}, h("h3", { class: "clip", title: c.caller || "", text: c.caller || "(entry or uninstrumented)" }), instanceTable(c, detail.weights)))) : null),
         h("div", {}, sharesChart(detail.shares)))
       : h("p", { class: "muted", text: "Loading…" }));
   }

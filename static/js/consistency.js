@@ -1,6 +1,6 @@
 // Consistency: Kafka consumer groups (lag per partition, status, trend) and asynchronous flows
 // (propagation delay percentiles over time).
-import { h, qs, clear, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock } from "./util.js";
+import { h, qs, clear, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock, clipped } from "./util.js";
 import { liveView } from "./page.js";
 
 const expanded = new Set();
@@ -29,7 +29,7 @@ function renderLag(data) {
     const points = (g.series || []).map((p) => [new Date(p.at).getTime(), p.lag_messages]);
     body.append(h("tr", { class: "lag-group", dataset: { group: g.group } },
       h("td", {}, h("button", { type: "button", class: "btn btn-small toggle", dataset: { group: g.group }, text: expanded.has(g.group) ? "−" : "+" })),
-      h("td", { class: "mono", text: g.group }),
+      h("td", {}, clipped(g.group, { class: "mono" })),
       h("td", {}, h("span", { class: `badge badge-${g.status}`, text: g.status })),
       h("td", { class: "num", text: fmtNum(g.lag_messages) }),
       h("td", { class: "num", text: seconds(g.lag_seconds) }),
@@ -42,7 +42,7 @@ function renderLag(data) {
       body.append(h("tr", {}, h("td", {}), h("td", { colspan: 8 }, h("table", { class: "grid" },
         h("thead", {}, h("tr", {}, ["Topic", "Partition", "Committed", "End", "Lag (msgs)", "Lag (time)", "Status", "Trend"].map((t) => h("th", { text: t })))),
         h("tbody", {}, (g.partitions || []).map((p) => h("tr", {},
-          h("td", { class: "mono", text: p.topic }), h("td", { class: "num", text: String(p.partition) }),
+          h("td", {}, clipped(p.topic, { class: "mono" })), h("td", { class: "num", text: String(p.partition) }),
           h("td", { class: "num", text: String(p.committed_offset ?? "–") }), h("td", { class: "num", text: String(p.end_offset ?? "–") }),
           h("td", { class: "num", text: fmtNum(p.lag_messages) }), h("td", { class: "num", title: p.lag_seconds_method || "", text: seconds(p.lag_seconds) }),
           h("td", {}, h("span", { class: `badge badge-${p.status}`, text: p.status })), h("td", {}, trend(p.trend_messages_per_second)),
@@ -62,9 +62,9 @@ function renderFlows(data) {
     const t = (m) => new Date(m.minute).getTime();
     box.append(h("div", { class: "card flow", dataset: { topic: f.topic } },
       h("div", { class: "toolbar" },
-        h("span", { class: "svc-name", text: f.producer }), h("span", { class: "muted", text: "→" }),
-        h("span", { class: "tag", text: `⇢ ${f.topic}` }), h("span", { class: "muted", text: "→" }),
-        h("span", { class: "svc-name", text: f.consumer }),
+        clipped(f.producer, { class: "svc-name" }), h("span", { class: "muted", text: "→" }),
+        h("span", { class: "tag", title: f.topic, text: `⇢ ${f.topic}` }), h("span", { class: "muted", text: "→" }),
+        clipped(f.consumer, { class: "svc-name" }),
         f.clock_skew_suspected ? h("span", { class: "badge badge-warning", title: "Some consumers started before their producer: clocks disagree", text: `${f.negative_delays} negative delays` }) : null),
       h("div", { class: "bal-grid" },
         h("div", { class: "figures" },

@@ -1,4 +1,4 @@
-import { h, qs, clear, getJSON, query, fmtPct, fmtMs, fmtNum, fmtTime, windowSelector, traceLink } from "./util.js";
+import { h, qs, clear, getJSON, query, fmtPct, fmtMs, fmtNum, fmtTime, windowSelector, traceLink, clipped } from "./util.js";
 import { livePage } from "./page.js";
 
 const head = qs("#route-head");
@@ -25,8 +25,8 @@ function renderTree(tree) {
       h("td", {},
         h("span", { class: "indent", style: { width: `${depth * 18}px` } }),
         depth ? h("span", { class: "muted", text: "└ " }) : null,
-        h("a", { href: `/?${query({ focus: node.service })}`, class: "svc-name", text: node.service }),
-        h("span", { class: "op", text: node.operation }),
+        clipped(node.service, { href: `/?${query({ focus: node.service })}`, class: "svc-name" }),
+        clipped(node.operation, { class: "op" }),
       ),
       h("td", { class: "num", text: String(node.count) }),
       h("td", { class: "num", text: fmtNum(node.count / rootCount) }),

@@ -1,4 +1,4 @@
-import { h, qs, clear, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce } from "./util.js";
+import { h, qs, clear, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce, clipped } from "./util.js";
 import { liveView } from "./page.js";
 
 let rows = [];
@@ -16,8 +16,8 @@ function render() {
   for (const r of shown) {
     const href = `/routes/detail/?${query({ service: r.service, operation: r.operation, window: currentWindow() })}`;
     body.append(h("tr", {},
-      h("td", {}, h("a", { href: `/?${query({ focus: r.service })}`, class: "svc-name", text: r.service })),
-      h("td", {}, h("a", { href, class: "mono route-link", text: r.operation })),
+      h("td", {}, clipped(r.service, { href: `/?${query({ focus: r.service })}`, class: "svc-name" })),
+      h("td", {}, clipped(r.operation, { href, class: "mono route-link" })),
       h("td", { class: "num", text: fmtRate(r.rps) }),
       h("td", { class: r.error_rate > 0 ? "num err" : "num", text: fmtPct(r.error_rate) }),
       h("td", { class: "num", text: fmtMs(r.p50_ms) }),

@@ -1,7 +1,8 @@
-// The live service graph (cytoscape.js, vendored). Labels are cytoscape data: drawn on canvas as text.
+// The live service graph (cytoscape.js, vendored). Labels are cytoscape data: drawn on canvas as text,
+// names cut to LABEL_CHARS with an ellipsis; the whole name is the graph's tooltip on hover and the panel's.
 import {
   h, qs, clear, getJSON, query, fmtRate, fmtPct, fmtMs, fmtTime, fmtAgo, setUpdated, setSources, setStatus,
-  windowSelector, lineChart, chartBlock, debounce, traceLink,
+  windowSelector, lineChart, chartBlock, debounce, traceLink, shorten, clipped, LABEL_CHARS,
 } from "./util.js";
 import { LiveSocket } from "./live.js";
 
@@ -32,7 +33,8 @@ const cy = cytoscape({
   layout: { name: "preset" },
   minZoom: 0.03,
   maxZoom: 3,
-  wheelSensitivity: 0.3,
+  // No custom wheelSensitivity: cytoscape warns that it makes zoom unnatural on mainstream mice, and
+  // the default normalises each device's wheel steps itself.
   textureOnViewport: true,
   motionBlur: false,
   pixelRatio: 1,
@@ -180,7 +182,7 @@ function visible() {
   }
   const gNodes = Array.from(groups.values()).map((g) => ({
     data: {
-      id: `group:${g.key}`, group: g.key, label: `${g.key} (${g.count})`, color: COLORS[g.worst], border: COLORS[g.worst],
+      id: `group:${g.key}`, group: g.key, name: g.key, label: `${shorten(g.key)} (${g.count})`, color: COLORS[g.worst], border: COLORS[g.worst],
       size: 34 + Math.min(30, Math.log10(1 + g.rps) * 10), rps: g.rps,
     },
     classes: "group",
@@ -197,7 +199,7 @@ function nodeElement(n) {
     data: {
       id: n.id,
       name: n.name,
-      label: n.rps > 0 ? `${n.name}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : n.name,
+      label: n.rps > 0 ? `${shorten(n.name)}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : shorten(n.name),
       // Fill: the worse of Consul's health and the error rate; ring: Consul's own health.
       color: COLORS[health] || COLORS.unknown,
       border: n.health && n.health !== "unknown" ? COLORS[n.health] : "#ffffff",
@@ -213,10 +215,11 @@ function edgeElement(e) {
   const parts = [fmtRate(e.rps)];
   if (e.error_rate > 0) parts.push(fmtPct(e.error_rate));
   if (e.p95_ms !== null && e.p95_ms !== undefined) parts.push(`p95 ${fmtMs(e.p95_ms)}`);
-  if (e.sync === "async" && e.topic) parts.unshift(`⇢ ${e.topic}`);
+  if (e.sync === "async" && e.topic) parts.unshift(`⇢ ${shorten(e.topic)}`);
   return {
     data: {
       id: `edge:${e.id}`, edge: e.id, source: e.source, target: e.target, label: parts.join(" · "), color,
+      tooltip: `${e.source} → ${e.target}${e.topic ? ` via ${e.topic}` : ""}`,
       width: 1 + Math.min(9, Math.log2(1 + (e.rps || 0)) * 1.5), grouped: Boolean(e.grouped),
     },
     classes: [e.sync === "async" ? "async" : "", model.edges.size > 1500 ? "large" : "", model.edges.size > 400 && !ui.focus ? "quiet" : ""].join(" ").trim(),
@@ -346,6 +349,7 @@ function draw() {
     : `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
   qs("#focus-box").hidden = !ui.focus;
   qs("#focus-name").textContent = ui.focus;
+  qs("#focus-name").title = ui.focus;
   meshscope.draws += 1;
   cy.one("render", () => {
     requestAnimationFrame(() => {
@@ -395,6 +399,11 @@ function keepInView() {
   }
 }
 
+// The whole of a name too long for the panel's header, under it.
+function fullName(name) {
+  return Array.from(String(name)).length > LABEL_CHARS ? h("p", { class: "full-name mono", text: name }) : null;
+}
+
 function statsTable(headers, rows) {
   return h("table", { class: "grid" },
     h("thead", {}, h("tr", {}, headers.map(([label, num]) => h("th", { class: num ? "num" : "", text: label })))),
@@ -405,8 +414,8 @@ function statsTable(headers, rows) {
 function neighbourRows(list) {
   return list.map((n) =>
     h("tr", {},
-      h("td", {}, h("a", { href: `?focus=${encodeURIComponent(n.service)}`, class: "svc-link", dataset: { service: n.service }, text: n.service }),
-        n.topic ? h("span", { class: "tag", title: "async via Kafka", text: `⇢ ${n.topic}` }) : h("span", { class: "muted small", text: ` ${n.protocol}` })),
+      h("td", {}, clipped(n.service, { href: `?focus=${encodeURIComponent(n.service)}`, class: "svc-link", dataset: { service: n.service } }),
+        n.topic ? h("span", { class: "tag", title: `async via Kafka topic ${n.topic}`, text: `⇢ ${n.topic}` }) : h("span", { class: "muted small", text: ` ${n.protocol}` })),
       h("td", { class: "num", text: fmtRate(n.rps) }),
       h("td", { class: n.error_rate > 0 ? "num err" : "num", text: fmtPct(n.error_rate) }),
       h("td", { class: "num", text: fmtMs(n.p95_ms) }),
@@ -427,9 +436,10 @@ async function showNode(name) {
   if (!ui.selected || ui.selected.id !== name) return;
   const node = model.nodes.get(name) || {};
   openPanel(h("div", { class: "node-panel", dataset: { service: d.name } },
-    h("h1", { class: "svc-name", text: d.name }),
+    h("h1", { class: "svc-name clip", title: d.name, text: d.name }),
+    fullName(d.name),
     h("div", {}, h("span", { class: `badge badge-${node.health || "unknown"}`, text: node.health || "unknown" }), " ",
-      (d.tags || []).map((t) => h("span", { class: "tag", text: t }))),
+      (d.tags || []).map((t) => h("span", { class: "tag", title: t, text: t }))),
     h("dl", { class: "kv" },
       h("dt", { text: "Rate" }), h("dd", { text: `${fmtRate(node.rps)} · errors ${fmtPct(node.error_rate)}` }),
       h("dt", { text: "Source" }), h("dd", { text: d.source }),
@@ -446,7 +456,7 @@ async function showNode(name) {
     h("h3", { text: `Instances (${d.instances.length})` }),
     statsTable([["Instance"], ["Health"], ["Weight", 1], ["Share", 1]], d.instances.map((i) =>
       h("tr", {},
-        h("td", { class: "mono", title: i.address || "", text: i.identity }),
+        h("td", {}, clipped(i.identity, { class: "mono", title: i.address ? `${i.identity} at ${i.address}` : i.identity })),
         h("td", {}, h("span", { class: `badge badge-${i.health}`, text: i.health })),
         h("td", { class: "num", text: String(i.weight) }),
         h("td", { class: "num" }, i.share === null ? "–" : [h("span", { class: "share-bar", style: { width: `${Math.round(i.share * 50)}px` } }), ` ${fmtPct(i.share)}`]),
@@ -454,7 +464,7 @@ async function showNode(name) {
     h("h3", { text: "Top operations" }),
     statsTable([["Operation"], ["Rate", 1], ["Err", 1], ["p95", 1]], d.operations.map((o) =>
       h("tr", {},
-        h("td", { class: "mono", text: o.name }),
+        h("td", {}, clipped(o.name, { class: "mono" })),
         h("td", { class: "num", text: fmtRate(o.rps) }),
         h("td", { class: o.error_rate > 0 ? "num err" : "num", text: fmtPct(o.error_rate) }),
         h("td", { class: "num", text: fmtMs(o.p95_ms) }),
@@ -479,8 +489,9 @@ async function showEdge(edge) {
   if (!ui.selected || ui.selected.id !== edge.id) return;
   const t = (row) => new Date(row.minute).getTime();
   openPanel(h("div", { class: "edge-panel" },
-    h("h1", {}, h("span", { class: "svc-name", text: d.source }), " → ", h("span", { class: "svc-name", text: d.target })),
-    h("div", { class: "muted" }, d.sync === "async" ? `asynchronous via Kafka topic ${d.topic} (propagation delay)` : `synchronous ${d.protocol}`),
+    h("h1", { class: "clip", title: `${d.source} → ${d.target}` }, h("span", { class: "svc-name", text: d.source }), " → ", h("span", { class: "svc-name", text: d.target })),
+    fullName(d.source), fullName(d.target),
+    h("div", { class: "muted clip-block clip", title: d.topic || d.protocol }, d.sync === "async" ? `asynchronous via Kafka topic ${d.topic} (propagation delay)` : `synchronous ${d.protocol}`),
     h("div", { class: "figures" },
       h("div", { class: "figure" }, h("b", { text: fmtRate(d.totals.rps) }), h("span", { text: "rate" })),
       h("div", { class: "figure" }, h("b", { class: d.totals.error_rate > 0 ? "err" : "", text: fmtPct(d.totals.error_rate) }), h("span", { text: "errors" })),
@@ -526,6 +537,13 @@ cy.on("tap", "edge", (event) => {
 });
 cy.on("tap", (event) => {
   if (event.target === cy) closePanel();
+});
+// The canvas has no element per node: the graph's own tooltip names what the pointer is on, in full.
+cy.on("mouseover", "node, edge", (event) => {
+  container.title = event.target.data("tooltip") || event.target.data("name") || "";
+});
+cy.on("mouseout", "node, edge", () => {
+  container.title = "";
 });
 cy.on("mouseover", "node", (event) => {
   const hood = event.target.closedNeighborhood();

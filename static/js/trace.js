@@ -1,5 +1,7 @@
 // The trace waterfall, as Jaeger draws it: spans on a time axis, errors marked, attributes on click,
-// the critical path highlighted. Every string from the spans goes through textContent.
+// the critical path highlighted. The server gives the corrected tree (Zipkin's shared spans placed,
+// clock skew corrected, the critical path marked), so this only draws it. Every string from the spans
+// goes through textContent.
 import { h, qs, clear, getJSON, fmtMs, fmtDateTime, HttpError, setUpdated } from "./util.js";
 
 const traceId = qs("#trace-head").dataset.traceId;
@@ -25,29 +27,19 @@ function flatten(list, depth, out) {
   return out;
 }
 
-// Jaeger's critical path: from a span's end, walk back through the child that finished last before
-// the cursor, recursing into it, then continue from that child's start.
-function criticalPath(span, into) {
-  into.add(span.span_id);
-  const end = (x) => x.start_offset_ms + x.duration_ms;
-  let cursor = end(span);
-  const children = [...(span.children || [])].sort((a, b) => end(b) - end(a));
-  for (const child of children) {
-    // A child that starts after the cursor ran in parallel with one already on the path.
-    if (child.start_offset_ms >= cursor) continue;
-    criticalPath(child, into);
-    cursor = child.start_offset_ms;
-    if (cursor <= span.start_offset_ms) break;
-  }
-  return into;
-}
-
 function ticks() {
   const track = h("div", { class: "wf-track" });
   for (let i = 0; i <= 4; i++) {
     track.append(h("span", { class: "wf-tick", style: { left: `${i * 25}%` }, text: i === 4 ? "" : fmtMs((total * i) / 4) }));
   }
   return h("div", { class: "wf-row wf-head" }, h("div", { class: "wf-label", text: `Service · operation (${spans.length} spans)` }), track);
+}
+
+// The server shifts a span whose host's clock disagrees with its caller's into its caller's interval
+// (as Zipkin and Jaeger do), and says by how much: shown, so that nobody takes the drawing for the clock.
+function skewNote(span) {
+  const ms = span.clock_skew_ms;
+  return `clock skew corrected by ${fmtMs(Math.abs(ms))}: drawn ${ms > 0 ? "later" : "earlier"} than its host's clock says`;
 }
 
 function spanRow(span) {
@@ -57,13 +49,16 @@ function spanRow(span) {
   const bar = h("div", {
     class: `wf-bar${span.error ? " error" : ""}${onPath ? " critical" : ""}`,
     style: { left: `${left}%`, width: `${width}%`, background: colorOf(span.service) },
-    title: `${fmtMs(span.duration_ms)} at +${fmtMs(span.start_offset_ms)}`,
+    title: `${fmtMs(span.duration_ms)} at +${fmtMs(span.start_offset_ms)}${span.clock_skew_ms ? `; ${skewNote(span)}` : ""}`,
   });
   const dur = h("span", { class: "wf-dur", style: left + width > 85 ? { right: `${100 - left + 0.5}%` } : { left: `${left + width}%` }, text: fmtMs(span.duration_ms) });
   const grouped = qs("#collapse-services").checked;
   return h("div", {
     class: `wf-row span-row${span === selected ? " selected" : ""}`, role: "treeitem", tabindex: "0",
-    dataset: { spanId: span.span_id, service: span.service, error: span.error ? "1" : "0", critical: critical.has(span.span_id) ? "1" : "0" },
+    dataset: {
+      spanId: span.span_id, service: span.service, error: span.error ? "1" : "0", critical: critical.has(span.span_id) ? "1" : "0",
+      skewMs: String(span.clock_skew_ms || 0),
+    },
   },
     h("div", { class: "wf-label", title: `${span.service} ${span.name}` },
       h("span", { class: "indent", style: { display: "inline-block", width: `${grouped ? 0 : span.depth * 14}px` } }),
@@ -71,6 +66,7 @@ function spanRow(span) {
       span.error ? h("span", { class: "wf-err", title: "error", text: "!" }) : null,
       h("span", { class: "svc", text: span.service }),
       h("span", { class: "name", text: span.name }),
+      span.clock_skew_ms ? h("span", { class: "badge badge-skew", title: skewNote(span), text: `skew ${span.clock_skew_ms > 0 ? "+" : "−"}${fmtMs(Math.abs(span.clock_skew_ms))}` }) : null,
     ),
     h("div", { class: "wf-track" }, bar, dur),
   );
@@ -85,7 +81,7 @@ function render() {
     for (const [service, list] of byService) {
       const errors = list.filter((s) => s.error).length;
       box.append(h("div", { class: "wf-row wf-group" },
-        h("div", { class: "wf-label" }, h("span", { class: "svc-swatch", style: { background: colorOf(service) } }), h("span", { text: service })),
+        h("div", { class: "wf-label", title: service }, h("span", { class: "svc-swatch", style: { background: colorOf(service) } }), h("span", { text: service })),
         h("div", { class: "wf-track muted small", text: ` ${list.length} spans${errors ? `, ${errors} with errors` : ""}` })));
       for (const span of list) box.append(spanRow(span));
     }
@@ -107,9 +103,11 @@ function showSpan(span) {
     ["Duration", fmtMs(span.duration_ms)], ["Status", span.status_code || "–"], ["Error", span.error ? "yes" : "no"],
     ["Span id", span.span_id], ["Parent id", span.parent_id || "(root)"], ["Critical path", critical.has(span.span_id) ? "yes" : "no"],
   ];
+  if (span.shared) rows.push(["Zipkin id", `${span.parent_id}, shared with its client span (its id here is its own)`]);
+  if (span.clock_skew_ms) rows.push(["Clock skew", `${skewNote(span)} (Started is its own clock)`]);
   const attrs = Object.entries(span.attributes || {});
   clear(detail).append(
-    h("h1", {}, h("span", { class: "svc-name", text: span.service }), " ", h("span", { class: "mono muted", text: span.name })),
+    h("h1", { class: "clip", title: `${span.service} ${span.name}` }, h("span", { class: "svc-name", text: span.service }), " ", h("span", { class: "mono muted", text: span.name })),
     h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Error" && span.error ? "err" : "", text: v })])),
     h("h3", { text: `Attributes (${attrs.length})` }),
     attrs.length
@@ -145,10 +143,8 @@ async function load() {
   const roots = data.spans || [];
   spans = flatten(roots, 0, []);
   total = Math.max(1e-3, ...spans.map((s) => s.start_offset_ms + s.duration_ms));
-  critical = new Set();
   // The longest root carries the trace; orphans (missing parents) are drawn but not on the path.
-  const main = [...roots].sort((a, b) => b.duration_ms - a.duration_ms)[0];
-  if (main) criticalPath(main, critical);
+  critical = new Set(spans.filter((s) => s.critical).map((s) => s.span_id));
   const services = new Set(spans.map((s) => s.service));
   const errors = spans.filter((s) => s.error).length;
   qs("#trace-summary").textContent = `${spans.length} spans · ${services.size} services · ${fmtMs(total)}${errors ? ` · ${errors} errors` : ""} · started ${fmtDateTime(spans[0] && spans[0].started_at)}`;

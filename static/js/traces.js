@@ -1,4 +1,4 @@
-import { h, qs, clear, getJSON, query, fmtMs, fmtDateTime, traceLink } from "./util.js";
+import { h, qs, clear, getJSON, query, fmtMs, fmtDateTime, traceLink, clipped } from "./util.js";
 import { livePage } from "./page.js";
 
 const form = qs("#trace-search");
@@ -14,7 +14,7 @@ async function load() {
   for (const t of traces) {
     body.append(h("tr", {},
       h("td", { class: "muted", text: fmtDateTime(t.started_at) }),
-      h("td", {}, h("span", { class: "svc-name", text: t.root_service }), " ", h("span", { class: "mono muted", text: t.root_operation })),
+      h("td", {}, clipped(t.root_service, { class: "svc-name" }), " ", clipped(t.root_operation, { class: "mono muted" })),
       h("td", {}, traceLink(t.trace_id, t.trace_id)),
       h("td", { class: "num", text: String(t.span_count) }),
       h("td", { class: "num", text: fmtMs(t.duration_ms) }),

@@ -26,6 +26,8 @@ function setProps(node, props) {
     else if (key === "dataset") Object.assign(node.dataset, value);
     else if (key === "style" && typeof value === "object") Object.assign(node.style, value);
     else if (key === "href") node.setAttribute("href", safeHref(value));
+    // A tooltip is set as the property, like text: outside text is never markup (SVG has no such property).
+    else if (key === "title" && node instanceof HTMLElement) node.title = String(value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
 }
@@ -40,6 +42,25 @@ function append(node, children) {
 export function safeHref(value) {
   const url = String(value);
   return /^(\/(?!\/)|\?|#|https?:)/i.test(url) ? url : "#";
+}
+
+// --- long names ------------------------------------------------------------------------------
+// A name from a span may be 255 characters (longer ones are stored cut, ending in "…"). Wherever one is
+// drawn it is cut to fit, with an ellipsis, and its tooltip (the title property) holds all of it.
+
+// The characters of a name on the graph, where a label is canvas text with no CSS to clip it.
+export const LABEL_CHARS = 30;
+
+// ``text`` cut to ``max`` characters (whole code points) and "…".
+export function shorten(text, max = LABEL_CHARS) {
+  const chars = Array.from(String(text ?? ""));
+  return chars.length > max ? `${chars.slice(0, max).join("")}…` : chars.join("");
+}
+
+// A name as one line that the stylesheet cuts with an ellipsis at its box (.clip), all of it in the tooltip.
+export function clipped(text, props = {}) {
+  const value = String(text ?? "");
+  return h(props.href ? "a" : "span", { ...props, class: `clip ${props.class || ""}`.trim(), title: value, text: value });
 }
 
 export function clear(node) {
