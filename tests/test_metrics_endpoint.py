@@ -306,3 +306,18 @@ def test_spans_stored_by_wire_format_equal_what_the_ingest_api_counts(user_clien
         assert value(parsed, "meshscope_ingest_spans_stored_by_format_per_second", format=wire_format) == (
             window.per_second(count)
         )
+
+
+def test_the_broadcasters_compute_time_is_what_its_latest_delta_said(seeded):
+    from dashboard.live.broadcast import refresh_state
+
+    delta = refresh_state("topology", 300)
+
+    parsed = samples(exposition(Window.last(300, seeded)).decode())
+    labels = {"view": "topology", "window": "300"}
+    assert value(parsed, "meshscope_live_compute_seconds", **labels) == pytest.approx(
+        delta["compute_ms"] / 1000, abs=1e-3
+    )
+    assert 0 <= value(parsed, "meshscope_live_computed_age_seconds", **labels) < 60
+    never_computed = ("meshscope_live_compute_seconds", frozenset({"view": "routes", "window": "300"}.items()))
+    assert never_computed not in parsed

@@ -179,6 +179,7 @@ def refresh_state(view: str, seconds: int) -> dict[str, Any] | None:
             encode({"seq": seq, "data": data, "stored_at": time.time()}),
             ex=STATE_TTL_SECONDS,
         )
+        client.set(key("timing", view, seconds), encode({"ms": compute_ms, "at": time.time()}), ex=STATE_TTL_SECONDS)
         return {
             "type": "delta",
             "view": view,
@@ -250,6 +251,14 @@ class Broadcaster:
                     on_error(error)
                 stop.wait(1.0)
             stop.wait(self.tick_seconds)
+
+
+def last_computations() -> list[tuple[str, int, float, float]]:
+    """(view, window, milliseconds, when) of each view's latest computation, for /metrics; one round trip."""
+    pairs = [(view, seconds) for view in BUILDERS for seconds in LIVE_WINDOW_SECONDS]
+    answers = redis_client().mget([key("timing", view, seconds) for view, seconds in pairs])
+    timings = [(pair, json.loads(raw)) for pair, raw in zip(pairs, answers) if raw]
+    return [(view, seconds, timing["ms"], timing["at"]) for (view, seconds), timing in timings]
 
 
 # --- what consumers ask for (in the web process) ------------------------------------------------

@@ -11,6 +11,7 @@ and counts over the last WINDOW_SECONDS, and what is kept now.
 """
 
 import hmac
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,7 +25,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis import RedisError
 
+from dashboard.live.broadcast import last_computations
 from topology.balancing import BALANCED, SKEWED, TOO_FEW_REQUESTS, BalancerWindow
 from topology.consumer_lag import lag_overview, latest_for_group
 from topology.edge_totals import edge_totals
@@ -74,6 +77,7 @@ class MeshscopeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._ingest()
+        yield from self._live()
         yield from self._sources()
         yield from self._edges()
         yield from self._balancers()
@@ -81,6 +85,29 @@ class MeshscopeCollector(Collector):
         yield from self._flows()
 
     # --- meshscope itself ---------------------------------------------------------------------
+
+    def _live(self) -> Iterator[Metric]:
+        """How long the broadcaster took to compute each live view, and how long ago, as it stored them."""
+        compute = _gauge(
+            "meshscope_live_compute_seconds",
+            "How long the broadcaster took to compute a live view for one window, its latest computation.",
+            ["view", "window"],
+        )
+        age = _gauge(
+            "meshscope_live_computed_age_seconds",
+            "Seconds since the broadcaster last computed a live view for one window (views nobody watches age).",
+            ["view", "window"],
+        )
+        try:
+            computations = last_computations()
+        except RedisError:
+            computations = []  # /readyz names Redis; the other figures come from the database
+        now = time.time()
+        for view, seconds, milliseconds, at in computations:
+            compute.add_metric([view, str(seconds)], milliseconds / 1000)
+            age.add_metric([view, str(seconds)], max(0.0, now - at))
+        yield compute
+        yield age
 
     def _ingest(self) -> Iterator[Metric]:
         totals = IngestRollup.objects.filter(**self.window.minutes()).aggregate(
