@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from collectors import consul_client
 from collectors.consul import sync_consul
+from demo.embedded import free_port
 from tests.consul_server import AGENT_NODE, ConsulTestServer
 from topology.models import Instance, Service, SourceStatus
 from topology.models.services import ConsulDatacenter
@@ -598,7 +599,7 @@ def test_proxy_variables_of_the_environment_are_honoured(consul, monkeypatch):
     web(consul)
     for name in ("NO_PROXY", "no_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
 
     sync_consul()
 
