@@ -21,7 +21,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -239,7 +238,7 @@ class Broadcaster:
                 sent.extend(broadcast(view))
         return sent
 
-    def run(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Ticks until ``stop`` is set. A Redis or database outage is logged and waited out."""
         while not stop.is_set():
             close_old_connections()
@@ -247,8 +246,6 @@ class Broadcaster:
                 self.tick()
             except Exception as error:  # the loop outlives any outage; the next tick tries again
                 log.warning("Live broadcast failed; retrying: %s", error, exc_info=True)
-                if on_error is not None:
-                    on_error(error)
                 stop.wait(1.0)
             stop.wait(self.tick_seconds)
 
