@@ -354,7 +354,8 @@ def test_the_critical_path_goes_through_a_server_whose_clock_is_ahead_of_its_cli
 
 
 def test_a_server_longer_than_its_client_is_left_where_its_clock_puts_it(api):
-    start = time.time()
+    # Whole microseconds from the start: float seconds would put the spans a microsecond off each other.
+    start_us = int(time.time() * 1_000_000)
 
     def span(service, name, kind, span_id, at_ms, duration_ms, parent=None, shared=False, port=80):
         return {
@@ -363,7 +364,7 @@ def test_a_server_longer_than_its_client_is_left_where_its_clock_puts_it(api):
             **({"parentId": parent} if parent else {}),
             "name": name,
             "kind": kind,
-            "timestamp": int((start + at_ms / 1000) * 1_000_000),
+            "timestamp": start_us + int(at_ms * 1000),
             "duration": int(duration_ms * 1000),
             "localEndpoint": {"serviceName": service, "ipv4": "10.0.0.1", "port": port},
             **({"shared": True} if shared else {}),
