@@ -20,6 +20,7 @@ import requests
 from django.db import connection
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.producer.future import RecordMetadata
 
 from demo.embedded import free_port, port_is_open
 
@@ -151,9 +152,10 @@ class PacedProducer(threading.Thread):
         self.messages = messages
         self.interval = seconds / max(1, len(messages))
         self.sent = 0
-        # Each partition's end offset, from the broker's acknowledgements (Tansu's ListOffsets answers
-        # short of the end when a batch holds several records; see collectors/lag.py).
-        self.ends: dict[TopicPartition, int] = {}
+        # Where the broker put each message sent, as it acknowledges them: the partitions' end
+        # offsets come from these (Tansu's ListOffsets answers short of the end when a batch holds
+        # several records; see collectors/lag.py).
+        self.placed: list[tuple[TopicPartition, int] | None] = [None] * len(messages)
         self.error: BaseException | None = None
         self.stopping = threading.Event()
         self.done = threading.Event()
@@ -169,21 +171,35 @@ class PacedProducer(threading.Thread):
         )
         try:
             futures = []
-            for topic, payload in self.messages:
+            for number, (topic, payload) in enumerate(self.messages):
                 if self.stopping.wait(self.interval):  # pacing, not synchronisation
                     return
-                futures.append(producer.send(topic, payload))
+                future = producer.send(topic, payload)
+                future.add_callback(self._placed, number)
+                futures.append(future)
                 self.sent += 1
             producer.flush()
             for future in futures:
-                metadata = future.get(timeout=0)  # raises if the broker did not take a message
-                tp = TopicPartition(metadata.topic, metadata.partition)
-                self.ends[tp] = max(self.ends.get(tp, 0), metadata.offset + 1)
+                future.get(timeout=0)  # raises if the broker did not take a message
         except BaseException as error:
             self.error = error
         finally:
             producer.close(timeout=5)
             self.done.set()
+
+    def _placed(self, number: int, metadata: RecordMetadata) -> None:
+        self.placed[number] = (TopicPartition(metadata.topic, metadata.partition), metadata.offset)
+
+    def ends(self, first: int | None = None) -> dict[TopicPartition, int] | None:
+        """The end offset of each partition once the first ``first`` messages (all, by default) are in
+        it; None while one of them is not acknowledged yet."""
+        placed = self.placed[: len(self.messages) if first is None else first]
+        if None in placed:
+            return None
+        ends: dict[TopicPartition, int] = {}
+        for tp, offset in filter(None, placed):
+            ends[tp] = max(ends.get(tp, 0), offset + 1)
+        return ends
 
     def finish(self, timeout: float) -> None:
         """Waits for every message to be acknowledged; fails if one was not."""
@@ -206,10 +222,14 @@ def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset is not None and meta.offset >= 0}
 
 
-def all_committed(bootstrap: str, group: str, producer: PacedProducer) -> bool:
-    """Every produced message is committed by the group: nothing is left to deliver, or to redeliver."""
+def all_committed(bootstrap: str, group: str, producer: PacedProducer, first: int | None = None) -> bool:
+    """The group has committed every produced message (or the first ``first``): nothing of them is
+    left to deliver, or to deliver again."""
+    ends = producer.ends(first)
+    if ends is None:
+        return False
     committed = committed_offsets(bootstrap, group)
-    return all(committed.get(tp, 0) >= end for tp, end in producer.ends.items())
+    return all(committed.get(tp, 0) >= end for tp, end in ends.items())
 
 
 def consumer_in_transaction(application_name: str) -> bool:
