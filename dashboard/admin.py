@@ -220,26 +220,30 @@ class ConsulActionsMixin(_ModelAdmin):
 # --- services ------------------------------------------------------------------------------------------
 
 
+# What an instance shows, in the service's inline and in the instances list (which adds its service).
+INSTANCE_COLUMNS = [
+    "identity",
+    "consul_id",
+    "node",
+    "address",
+    "port",
+    "datacenter",
+    "health",
+    "in_maintenance",
+    "weight_passing",
+    "weight_warning",
+    "in_consul",
+    "in_traces",
+    "deregistered_at",
+]
+
+
 class InstanceInline(admin.TabularInline):
     model = Instance
     extra = 0
     can_delete = False
     show_change_link = True
-    readonly_fields = [
-        "identity",
-        "consul_id",
-        "node",
-        "address",
-        "port",
-        "datacenter",
-        "health",
-        "in_maintenance",
-        "weight_passing",
-        "weight_warning",
-        "in_consul",
-        "in_traces",
-        "deregistered_at",
-    ]
+    readonly_fields = INSTANCE_COLUMNS
     fields = [*readonly_fields]
 
     def has_add_permission(self, request: HttpRequest, obj: Service | None = None) -> bool:
@@ -393,22 +397,7 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
-    list_display = [
-        "identity",
-        "service",
-        "consul_id",
-        "node",
-        "address",
-        "port",
-        "datacenter",
-        "health",
-        "in_maintenance",
-        "weight_passing",
-        "weight_warning",
-        "in_consul",
-        "in_traces",
-        "deregistered_at",
-    ]
+    list_display = [INSTANCE_COLUMNS[0], "service", *INSTANCE_COLUMNS[1:]]
     list_filter = [RegisteredFilter, "health", "in_maintenance", "in_consul", "in_traces", "datacenter"]
     list_select_related = ["service"]
     search_fields = ["identity", "consul_id", "address", "node", "service__name"]
