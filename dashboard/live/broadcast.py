@@ -122,6 +122,12 @@ def mark_changed(sender: object, views: frozenset[str], **kwargs: Any) -> None:
         )
 
 
+def _mark_dirty(view: str) -> None:
+    """Asks the broadcaster to recompute ``view`` (a web process whose window slid, or a computation
+    another process held the lock for); it raises, as the caller's own Redis calls do."""
+    redis_client().set(key("dirty", view), "1", ex=DIRTY_TTL_SECONDS)
+
+
 # --- computing and sending (in the broadcaster's process) ---------------------------------------
 
 
@@ -164,7 +170,7 @@ def refresh_state(view: str, seconds: int) -> dict[str, Any] | None:
     lock = key("compute", view, seconds)
     token = str(time.monotonic_ns())
     if not client.set(lock, token, nx=True, px=COMPUTE_LOCK_MS):
-        client.set(key("dirty", view), "1", ex=DIRTY_TTL_SECONDS)
+        _mark_dirty(view)
         return None
     try:
         started = time.perf_counter()
@@ -268,7 +274,7 @@ def refresh_if_stale(view: str, seconds: int) -> None:
         return
     stored = _load_state(view, seconds)
     if stored is None or time.time() - stored.get("stored_at", 0) > SLIDE_REFRESH_SECONDS:
-        redis_client().set(key("dirty", view), "1", ex=DIRTY_TTL_SECONDS)
+        _mark_dirty(view)
 
 
 def snapshot(view: str, seconds: int) -> dict[str, Any]:
@@ -283,7 +289,7 @@ def snapshot(view: str, seconds: int) -> dict[str, Any]:
     stored = _load_state(view, seconds)
     if stored is not None:
         if time.time() - stored.get("stored_at", 0) > SNAPSHOT_MAX_AGE_SECONDS:
-            redis_client().set(key("dirty", view), "1", ex=DIRTY_TTL_SECONDS)
+            _mark_dirty(view)
     else:
         refresh_and_send(view, seconds)
         stored = _load_state(view, seconds)
