@@ -7,6 +7,7 @@ server through the real collector.
 """
 
 from datetime import timedelta
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from collectors import consul_client
 from collectors.consul import sync_consul
+from dashboard.pages.views import HEADER_SOURCE_CHIPS
 from tests.consul_server import ConsulTestServer
 from topology.models import SourceStatus
 from topology.models.services import ConsulDatacenter
@@ -119,7 +121,8 @@ def test_without_consul_configured_its_datacenters_leave_the_header_and_its_serv
     sync_consul()
 
     assert source_names(sre) == ["consul"]
-    assert "consul:dc1" not in sre.get("/").content.decode()
+    header = sources_header(sre.get("/").content.decode())
+    assert header.chips == ["consul not configured"]
     for name in ("db", "cart"):
         assert (nodes(sre)[name]["health"], nodes(sre)[name]["health_stale"]) == ("unknown", True)
         assert (listed(sre)[name]["health"], listed(sre)[name]["health_stale"]) == ("unknown", True)
@@ -192,3 +195,88 @@ def test_forgetting_a_datacenter_announces_the_views_its_health_is_on_once(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         sync_consul()
     assert announcements == [] and callbacks == []
+
+
+# --- the header ----------------------------------------------------------------------------------
+
+
+class SourcesHeader(HTMLParser):
+    """What the header's #sources holds: its chips' texts, the summary button and the popover's items."""
+
+    def __init__(self):
+        super().__init__()
+        self.chips, self.buttons, self.items = [], [], []
+        self.popover = None
+        # Inside #sources: one entry per open element, the list its text goes to (None: nowhere).
+        self.open = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id") == "sources":
+            self.open = [None]
+            return
+        if self.open is None:
+            return
+        collector = self.open[-1]
+        if tag == "button":
+            self.buttons.append(attrs)
+            collector = attrs["text"] = []
+        elif attrs.get("id") == "sources-popover":
+            self.popover = attrs
+        elif tag == "span" and "source" in (attrs.get("class") or "").split():
+            collector = []
+            self.chips.append(collector)
+        elif tag == "li":
+            collector = []
+            self.items.append(collector)
+        self.open.append(collector)
+
+    def handle_endtag(self, tag):
+        if self.open is not None:
+            self.open.pop()
+            if not self.open:
+                self.open = None
+
+    def handle_data(self, data):
+        if self.open and self.open[-1] is not None and data.strip():
+            self.open[-1].append(data.strip())
+
+
+def sources_header(html):
+    parser = SourcesHeader()
+    parser.feed(html)
+    parser.chips = [" ".join(parts) for parts in parser.chips]
+    return parser
+
+
+def test_up_to_two_sources_have_a_chip_each(sre):
+    SourceStatus.record_success("consul:dc1")
+    SourceStatus.record_failure("kafka", "NoBrokersAvailable")
+
+    header = sources_header(sre.get("/").content.decode())
+
+    assert HEADER_SOURCE_CHIPS == 2
+    assert header.buttons == [] and header.popover is None
+    assert header.chips[0].startswith("kafka stale since") and header.chips[1:] == ["consul:dc1"]
+
+
+def test_twenty_sources_are_one_chip_whose_popover_lists_them_stale_first(sre):
+    for number in range(19):
+        SourceStatus.record_success(f"consul:dc{number:02d}")
+    for number in (3, 7, 11):
+        SourceStatus.record_failure(f"consul:dc{number:02d}", "connection refused")
+    SourceStatus.record_failure("kafka", "<b>NoBrokersAvailable</b>")
+
+    html = sre.get("/services/").content.decode()
+    header = sources_header(html)
+
+    assert header.chips == []
+    [button] = header.buttons
+    assert " ".join(button["text"]) == "20 sources · 4 stale"
+    assert (button["aria-expanded"], button["aria-controls"]) == ("false", "sources-popover")
+    assert "hidden" in header.popover
+    names = [item[0] for item in header.items]
+    assert names[:4] == ["consul:dc03", "consul:dc07", "consul:dc11", "kafka"]
+    assert sorted(names[4:]) == names[4:] and len(names) == 20
+    assert "<b>NoBrokersAvailable</b>" in [part for item in header.items for part in item]  # text, not markup
+    assert "&lt;b&gt;NoBrokersAvailable" in html
