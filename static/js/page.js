@@ -57,6 +57,9 @@ async function refreshSources() {
 // and closes the list, Esc or a click elsewhere closes it. Delegated, since setSources redraws the header.
 // base.html loads this module on every page, the ones without a script of their own too.
 function sourcesPopover() {
+  // Once per document, should this module ever be loaded under a second URL (a hashed static name).
+  if (document.documentElement.dataset.sourcesPopover) return;
+  document.documentElement.dataset.sourcesPopover = "bound";
   const toggle = () => qs("#sources-toggle");
   const show = (open) => {
     const button = toggle();
