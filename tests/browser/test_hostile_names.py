@@ -1,0 +1,391 @@
+"""Hostile names everywhere: service, instance, route, tag, meta, topic, attribute, consumer-group and
+datacenter names that are markup, script, ``javascript:`` URLs, template syntax, a right-to-left override,
+NUL and 10,000 characters, fed through the real paths (OTLP and Zipkin messages on the broker, read by the
+span consumer; the Consul collector reading the Consul test server; the lag collector reading the broker),
+then every page, panel, admin page and export is looked at in a 1280 px window.
+
+What must hold on each of them: no dialog opened and no payload ran (each one would call alert, confirm or
+prompt and set ``window.__pwned``), no element came from the input (each markup payload carries a
+``data-pwn`` attribute that only a parsed payload can put in the document), no link or source is a
+``javascript:`` URL, the names are shown as the text they are stored as, and nothing is wider than the window.
+"""
+
+import json
+import time
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from collectors import consul_client
+from collectors.consul import sync_consul
+from collectors.formats.record import CUT_MARK, MAX_ATTRIBUTE_VALUE_CHARS, MAX_NAME_CHARS
+from collectors.lag import sample_consumer_lag
+from tests.browser.chromium import screenshot
+from tests.consul_server import ConsulTestServer
+from tests.kafka_helpers import create_topic, produce, span_consumer
+from tests.trace_payloads import OtelTraces, now_ns, otlp_json, otlp_protobuf, zipkin_json, zipkin_span
+from topology.models import ConsumerPartitionLag, DeadLetter, Instance, Service, SourceStatus, Span
+
+pytestmark = [pytest.mark.browser]
+
+WIDTH = 1280
+# Each payload, run as script, sets this flag and opens a dialog; parsed as markup, it leaves an element
+# with a data-pwn attribute.
+IMG = '<img src=x data-pwn=img onerror="window.__pwned=1;alert(1)">'
+SCRIPT = "<script data-pwn=script>window.__pwned=1;confirm(2)</script>"
+BOLD = "<b data-pwn=b>bold</b>"
+BREAKOUT = '"\'><svg data-pwn=svg onload="window.__pwned=1;prompt(3)">'
+JS_URL = "javascript:window.__pwned=1;alert(4)//"
+JS_LINK = '<a data-pwn=a href="javascript:window.__pwned=1;alert(5)">link</a>'
+TEMPLATE = "{{7*7}} ${7*7} {% debug %} #{7*7}"
+RTL = "\u202eevil-rtl.exe"
+NUL = "nul\x00name"
+LONG = "L" * 10_000
+HOSTILE = [IMG, SCRIPT, BOLD, BREAKOUT, JS_URL, JS_LINK, TEMPLATE, RTL, NUL, LONG]
+# A consumer group is any string to Kafka; topic names are not (letters, digits, ".", "_" and "-").
+GROUP = f"{IMG} {TEMPLATE} {RTL}"
+DATACENTERS = (f"{BOLD}{RTL}", f"{JS_URL}{TEMPLATE}")
+CONSUL_FAILURE = f"{IMG} No cluster leader"
+GRAPH_READY = "() => window.meshscope && window.meshscope.cy && window.meshscope.cy.nodes().length > 0"
+
+# What a page must not contain, and whether it fits the window: one pass over the document.
+AUDIT = """() => {
+    const bad = [];
+    if (window.__pwned !== undefined) bad.push('window.__pwned is set');
+    for (const node of document.querySelectorAll('[data-pwn]')) bad.push(`parsed: ${node.outerHTML.slice(0, 120)}`);
+    for (const node of document.querySelectorAll('script')) {
+        if (node.textContent.includes('__pwned')) bad.push(`script: ${node.textContent.slice(0, 120)}`);
+    }
+    for (const node of document.querySelectorAll('[href], [src], [action], [formaction], [xlink\\\\:href]')) {
+        for (const name of ['href', 'src', 'action', 'formaction', 'xlink:href']) {
+            const value = (node.getAttribute(name) || '').replace(/[\\s\\u0000-\\u001f]/g, '');
+            if (/^javascript:/i.test(value)) bad.push(`${name}: ${node.outerHTML.slice(0, 120)}`);
+        }
+    }
+    for (const node of document.querySelectorAll('*')) {
+        for (const attribute of node.attributes) {
+            if (/^on/i.test(attribute.name) && attribute.value.includes('__pwned')) bad.push(`handler: ${node.outerHTML.slice(0, 120)}`);
+        }
+    }
+    const root = document.documentElement;
+    if (root.scrollWidth > window.innerWidth) bad.push(`page ${root.scrollWidth} px wide`);
+    const header = document.querySelector('header.topbar, #header');
+    if (header && header.scrollWidth > header.clientWidth + 1) bad.push(`header ${header.scrollWidth} > ${header.clientWidth}`);
+    return bad;
+}"""
+
+
+def stored_name(value):
+    """A name as ingestion stores it: without NUL, trimmed, and cut to its column with a mark."""
+    value = value.replace("\x00", "").strip()
+    return value if len(value) <= MAX_NAME_CHARS else value[: MAX_NAME_CHARS - len(CUT_MARK)] + CUT_MARK
+
+
+def stored_attribute(value):
+    value = value.replace("\x00", "")
+    return value if len(value) <= MAX_ATTRIBUTE_VALUE_CHARS else value[:MAX_ATTRIBUTE_VALUE_CHARS] + CUT_MARK
+
+
+def nth(values, number):
+    return values[number % len(values)]
+
+
+# --- feeding them in ---------------------------------------------------------------------------------
+
+
+def span_messages():
+    """Ten traces, each of one hostile service calling and publishing to the next: the hostile values as
+    service, instance, route, topic, and attribute key and value, by turns. Four as OTLP protobuf, three as
+    OTLP JSON (one message each, from the SDK's encoder), three as one Zipkin JSON message."""
+    traces = OtelTraces()
+    otlp, zipkin, trace_ids = [], [], []
+    start = now_ns() - 5 * 10**9
+    for number, service in enumerate(HOSTILE):
+        callee, instance, route, topic = (nth(HOSTILE, number + step) for step in (1, 2, 3, 4))
+        attributes = {nth(HOSTILE, number + 5): nth(HOSTILE, number + 6), "note": nth(HOSTILE, number + 7)}
+        messaging = {"messaging.system": "kafka", "messaging.destination.name": topic}
+        if number < 7:
+            root = traces.span(service, instance, route, "server", start, 40, attributes=attributes)
+            call = traces.span(service, instance, "GET", "client", start + 10**6, 20, parent=root)
+            traces.span(callee, nth(HOSTILE, number + 8), route, "server", start + 2 * 10**6, 15, parent=call)
+            sent = traces.span(
+                service, instance, "publish", "producer", start + 30 * 10**6, 1, parent=root, attributes=messaging
+            )
+            traces.span(
+                callee,
+                nth(HOSTILE, number + 8),
+                "consume",
+                "consumer",
+                start + 35 * 10**6,
+                2,
+                parent=sent,
+                attributes=messaging,
+            )
+            trace_ids.append(f"{root.context.trace_id:032x}")
+            spans = traces.finished()
+            otlp.append(otlp_protobuf(spans) if number < 4 else otlp_json(spans))
+        else:
+            trace_id = uuid.uuid4().hex
+            ids = [uuid.uuid4().hex[:16] for _ in range(5)]
+            begin = time.time() - 5
+            zipkin += [
+                zipkin_span(
+                    service, route, "server", trace_id, ids[0], start_s=begin, duration_s=0.04, tags=attributes
+                ),
+                zipkin_span(
+                    service, "GET", "client", trace_id, ids[1], parent_id=ids[0], start_s=begin + 0.001, duration_s=0.02
+                ),
+                zipkin_span(
+                    callee,
+                    route,
+                    "server",
+                    trace_id,
+                    ids[2],
+                    parent_id=ids[1],
+                    start_s=begin + 0.002,
+                    duration_s=0.015,
+                    port=9090,
+                ),
+                zipkin_span(
+                    service,
+                    "publish",
+                    "producer",
+                    trace_id,
+                    ids[3],
+                    parent_id=ids[0],
+                    start_s=begin + 0.03,
+                    duration_s=0.001,
+                    tags=messaging,
+                ),
+                zipkin_span(
+                    callee,
+                    "consume",
+                    "consumer",
+                    trace_id,
+                    ids[4],
+                    parent_id=ids[3],
+                    start_s=begin + 0.035,
+                    duration_s=0.002,
+                    port=9090,
+                    tags=messaging,
+                ),
+            ]
+            trace_ids.append(trace_id)
+    # A span whose ids are payloads: dead-lettered, and its payload kept for the admin to show.
+    broken = {"traceId": IMG, "id": SCRIPT, "name": BREAKOUT, "timestamp": int(time.time() * 10**6), "duration": 10}
+    broken["localEndpoint"] = {"serviceName": BOLD}
+    broken = json.dumps([broken])
+    return [*otlp, zipkin_json(zipkin), broken.encode()], trace_ids
+
+
+def ingest_through_the_broker(bootstrap):
+    """The span consumer, in a consumer group with a hostile name, reads the messages from the broker;
+    then the lag collector samples that group."""
+    topic = f"hostile-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, partitions=1)
+    messages, trace_ids = span_messages()
+    produce(bootstrap, topic, messages)
+    consumer = span_consumer(bootstrap, {topic: "auto"}, group=GROUP)
+    try:
+        deadline = time.monotonic() + 60
+        while DeadLetter.objects.filter(topic=topic).count() == 0 and time.monotonic() < deadline:
+            consumer.poll_once(300)
+        assert DeadLetter.objects.filter(topic=topic).exists(), "the span consumer read nothing in 60 s"
+    finally:
+        consumer.close()
+    settings.KAFKA_BOOTSTRAP_SERVERS = [bootstrap]
+    settings.LAG_CONSUMER_GROUPS = [GROUP]
+    assert sample_consumer_lag() == 1
+    return topic, trace_ids
+
+
+def register_in_consul(consul):
+    """The span services in Consul too, two instances each, in two datacenters whose names are hostile: the
+    first instance has the ID its spans name it by, the second one more hostile ID; hostile tags, meta values
+    and check outputs. The NUL and the 10,000-character names are registered but never stored (below)."""
+    for number, value in enumerate(HOSTILE):
+        for replica in (1, 2):
+            consul.register(
+                value,
+                nth(HOSTILE, number + 2) if replica == 1 else f"{nth(HOSTILE, number + 3)} 2",
+                address="10.0.0.9" if replica == 1 else BOLD,
+                port=8000 + replica,
+                tags=[nth(HOSTILE, number + 3), nth(HOSTILE, number + 4)],
+                meta={"note": nth(HOSTILE, number + 5), "meshscope-balancing": "round_robin"},
+                checks=[("http", "passing", nth(HOSTILE, number + 6))],
+                dc=nth(DATACENTERS, number),
+            )
+
+
+def sync_from_consul(consul, monkeypatch):
+    monkeypatch.setattr(consul_client, "REQUEST_TIMEOUT_SECONDS", 2)
+    settings.CONSUL_HTTP_ADDR = consul.url
+    settings.CONSUL_HTTP_TOKEN = ""
+    settings.CONSUL_DATACENTERS = []  # discovered: their names come from Consul too
+    settings.CONSUL_BLOCKING_WAIT_SECONDS = 0.2
+    sync_consul()
+    assert sorted(SourceStatus.objects.filter(name__startswith="consul:").values_list("name", "stale_since")) == [
+        (f"consul:{name}", None) for name in sorted(DATACENTERS)
+    ]
+    # Then Consul fails with a hostile answer: both datacenters are stale with it as their reason.
+    consul.fail_with(500, CONSUL_FAILURE)
+    sync_consul()
+    for name in DATACENTERS:
+        assert CONSUL_FAILURE in SourceStatus.objects.get(name=f"consul:{name}").stale_reason
+
+
+# --- what was stored ---------------------------------------------------------------------------------
+
+
+def assert_stored_as_plain_bounded_text(topic):
+    names = [stored_name(value) for value in HOSTILE]
+    assert set(names) <= set(Service.objects.values_list("name", flat=True))
+    assert (stored_name(NUL), stored_name(LONG)) == ("nulname", "L" * 254 + "…")
+    root = Span.objects.get(service__name=stored_name(IMG), kind="server", parent_id="")
+    assert (root.name, root.attributes) == (BREAKOUT, {JS_LINK: TEMPLATE, "note": RTL})
+    root = Span.objects.get(service__name=stored_name(BREAKOUT), kind="server", parent_id="")
+    assert root.attributes == {"nulname": "L" * MAX_ATTRIBUTE_VALUE_CHARS + CUT_MARK, "note": IMG}
+    assert Instance.objects.filter(service__name=stored_name(BOLD), identity=stored_name(LONG)).exists()
+    assert set(Span.objects.filter(kind="producer").values_list("topic", flat=True)) == set(names)
+    dead = DeadLetter.objects.get(topic=topic)
+    assert (dead.reason, SCRIPT in dead.payload_head, "data-pwn=img" in dead.detail) == ("bad_id", True, True)
+    lag = ConsumerPartitionLag.objects.get()
+    assert (lag.group, lag.topic) == (GROUP, topic)
+
+    # From Consul: a service name that no column holds whole, or that has NUL, is not stored (a service is its
+    # name); an instance ID, a tag or a meta value is stored without NUL and cut to its column.
+    in_consul = {stored_name(value) for value in HOSTILE if value not in (NUL, LONG)}
+    assert set(Service.objects.filter(in_consul=True).values_list("name", flat=True)) == in_consul
+    img = Instance.objects.get(service__name=IMG, identity=BOLD)  # the instance its spans named
+    assert (img.in_consul, img.in_traces, img.consul_id, img.datacenter) == (True, True, BOLD, DATACENTERS[0])
+    assert (img.tags, img.meta["note"], img.checks[-1]["output"]) == ([BREAKOUT, JS_URL], JS_LINK, TEMPLATE)
+    assert Instance.objects.get(service__name=IMG, consul_id=f"{BREAKOUT} 2").address == BOLD
+    rtl = Instance.objects.get(service__name=RTL, consul_id="L" * MAX_NAME_CHARS)
+    assert (rtl.tags, rtl.meta["note"], rtl.checks[-1]["output"]) == ([IMG, SCRIPT], BOLD, BREAKOUT)
+    assert Instance.objects.get(service__name=JS_LINK, consul_id=RTL).tags == ["nulname", "L" * 512]
+    assert Instance.objects.get(service__name=TEMPLATE, consul_id="nulname").in_traces
+
+
+# --- looking at them ---------------------------------------------------------------------------------
+
+
+class Visit:
+    """One browser page at 1280 px, every dialog recorded; ``audit`` says what went wrong on the current page."""
+
+    def __init__(self, page):
+        self.page = page
+        self.dialogs = []
+        page.set_viewport_size({"width": WIDTH, "height": 800})
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+
+    def open(self, url, shows=None, ready=None):
+        self.page.goto(url)
+        if ready:
+            self.page.wait_for_function(ready)
+        if shows is not None:
+            self.shows(shows)
+        self.audit(url)
+
+    def shows(self, text):
+        """Waits until the page's text holds ``text``: it was drawn, and as the text it is."""
+        self.page.wait_for_function("text => document.body.innerText.includes(text)", arg=text, timeout=15_000)
+
+    def audit(self, where):
+        assert self.page.evaluate(AUDIT) == [], where
+        assert self.dialogs == [], where
+
+
+def test_hostile_names_from_spans_and_consul_are_text_on_every_page_panel_admin_page_and_export(
+    page, live, kafka_bootstrap, monkeypatch
+):
+    topic, trace_ids = ingest_through_the_broker(kafka_bootstrap)
+    with ConsulTestServer(datacenters=DATACENTERS) as consul:
+        register_in_consul(consul)
+        sync_from_consul(consul, monkeypatch)
+    assert_stored_as_plain_bounded_text(topic)
+    visit = Visit(page)
+    names = [stored_name(value) for value in HOSTILE]
+
+    # The topology, and the panel of every hostile node and of an edge between two of them.
+    visit.open("/", ready=GRAPH_READY)
+    drawn = set(page.evaluate("() => window.meshscope.cy.nodes().map(n => n.id())"))
+    assert set(names) <= drawn
+    for name in names:
+        page.evaluate("name => { window.meshscope.cy.getElementById(name).emit('tap'); }", name)
+        page.wait_for_function("name => document.querySelector('#panel h1')?.title === name", arg=name)
+        visit.audit(f"node panel of {name!r}")
+    page.evaluate(
+        "name => { window.meshscope.cy.edges().filter(e => e.data('source') === name).first().emit('tap'); }",
+        stored_name(IMG),
+    )
+    page.wait_for_selector(".edge-panel")
+    visit.shows(stored_name(IMG))
+    visit.audit("edge panel")
+    screenshot(page, "hostile-names-topology")
+
+    visit.open("/services/", shows=stored_name(TEMPLATE))
+    for name in names:
+        visit.shows(name)
+    visit.open("/routes/", shows=stored_name(JS_URL))
+    for number in (0, 9):
+        service, route = names[number], nth(names, number + 3)
+        visit.open(
+            "/routes/detail/?" + urlencode({"service": service, "operation": route}),
+            ready="() => document.querySelector('#call-tree tbody tr.hop')",
+        )
+        visit.shows(nth(names, number + 1))
+    visit.open("/traces/", shows=stored_name(BREAKOUT))
+    visit.open("/traces/?" + urlencode({"service": stored_name(SCRIPT)}), shows=stored_name(SCRIPT))
+
+    # Each trace's waterfall, and the details of each of its spans.
+    for trace_id in (trace_ids[0], trace_ids[5], trace_ids[8]):
+        visit.open(f"/traces/{trace_id}/", ready="() => document.body.dataset.loaded === '1'")
+        for row in range(page.locator(".span-row").count()):
+            page.locator(".span-row").nth(row).click()
+            page.wait_for_selector("#span-detail dl")
+            visit.audit(f"span {row} of {trace_id}")
+    screenshot(page, "hostile-names-trace")
+
+    visit.open("/balancers/", shows=stored_name(TEMPLATE))
+    visit.open(
+        "/balancers/?" + urlencode({"service": IMG}),
+        ready="() => document.querySelectorAll('.balancer tr[data-instance]').length >= 2",
+    )
+    visit.shows(f"{BREAKOUT} 2")
+    visit.open("/consistency/", ready="() => document.querySelector('tr.lag-group')")
+    visit.shows(GROUP)
+
+    # The header's sources: two hostile datacenters, stale with a hostile reason, in the popover.
+    page.click("#sources-toggle")
+    visit.shows(DATACENTERS[1])
+    visit.shows(CONSUL_FAILURE)
+    visit.audit("the sources popover")
+    screenshot(page, "hostile-names-sources")
+
+    # The export: JSON, said to be JSON, with the names as they are stored.
+    response = page.request.get("/api/topology/")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers.get("x-content-type-options") == "nosniff"
+    exported = json.dumps(response.json())
+    assert all(json.dumps(name)[1:-1] in exported for name in names)
+
+    # The admin: the list, a search for a payload, and the change page of every row of each model.
+    get_user_model().objects.filter(username="sre").update(is_staff=True, is_superuser=True)
+    for model in (Service, Instance, DeadLetter, SourceStatus):
+        changelist = reverse(f"admin:topology_{model._meta.model_name}_changelist")
+        visit.open(changelist)
+        visit.open(f"{changelist}?{urlencode({'q': IMG})}")
+        rows = model.objects.all()
+        if model is Service:
+            rows = rows.filter(name__in=names)
+        elif model is Instance:
+            rows = rows.filter(service__name__in=[IMG, RTL, TEMPLATE, stored_name(LONG)])
+        for pk in rows.values_list("pk", flat=True):
+            visit.open(reverse(f"admin:topology_{model._meta.model_name}_change", args=[pk]))
+    visit.open(reverse("admin:topology_service_change", args=[Service.objects.get(name=IMG).pk]), shows=f"{BREAKOUT} 2")
+    screenshot(page, "hostile-names-admin")
