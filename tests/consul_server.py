@@ -32,7 +32,8 @@ documentation:
   (the ``_service_maintenance:<id>`` critical check; 404 "Unknown service ID" for an unknown ID).
 - ACLs, https://developer.hashicorp.com/consul/api-docs/api-structure#authentication : the token comes
   in ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; an unknown token gets 403 "ACL not
-  found", no token when ACLs are on gets 403 "Permission denied".
+  found", no token when ACLs are on gets 403 "Permission denied", except from ``/v1/catalog/datacenters``,
+  which needs no ACL.
 
 The agent the API talks to is the node ``AGENT_NODE`` of the first datacenter: its writes reach only the
 instances registered on that node, whatever other nodes use the same service ID. Tests change the state
@@ -61,6 +62,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import consul as py_consul
 
 AGENT_NODE = "agent-one"
 CONSUL_VERSION = "1.20.0"
@@ -294,6 +297,13 @@ class ConsulTestServer:
     def url(self):
         return f"{'https' if self.tls else 'http'}://{self.address}"
 
+    def client(self):
+        """A py-consul client of this server, with its token: tests read back what Consul holds through it,
+        over the HTTP API, as any client of Consul would."""
+        client = py_consul.Consul(host="127.0.0.1", port=self.port, scheme="https" if self.tls else "http")
+        client.token = self.token or None
+        return client
+
     # --- failures on demand ---------------------------------------------------------------------
 
     def fail_with(self, status, body="rpc error making call: No cluster leader"):
@@ -324,9 +334,11 @@ class ConsulTestServer:
         dc=None,
         checks=(),
         raw_service=None,
+        omit=(),
     ):
         """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples, or the checks
-        of an agent registration (``agent_check``)."""
+        of an agent registration (``agent_check``). ``raw_service`` replaces fields of the service as the
+        health endpoint shows it, and ``omit`` leaves fields out of it, for answers that test a client."""
         with self.changed:
             datacenter = self.datacenters[dc or self.local_dc]
             datacenter.ensure_node(node, node_address)
@@ -343,6 +355,8 @@ class ConsulTestServer:
                 "Namespace": "default",
             }
             service.update(raw_service or {})
+            for field in omit:
+                del service[field]
             self._put_instance(datacenter, node, service, checks)
 
     def _put_instance(self, datacenter, node, service, checks):
@@ -470,7 +484,7 @@ class ConsulTestServer:
                 consul.queries.append((method, url.path, query))
                 try:
                     consul.simulate_failure()
-                    consul.authorize(self.headers, query)
+                    consul.authorize(url.path, self.headers, query)
                     status, payload, index = consul.route(method, unquote(url.path), query, body)
                 except ConsulError as error:
                     status, payload, index = error.status, error.reason, None
@@ -502,8 +516,9 @@ class ConsulTestServer:
         else:
             raise ConsulError(failure[1], failure[2])
 
-    def authorize(self, headers, query):
-        if not self.token:
+    def authorize(self, path, headers, query):
+        # The catalog's datacenter list is the one endpoint here whose documented ACL is "none".
+        if not self.token or path == "/v1/catalog/datacenters":
             return
         bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = headers.get("X-Consul-Token") or bearer or query.get("token", "")

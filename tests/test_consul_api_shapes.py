@@ -354,6 +354,16 @@ def test_an_unknown_datacenter_is_consuls_500_no_path_to_datacenter(consul, clie
         client.catalog.services(dc="nowhere")
 
 
+def test_only_the_datacenter_list_answers_without_a_token_when_acls_are_on(consul, client):
+    consul.token = "the-token"
+
+    datacenters = client.catalog.datacenters()  # its documented ACL is "none"
+
+    assert datacenters == ["dc1", "dc2"]
+    with pytest.raises(py_consul.ACLPermissionDenied, match="Permission denied"):
+        client.catalog.services()
+
+
 def test_a_path_consul_does_not_serve_is_a_404_and_another_method_a_405(consul):
     unknown, method = BEHAVIOUR["unknown_path"], BEHAVIOUR["method_not_allowed"]
 
