@@ -139,11 +139,21 @@ def tagged_addresses(address, port):
 
 
 def parse_wait(value):
+    """``?wait=``, a Go duration as Consul parses it (a bare number is refused); none, or 0, is the default."""
     if not value:
         return DEFAULT_WAIT_SECONDS
-    if value.isdigit():
-        return int(value)
-    return min(MAX_WAIT_SECONDS, sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value)))
+    if value != "0" and not GO_DURATION.fullmatch(value):
+        raise ConsulError(400, "Invalid wait time")
+    wait = sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value))
+    return min(MAX_WAIT_SECONDS, wait) if wait > 0 else DEFAULT_WAIT_SECONDS
+
+
+def parse_index(value):
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ConsulError(400, "Invalid index")
+    return int(value)
 
 
 class Datacenter:
@@ -574,9 +584,9 @@ class ConsulTestServer:
 
     def blocking(self, query, current_index, render):
         """Answers at once without ``index``, else once the endpoint's index passes it or the wait ends."""
-        wanted = int(query.get("index") or 0)
+        # Consul reads both before it answers, so a malformed one is refused even without the other.
+        wanted, wait = parse_index(query.get("index")), parse_wait(query.get("wait"))
         if wanted > 0:
-            wait = parse_wait(query.get("wait"))
             deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
             with self.changed:
                 while current_index() <= wanted and self.httpd is not None:

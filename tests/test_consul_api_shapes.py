@@ -354,6 +354,17 @@ def test_an_unknown_datacenter_is_consuls_500_no_path_to_datacenter(consul, clie
         client.catalog.services(dc="nowhere")
 
 
+@pytest.mark.parametrize("path", BLOCKING_READS)
+def test_a_malformed_index_or_wait_is_consuls_400(consul, path):
+    documented = BEHAVIOUR["malformed_blocking_parameters"]
+
+    bad_index = get(consul, path, index="ten")
+    bare_number_wait = get(consul, path, index="1", wait="10")
+
+    assert (bad_index.status_code, bad_index.text) == (documented["status"], documented["index_body"])
+    assert (bare_number_wait.status_code, bare_number_wait.text) == (documented["status"], documented["wait_body"])
+
+
 def test_only_the_datacenter_list_answers_without_a_token_when_acls_are_on(consul, client):
     consul.token = "the-token"
 
