@@ -86,7 +86,7 @@ def test_steady_state_sends_only_the_two_blocking_queries_and_no_per_service_req
     assert len(asked) == 4
     # Each is a blocking query on the index of the last answer, which Consul holds until a change.
     last_index = {"/v1/catalog/services": stored.catalog_index, "/v1/health/state/any": stored.checks_index}
-    assert all(query["index"] == str(last_index[path]) and query["wait"] for _, path, query in asked)
+    assert all(query.get("index") == str(last_index[path]) and query.get("wait") for _, path, query in asked), asked
 
 
 def test_first_sync_reads_each_service_once_when_the_checks_answer_comes_later(consul, monkeypatch):
