@@ -52,6 +52,7 @@ method on a path it serves a 405, and ``?dc=`` naming an unknown datacenter a 50
 datacenter".
 """
 
+import contextlib
 import ipaddress
 import json
 import random
@@ -498,7 +499,9 @@ class ConsulTestServer:
                     status, payload, index = consul.route(method, unquote(url.path), query, body)
                 except ConsulError as error:
                     status, payload, index = error.status, error.reason, None
-                self.reply(status, payload, index)
+                # A client that stopped waiting (its timeout is shorter than a hang) has nobody left to answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.reply(status, payload, index)
 
             def reply(self, status, payload, index):
                 text = payload if isinstance(payload, str) else json.dumps(payload)
