@@ -50,6 +50,13 @@ class Delta:
             self.latency_sum_ms += latency_ms
             self.histogram.add(latency_ms)
 
+    def add_stored(self, row: Rollup) -> None:
+        """Adds a stored rollup's figures, whose observations move to this delta's key."""
+        self.count += row.count
+        self.errors += row.errors
+        self.latency_sum_ms += row.latency_sum_ms
+        self.histogram.merge(row.latency_buckets)
+
     def retract(self, latency_ms: float, error: bool) -> None:
         """Takes back an observation that ``add`` counted (with the same figures) in an earlier batch."""
         self.count -= 1
@@ -92,6 +99,14 @@ class RollupBatch:
 
     def retract_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
         self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].retract(latency_ms, error)
+
+    def move_instance_rollups(self, source_ids: Sequence[int], target_id: int) -> None:
+        """Moves what the source instances served to the target instance: their stored rollups are
+        deleted now and added to the target's when the batch is saved, in the same transaction."""
+        rows = list(InstanceRollup.objects.select_for_update().filter(instance_id__in=source_ids).order_by("pk"))
+        for row in rows:
+            self.deltas[InstanceRollup][(row.minute, target_id, row.caller_id)].add_stored(row)
+        InstanceRollup.objects.filter(instance_id__in=source_ids).delete()
 
     def __bool__(self) -> bool:
         return any(self.deltas.values())
