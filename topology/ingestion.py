@@ -446,7 +446,7 @@ def _join_shared_with_stored(
     keys = {(r.trace_id, r.span_id) for r in refused}
     stored = {
         (row["trace_id"], row["span_id"]): row
-        for row in Span.objects.select_for_update()
+        for row in Span.objects.select_for_update(of=("self",))
         .filter(trace_id__in={trace_id for trace_id, _ in keys}, span_id__in={span_id for _, span_id in keys})
         .values(
             "id",
