@@ -273,18 +273,16 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
     """The one write path of Consul's state: one transaction per batch of services, announced to the
     registry views once committed when any row changed.
 
-    A batch that creates instances or merges rows holds the exclusive identity lock, and plans again
-    once it has it: a span batch may have stored a trace-only instance of the same process meanwhile.
+    It holds the exclusive identity lock (``topology.instance_identity``): span batches wait for it,
+    which costs them the few milliseconds a batch of Consul's changes takes.
     """
     parsed = {
         name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()
     }
-    services = _services(parsed, now)
-    plan = _plan(datacenter, parsed, services, now)
-    if plan.to_create or plan.merges:
-        hold_identity_lock(exclusive=True)
-        # Planning changes the rows it reads: plan again from what is stored.
-        plan = _plan(datacenter, parsed, _services(parsed, now), now)
+    # Before anything is read: a span batch in progress may be storing a trace-only row of an instance
+    # that this batch creates, or adding requests to a row that it merges.
+    hold_identity_lock(exclusive=True)
+    plan = _plan(datacenter, parsed, _services(parsed, now), now)
 
     _create(plan.to_create)
     # Rows whose Consul fields changed are rewritten; the others only learn when they were last read.

@@ -142,6 +142,8 @@ def resolve_names(rows: Sequence[Instance]) -> dict[str, int]:
 def unify(rows: Sequence[Instance]) -> list[tuple[Instance, list[Instance]]]:
     """The merges that make one row of each process among one service's rows: (kept, merged rows).
     Rows may be new (not saved yet)."""
+    if all(row.merged_into_id is not None or _is_live_record(row) for row in rows):
+        return []  # nothing to merge: the steady state, and every first sync
     by_name: dict[str, Instance] = {}
     by_endpoint: dict[tuple[str, str], Instance] = {}
     for kept in sorted((row for row in rows if _is_live_record(row)), key=preference):
