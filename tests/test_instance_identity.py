@@ -6,11 +6,13 @@ py_zipkin and the OpenTelemetry SDK and go through the span decoders into ``stor
 
 import itertools
 import secrets
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from opentelemetry.sdk.resources import Resource
@@ -362,3 +364,70 @@ def test_the_api_flags_traffic_from_an_unregistered_instance(consul):
 )
 def test_addresses_are_compared_as_addresses(name, expected):
     assert canonical(name) == expected
+
+
+# --- merging and storing spans do not interleave ----------------------------------------------------
+
+
+def _waiting_for_the_identity_lock():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_record_made_while_a_span_batch_is_being_stored_waits_for_it_and_merges_what_it_stored():
+    """Without the identity lock the record would not see the batch's trace-only row, not yet committed,
+    and the two would stay two instances."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer at a time: there is no batch in progress to wait for")
+    stored, release, recorded = threading.Event(), threading.Event(), threading.Event()
+    payload = zipkin_json(
+        [
+            zipkin_span(
+                "inventory",
+                "GET /stock",
+                "server",
+                secrets.token_hex(16),
+                f"{n + 1:016x}",
+                host="127.0.0.1",
+                port=18020,
+            )
+            for n in range(REQUESTS)
+        ]
+    )
+
+    def span_batch():
+        try:
+            with transaction.atomic():
+                store_spans(decode(payload, "zipkin_json", 10**7, 86400).spans)
+                stored.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    def operator():
+        try:
+            record_instance("inventory", "inventory-1", address="127.0.0.1", port=18020)
+            recorded.set()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=span_batch)]
+    threads[0].start()
+    try:
+        assert stored.wait(60)
+        threads.append(threading.Thread(target=operator))
+        threads[1].start()
+        deadline = time.monotonic() + 60
+        while not _waiting_for_the_identity_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _waiting_for_the_identity_lock() == 1 and not recorded.is_set()
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(60)
+
+    assert recorded.is_set()
+    (instance,) = instances_of("inventory")
+    assert instance.identity == "inventory-1" and served(instance) == REQUESTS
