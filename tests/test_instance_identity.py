@@ -159,6 +159,24 @@ def test_a_span_waiting_for_its_caller_when_its_instance_is_merged_counts_for_th
     assert InstanceRollup.objects.get(instance=instance).caller == Service.objects.get(name="orders")
 
 
+def test_a_shared_zipkin_root_counted_before_the_merge_is_taken_back_from_the_registered_instance(consul):
+    """A shared SERVER span stored alone is an entry request; when its CLIENT half comes after its
+    instance was merged, that request is taken back where the merge moved it."""
+    trace_id, span_id = secrets.token_hex(16), "00000000000000c1"
+    server = zipkin_span("api", "POST /jobs", "server", trace_id, span_id, host="10.1.0.1", shared=True)
+    store(zipkin_json([server]), "zipkin_json")
+
+    register(consul, "api-1", name="api")
+    store(zipkin_json([zipkin_span("cron", "POST /jobs", "client", trace_id, span_id, host="10.1.0.7")]), "zipkin_json")
+
+    (instance,) = instances_of("api")
+    rows = InstanceRollup.objects.filter(instance__service__name="api")
+    assert {(row.instance_id, row.caller.name if row.caller else None, row.count) for row in rows if row.count} == {
+        (instance.pk, "cron", 1)
+    }
+    assert all(row.count >= 0 for row in rows)
+
+
 # --- OTLP --------------------------------------------------------------------------------------------
 
 

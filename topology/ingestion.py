@@ -478,16 +478,19 @@ def _join_shared_with_stored(
 
 
 def _demote_stored_root(row: Mapping[str, Any], batch: RollupBatch) -> None:
-    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come."""
+    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come. If its
+    instance was merged into another since, its request moved there, and it waits for pairing there too."""
+    instance_id = row["instance__merged_into_id"] or row["instance_id"]
     Span.objects.filter(pk=row["id"]).update(
-        span_id=shared_server_id(row["trace_id"], row["span_id"]), parent_id=row["span_id"], paired=False
+        span_id=shared_server_id(row["trace_id"], row["span_id"]),
+        parent_id=row["span_id"],
+        paired=False,
+        instance_id=instance_id,
     )
     # What _count_roots counted for it when it was stored as a root.
     start_us = (row["started_at"] - EPOCH) // timedelta(microseconds=1)
     duration_ms = row["duration_us"] / 1000
     batch.retract_route(start_us, row["service_id"], row["name"], duration_ms, row["error"])
-    # Its request moved with its instance's rollups if that instance was merged since.
-    instance_id = row["instance__merged_into_id"] or row["instance_id"]
     if instance_id:
         batch.retract_instance(start_us, instance_id, None, duration_ms, row["error"])
 
