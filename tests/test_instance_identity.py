@@ -252,6 +252,42 @@ def test_registered_again_in_the_same_round_the_old_and_new_ids_are_one_instance
     assert instance.identity == "inventory-c41d" and served(instance) == REQUESTS
 
 
+def test_an_address_reused_long_after_its_instance_left_is_another_instance(consul):
+    register(consul, "inventory-7f3a")
+    consul.deregister("inventory-7f3a")
+    sync_consul()
+    hour_ago = timezone.now() - timedelta(hours=1)
+    Instance.objects.filter(identity="inventory-7f3a").update(first_seen=hour_ago, deregistered_at=hour_ago)
+
+    register(consul, "inventory-c41d")  # a later pod, given the same IP
+
+    old, new = Instance.objects.get(identity="inventory-7f3a"), Instance.objects.get(identity="inventory-c41d")
+    assert old.merged_into is None and new.first_seen > hour_ago
+
+
+def test_spans_of_an_earlier_process_at_the_address_move_their_counts_but_not_their_presence():
+    hour_ago = timezone.now() - timedelta(hours=1)
+    spans = [
+        zipkin_span(
+            "inventory",
+            "GET /stock",
+            "server",
+            secrets.token_hex(16),
+            f"{next(_span_ids):016x}",
+            host="127.0.0.1",
+            port=18020,
+            start_s=hour_ago.timestamp(),
+        )
+        for _ in range(5)
+    ]
+    store(zipkin_json(spans), "zipkin_json")
+    Instance.objects.filter(identity="127.0.0.1:18020").update(first_seen=hour_ago - timedelta(hours=1))
+
+    instance = record_instance("inventory", "inventory-1", address="127.0.0.1", port=18020)
+
+    assert served(instance) == 5 and instance.first_seen > hour_ago
+
+
 def test_an_old_registration_still_listed_at_the_address_leaves_the_requests_to_the_new_one(consul):
     register(consul, "inventory-7f3a")
     register(consul, "inventory-c41d")  # the old one not yet deregistered: Consul lists both

@@ -16,10 +16,16 @@ one row, or the balancer statistics count it as two instances and call a lone in
 
   - a trace-only row whose name is one of its aliases: spans came before the registry recorded the
     instance, whichever of Consul or the spans came first;
-  - a deregistered recorded row at the same address and port, in the same datacenter: the instance
-    was registered again under another ID (a restart that makes a new ID). A balancer sends requests to
-    an address, so the new registration carries on the old one's requests and presence in the window,
-    and spans that still name the old ID count for the new one.
+  - a deregistered recorded row at the same address and port, in the same datacenter, that left at
+    most ``RESTART_GAP`` before the new one came: the instance was registered again under another ID
+    (a restart that makes a new ID). A balancer sends requests to an address, so the new registration
+    carries on the old one's requests and presence in the window, and spans that still name the old
+    ID count for the new one. One that left earlier was another process at a reused address (a
+    Kubernetes pod's IP): it stays a deregistered instance of its own.
+
+  A merged row that was last there (deregistered, or last served a request) more than ``RESTART_GAP``
+  before the kept row appeared moves its counts but not its presence: the kept row is owed only the
+  part of the window since it came.
 
   Two live recorded rows at one address (an old registration not yet removed) stay two, since the
   registry lists both; spans that name the address count for the newest.
@@ -36,7 +42,7 @@ lets one writer at a time anyway.
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -49,6 +55,9 @@ from topology.rollup_batch import RollupBatch
 
 # pg_advisory_xact_lock's key for instance identities: "mesh" "iden" as two 32-bit words.
 IDENTITY_LOCK_KEY = 0x6D657368_6964656E
+# How long an instance may be gone before one at its address is another process rather than it, restarted
+# (under a new ID, or before the registry recorded it).
+RESTART_GAP = timedelta(minutes=5)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 # What resolving and merging read of an Instance row.
 IDENTITY_FIELDS = (
@@ -125,6 +134,12 @@ def preference(instance: Instance) -> tuple[int, float, int]:
     return tier, -instance.first_seen.timestamp(), -(instance.pk or 0)
 
 
+def _restarted_as(old: Instance, new: Instance) -> bool:
+    """Whether a deregistered registration left shortly before (or as) the new one at its address came:
+    a restart under a new ID, rather than an address reused by a later process."""
+    return old.deregistered_at is not None and old.deregistered_at >= new.first_seen - RESTART_GAP
+
+
 def resolve_names(rows: Sequence[Instance]) -> dict[str, int]:
     """{canonical name: id of the row it counts for}, over all the rows of one service. A merged row's
     names count for the row it was merged into."""
@@ -160,6 +175,8 @@ def unify(rows: Sequence[Instance]) -> list[tuple[Instance, list[Instance]]]:
         else:
             endpoint = _endpoint(row)
             target = by_endpoint.get((row.datacenter, endpoint)) if endpoint else None
+            if target is not None and not _restarted_as(row, target):
+                target = None
         if target is not None:
             groups.setdefault(id(target), (target, []))[1].append(row)
     return list(groups.values())
@@ -171,7 +188,7 @@ def absorb(kept: Instance, merged: Iterable[Instance], now: datetime) -> None:
     merged = list(merged)
     ids = [row.pk for row in merged]
     batch = RollupBatch()
-    batch.move_instance_rollups(ids, kept.pk)
+    last_served = batch.move_instance_rollups(ids, kept.pk)
     batch.save()
     # Spans still waiting for their partner count for the kept row when they pair. Paired spans keep
     # naming the merged row: their requests are counted already, and traces show the name they sent.
@@ -180,9 +197,17 @@ def absorb(kept: Instance, merged: Iterable[Instance], now: datetime) -> None:
     Instance.objects.filter(pk__in=ids).update(
         merged_into_id=kept.pk, deregistered_at=Coalesce(F("deregistered_at"), now)
     )
-    # The kept row was there as long as any of them: the balancer owes it that part of the window.
-    earliest = min(row.first_seen for row in merged)
-    Instance.objects.filter(pk=kept.pk).update(first_seen=Least(F("first_seen"), earliest))
+    # The kept row was there as long as a merged row that was there until shortly before it came: the
+    # balancer owes it that part of the window. A row last seen long before is an earlier process at a
+    # reused address, and owes the kept row no presence.
+    contiguous = [
+        row.first_seen
+        for row in merged
+        if (until := row.deregistered_at or last_served.get(row.pk)) is not None
+        and until >= kept.first_seen - RESTART_GAP
+    ]
+    if contiguous:
+        Instance.objects.filter(pk=kept.pk).update(first_seen=Least(F("first_seen"), min(contiguous)))
     if any(row.in_traces for row in merged):
         Instance.objects.filter(pk=kept.pk).update(in_traces=True)
 

@@ -7,7 +7,7 @@ workers adding to the same minute neither lose an increment nor deadlock.
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from operator import or_
 from typing import Any
@@ -100,13 +100,19 @@ class RollupBatch:
     def retract_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
         self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].retract(latency_ms, error)
 
-    def move_instance_rollups(self, source_ids: Sequence[int], target_id: int) -> None:
+    def move_instance_rollups(self, source_ids: Sequence[int], target_id: int) -> dict[int, datetime]:
         """Moves what the source instances served to the target instance: their stored rollups are
-        deleted now and added to the target's when the batch is saved, in the same transaction."""
+        deleted now and added to the target's when the batch is saved, in the same transaction.
+        Returns when each source instance last served a request (the end of its last minute)."""
         rows = list(InstanceRollup.objects.select_for_update().filter(instance_id__in=source_ids).order_by("pk"))
+        last_served: dict[int, datetime] = {}
         for row in rows:
             self.deltas[InstanceRollup][(row.minute, target_id, row.caller_id)].add_stored(row)
+            if row.count:
+                end = row.minute + timedelta(minutes=1)
+                last_served[row.instance_id] = max(end, last_served.get(row.instance_id, end))
         InstanceRollup.objects.filter(instance_id__in=source_ids).delete()
+        return last_served
 
     def __bool__(self) -> bool:
         return any(self.deltas.values())
