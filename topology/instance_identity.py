@@ -35,9 +35,10 @@ one row, or the balancer statistics count it as two instances and call a lone in
   stamped: nothing counts it as an instance any more, and its names resolve to the kept row.
 
 Merging and resolving must not interleave: a span batch that resolved a name to a row which a merge
-then retires would add its requests to the retired row. On PostgreSQL every span write holds a shared
-advisory lock for its transaction and every merge an exclusive one (``hold_identity_lock``); SQLite
-lets one writer at a time anyway.
+then retires would add its requests to the retired row, and a registration planned while a span batch
+stores a trace-only row of the same process would not see that row. On PostgreSQL every span write
+holds a shared advisory lock for its transaction, and every Consul reconcile batch and operator record
+an exclusive one (``hold_identity_lock``); SQLite lets one writer at a time anyway.
 """
 
 import ipaddress
@@ -58,7 +59,7 @@ IDENTITY_LOCK_KEY = 0x6D657368_6964656E
 # How long an instance may be gone before one at its address is another process rather than it, restarted
 # (under a new ID, or before the registry recorded it).
 RESTART_GAP = timedelta(minutes=5)
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 # What resolving and merging read of an Instance row.
 IDENTITY_FIELDS = (
     "id",
