@@ -27,6 +27,10 @@ RELATIVE_TOLERANCE = 0.2
 NOISE_SIGMAS = 3
 # An unhealthy instance "still receives traffic" when it served requests in the window's last minutes.
 RECENT_MINUTES = 2
+# Why a trace-only instance of a service whose other instances Consul or an operator recorded is owed
+# nothing: spans name an address that no registration has, so it is shown and flagged, never judged as
+# one of the instances the policy shares requests over (docs/statistics.md).
+UNREGISTERED = "unregistered"
 
 BALANCED = "balanced"
 SKEWED = "skewed"
@@ -233,7 +237,7 @@ class BalancerWindow:
         """The instances the window knows of; ``candidates``, the service's instances by identity, spare
         a query per service when the overview has read them all at once."""
         if candidates is None:
-            candidates = Instance.objects.filter(service=service).order_by("identity")
+            candidates = Instance.objects.unmerged().filter(service=service).order_by("identity")
         return [
             instance
             for instance in candidates
@@ -244,6 +248,9 @@ class BalancerWindow:
         """Why an instance that should get no traffic is a problem: it got some when it should not."""
         minutes = [(minute, count) for _, minute, count in self.rows.get(instance.id, ())]
         flags: list[dict[str, Any]] = []
+        if reason == UNREGISTERED:
+            served = sum(count for _, count in minutes)
+            return [{"reason": UNREGISTERED, "requests": served, "since": None}] if served else []
         if instance.deregistered_at:
             after = sum(count for minute, count in minutes if minute >= instance.deregistered_at)
             if after:
@@ -281,7 +288,16 @@ class BalancerWindow:
     ) -> dict[str, Any]:
         policy = service.balancing_policy or BalancingPolicy.ROUND_ROBIN
         instances = self._instances(service, candidates)
-        owed = [expected_weight(instance, policy, self.start, self.end) for instance in instances]
+        recorded = any(instance.in_registry for instance in instances)
+        if recorded:
+            # A name that only spans gave is an instance of the window only while it serves requests in it.
+            instances = [instance for instance in instances if instance.in_registry or instance.id in self.rows]
+        owed = [
+            expected_weight(instance, policy, self.start, self.end)
+            if instance.in_registry or not recorded
+            else (0.0, UNREGISTERED)
+            for instance in instances
+        ]
         weights = [weight for weight, _ in owed]
         overall = self.statistics(policy, instances, weights)
         report: dict[str, Any] = {
@@ -299,6 +315,10 @@ class BalancerWindow:
         for row, instance, (_, reason) in zip(report["instances"], instances, owed):
             row["health"] = instance.health
             row["ineligible_reason"] = reason
+        if not overall.eligible_total and any(flag["reason"] == UNREGISTERED for flag in report["flags"]):
+            report["verdict"]["summary"] = (
+                "Every request was served by an instance that neither Consul nor an operator recorded."
+            )
         if per_caller:
             callers = {caller_id for i in instances for caller_id, _, _ in self.rows.get(i.id, ())}
             caller_ids = sorted(callers, key=lambda c: (c is not None, c or 0))
@@ -315,7 +335,7 @@ class BalancerWindow:
     def overview(self) -> dict[str, Any]:
         services = Service.objects.filter(id__in=self.service_ids()).order_by("name")
         candidates: defaultdict[int, list[Instance]] = defaultdict(list)
-        for instance in Instance.objects.filter(service__in=services).order_by("identity"):
+        for instance in Instance.objects.unmerged().filter(service__in=services).order_by("identity"):
             candidates[instance.service_id].append(instance)
         summaries = []
         for service in services:
