@@ -15,6 +15,7 @@ from typing import Any
 from topology.chi_square import chi_square_p_value, pearson_chi_square
 from topology.models import Instance, InstanceRollup, Service
 from topology.models.services import BalancingPolicy, Health
+from topology.models.sources import HealthFreshness
 from topology.window import Window
 
 # Random balancing is called skewed only when χ² says chance explains the counts less than once in
@@ -188,15 +189,16 @@ class BalanceStatistics:
         }
 
 
-def expected_weight(instance: Instance, policy: str, start: datetime, end: datetime) -> tuple[float, str]:
+def expected_weight(instance: Instance, health: str, policy: str, start: datetime, end: datetime) -> tuple[float, str]:
     """What the policy owes the instance over [start, end), and why it owes nothing if it does not.
 
-    Health is only known as it is now; presence (first seen, deregistered) is known in time, so an
+    Health is only known as it is now (``health``: the stored one, or unknown once its datacenter is
+    out of date, see HealthFreshness); presence (first seen, deregistered) is known in time, so an
     instance that came or went during the window is owed its part of the window.
     """
     if instance.in_maintenance:
         return 0, "in_maintenance"
-    if instance.health == Health.CRITICAL:
+    if health == Health.CRITICAL:
         return 0, "critical"
     present_from = max(start, instance.first_seen)
     present_until = min(end, instance.deregistered_at) if instance.deregistered_at else end
@@ -204,7 +206,7 @@ def expected_weight(instance: Instance, policy: str, start: datetime, end: datet
         return 0, "deregistered"
     presence = max(0.0, (present_until - present_from) / (end - start))
     if policy == BalancingPolicy.WEIGHTED:
-        weight = instance.weight_warning if instance.health == Health.WARNING else instance.weight_passing
+        weight = instance.weight_warning if health == Health.WARNING else instance.weight_passing
         if weight <= 0:
             return 0, "zero_weight"
     else:
@@ -220,6 +222,7 @@ class BalancerWindow:
         self.end = window.until
         self.start = window.since
         self.recent_from = self.end - timedelta(minutes=RECENT_MINUTES)
+        self.freshness = HealthFreshness.now()
         # instance id -> [(caller id or None, minute, count)]
         self.rows: defaultdict[int, list[tuple[int | None, datetime, int]]] = defaultdict(list)
         rollups = InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
@@ -292,11 +295,12 @@ class BalancerWindow:
         if recorded:
             # A name that only spans gave is an instance of the window only while it serves requests in it.
             instances = [instance for instance in instances if instance.in_registry or instance.id in self.rows]
+        health = [self.freshness.shown(i.health, i.in_consul, i.datacenter) for i in instances]
         owed = [
-            expected_weight(instance, policy, self.start, self.end)
+            expected_weight(instance, shown, policy, self.start, self.end)
             if instance.in_registry or not recorded
             else (0.0, UNREGISTERED)
-            for instance in instances
+            for instance, shown in zip(instances, health)
         ]
         weights = [weight for weight, _ in owed]
         overall = self.statistics(policy, instances, weights)
@@ -312,8 +316,8 @@ class BalancerWindow:
                 for flag in self._flags(instance, reason)
             ],
         }
-        for row, instance, (_, reason) in zip(report["instances"], instances, owed):
-            row["health"] = instance.health
+        for row, shown, (_, reason) in zip(report["instances"], health, owed):
+            row["health"] = shown
             row["ineligible_reason"] = reason
         if not overall.eligible_total and any(flag["reason"] == UNREGISTERED for flag in report["flags"]):
             report["verdict"]["summary"] = (

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('topology', '0007_ingest_spans_by_wire_format'),
+        ("topology", "0008_stream_positions"),
     ]
 
     operations = [
