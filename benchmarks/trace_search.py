@@ -51,7 +51,7 @@ SELECT lpad(to_hex(i / 5 + 1), 32, '0'),
            'server.port', 8080 + i %% 5,
            'user.id', 'u' || (i / 5 %% 10000)),
        true
-FROM generate_series(0, %(spans)s - 1) AS i
+FROM generate_series(0::bigint, %(spans)s - 1) AS i
 """
 SEARCHES = [
     ("tags=http.response.status_code=500 (2 % of traces)", {"tags": "http.response.status_code=500"}),
