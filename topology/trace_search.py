@@ -126,8 +126,8 @@ def _attribute_is(key: str, value: Any) -> Q:
     if connection.vendor == "postgresql":
         # jsonb containment: span_attributes_gin (jsonb_path_ops) answers it for any key.
         return Q(attributes__contains={key: value})
-    # Elsewhere (SQLite) a key transform; json.dumps quotes the key as a JSON path label, so a dot or a
-    # quote in it is part of the key, never path syntax.
+    # Elsewhere (SQLite) Django's key transform, whose JSON path quotes the key: a dot in it is part of
+    # the key. A key of digits (an array index to it) or holding a double quote is never found there.
     return Q(Exact(KeyTransform(key, "attributes"), value))
 
 
