@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("topology", "0007_ingest_spans_by_wire_format"),
+        ("topology", "0009_instance_merged_into_and_operator_records"),
     ]
 
     operations = [
