@@ -4,8 +4,8 @@ The real components, as the other benchmarks run them: PostgreSQL (a scratch dat
 mesh, as benchmarks.websocket_fanout seeds it), the embedded Tansu broker, ``manage.py consume_spans``
 processes in one consumer group, the broadcaster (``manage.py broadcast``) and daphne.
 
-* Ingestion: a feeder process produces OTLP messages of 50 spans (benchmarks.ingest's traces, their
-  timestamps kept current) as fast as the consumers take them: it keeps ``--backlog`` messages
+* Ingestion: a feeder process produces OTLP messages of 50 spans (benchmarks.ingest's traces, each
+  copy moved to the present) as fast as the consumers take them: it keeps ``--backlog`` messages
   produced but not yet committed by the group, so the consumers never wait for work and the queue in
   front of them stays bounded (a backlog that grows without bound would measure the queue, not
   meshscope). ``--rate`` paces it instead.
@@ -83,11 +83,10 @@ def feed(bootstrap, topic, group, backlog, rate, stop, committed):
     """Produces fresh 50-span OTLP messages while the group has fewer than ``backlog`` of them
     uncommitted (and, with ``rate``, no faster than ``rate`` spans/s) until ``stop`` is set."""
     from kafka import KafkaAdminClient, KafkaProducer
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    template, template_at = None, 0.0
+    payloads = present_messages()
     sent, done, checked = 0, 0, 0.0
     started = time.monotonic()
     while not stop.is_set():
@@ -100,8 +99,6 @@ def feed(bootstrap, topic, group, backlog, rate, stop, committed):
                 offsets = {}
             done = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
             committed.value = done
-        if now - template_at > 5:  # spans of the present, not of the minute the run began
-            template, template_at = template_message(), now
         allowed = backlog - (sent - done)
         if rate:
             allowed = min(allowed, int(rate / SPANS_PER_MESSAGE * (now - started)) - sent)
@@ -109,17 +106,32 @@ def feed(bootstrap, topic, group, backlog, rate, stop, committed):
             stop.wait(0.02)
             continue
         for _ in range(min(allowed, 50)):
-            request = ExportTraceServiceRequest()
-            request.CopyFrom(template)
-            fresh = {}
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        span.trace_id = fresh.setdefault(span.trace_id, uuid.uuid4().bytes)
-            producer.send(topic, request.SerializeToString())
+            producer.send(topic, next(payloads))
             sent += 1
     producer.close(timeout=5)
     admin.close()
+
+
+def present_messages():
+    """benchmarks.ingest's message of ten traces, copied with fresh trace ids and moved to the moment of
+    each copy, as live traffic is: roots and children interleave in time, as the trace queries expect."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    template = template_message()
+    spans = [span for rs in template.resource_spans for ss in rs.scope_spans for span in ss.spans]
+    first = min(span.start_time_unix_nano for span in spans)
+    while True:
+        request = ExportTraceServiceRequest()
+        request.CopyFrom(template)
+        shift = time.time_ns() - first
+        fresh = {}
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.trace_id = fresh.setdefault(span.trace_id, uuid.uuid4().bytes)
+                    span.start_time_unix_nano += shift
+                    span.end_time_unix_nano += shift
+        yield request.SerializeToString()
 
 
 def probe_message():
