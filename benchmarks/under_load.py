@@ -30,6 +30,7 @@ Goals (issue 14): span → browser p95 ≤ 1 s and page p95 ≤ 500 ms while ing
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -68,7 +69,9 @@ from benchmarks.websocket_fanout import Client, percentile  # noqa: E402
 logging.getLogger("kafka").setLevel(logging.ERROR)
 
 TOPIC = "bench-under-load"
-PROBE_CALLER, PROBE_CALLEE = "probe-caller", "probe-callee"
+PROBE_CALLER = "probe-caller"
+# Probes on several edges can be in flight at once: one per edge, each told from the others by its edge.
+PROBE_CALLEES = tuple(f"probe-callee-{n}" for n in range(8))
 WINDOW = 300  # the pages' default window
 RATE_STEP_SECONDS = 10  # topology.window.RATE_STEP_SECONDS, mirrored in the page's hook below
 PING_SECONDS = 30  # static/js/live.js pings this often, which keeps the view watched
@@ -134,8 +137,8 @@ def present_messages():
         yield request.SerializeToString()
 
 
-def probe_message():
-    """One call probe-caller → probe-callee, its CLIENT and SERVER spans in one OTLP message; and its
+def probe_message(callee):
+    """One call probe-caller → ``callee``, its CLIENT and SERVER spans in one OTLP message; and its
     trace id."""
     from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 
@@ -148,11 +151,11 @@ def probe_message():
         "client",
         start,
         2,
-        attributes={"http.request.method": "GET", "peer.service": PROBE_CALLEE},
+        attributes={"http.request.method": "GET", "peer.service": callee},
     )
     traces.span(
-        PROBE_CALLEE,
-        "probe-callee-0",
+        callee,
+        f"{callee}-0",
         "GET /probe",
         "server",
         start + 100_000,
@@ -173,12 +176,13 @@ def covered_seconds(until, window):
     return math.ceil((end - first_minute) / RATE_STEP_SECONDS) * RATE_STEP_SECONDS
 
 
-def probe_count(data_edges, until, window):
-    """The probe edge's calls in the window, from its rate (None when the edges given do not hold it)."""
-    for edge in data_edges:
-        if edge["source"] == PROBE_CALLER and edge["target"] == PROBE_CALLEE:
-            return round(edge["rps"] * covered_seconds(until, window))
-    return None
+def probe_counts(data_edges, until, window):
+    """The calls in the window of each probe edge among ``data_edges``, by callee, from their rates."""
+    return {
+        edge["target"]: round(edge["rps"] * covered_seconds(until, window))
+        for edge in data_edges
+        if edge["source"] == PROBE_CALLER and edge["target"] in PROBE_CALLEES
+    }
 
 
 async def send_text(client, text):
@@ -194,13 +198,13 @@ async def send_text(client, text):
 
 class Follower:
     """A websocket client of the live topology, handling messages as static/js/live.js does (a delta
-    after a gap asks for a snapshot): the probe edge's count, and when each value arrived."""
+    after a gap asks for a snapshot): the probe edges' counts, and when each value arrived."""
 
     def __init__(self, client):
         self.client = client
         self.seq = None  # of the state held; None until the first snapshot
-        self.count = None
-        self.history = []  # (time.time() on arrival, count), on every change
+        self.counts = {}  # by probe callee
+        self.history = {callee: [] for callee in PROBE_CALLEES}  # (time.time() on arrival, count), on every change
         self.deliveries = []  # (compute_ms, sent -> read in ms) of each delta
         self.resyncs = 0
         self.lost = None  # why the connection ended, if it did
@@ -216,11 +220,11 @@ class Follower:
         while True:
             message = await self.client.message()
             arrived = time.time()
-            count = None
+            counts = {}
             if message.get("type") == "snapshot":
                 self.seq = message["seq"]
                 data = message["data"]
-                count = probe_count(data.get("edges", []), data["until"], message["window"])
+                counts = probe_counts(data.get("edges", []), data["until"], message["window"])
             elif message.get("type") == "delta" and self.seq is not None and message["seq"] > self.seq:
                 if message["prev"] != self.seq:
                     self.resyncs += 1
@@ -232,10 +236,11 @@ class Follower:
                 self.deliveries.append((message["compute_ms"], (arrived - message["sent_at"]) * 1000))
                 until = changes.get("until", {}).get("set")
                 upserts = changes.get("edges", {}).get("upsert", [])
-                count = probe_count(upserts, until, message["window"]) if until else None
-            if count is not None and count != self.count:
-                self.count = count
-                self.history.append((arrived, count))
+                counts = probe_counts(upserts, until, message["window"]) if until else {}
+            for callee, count in counts.items():
+                if count != self.counts.get(callee):
+                    self.counts[callee] = count
+                    self.history[callee].append((arrived, count))
             if time.monotonic() - last_ping > PING_SECONDS:
                 last_ping = time.monotonic()
                 await send_text(self.client, '{"type":"ping"}')
@@ -255,24 +260,24 @@ def seen_after(history, produced_at):
 # The page's own record of the probe edge's count: after every draw has rendered (topology.js sets
 # body[data-draws] in the frame after cytoscape's render), the count its model holds.
 _PAGE_HOOK = """
-window.__probeCounts = [];
+window.__probeCounts = {};
 new MutationObserver(() => {
   const m = window.meshscope;
   if (!m || !m.model.meta.until) return;
   for (const e of m.model.edges.values()) {
-    if (e.source !== __CALLER__ || e.target !== __CALLEE__) continue;
+    if (e.source !== __CALLER__ || !__CALLEES__.includes(e.target)) continue;
     const until = Date.parse(m.model.meta.until);
     const first = Math.floor((until - m.model.meta.window * 1000) / 60000) * 60000;
     const covered = Math.ceil((until - first) / 1000 / __STEP__) * __STEP__;
     const count = Math.round(e.rps * covered);
-    const seen = window.__probeCounts;
+    const seen = (window.__probeCounts[e.target] = window.__probeCounts[e.target] || []);
     if (!seen.length || seen[seen.length - 1][1] !== count) seen.push([Date.now() / 1000, count]);
   }
 }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-draws"] });
 """
 PAGE_HOOK = (
     _PAGE_HOOK.replace("__CALLER__", json.dumps(PROBE_CALLER))
-    .replace("__CALLEE__", json.dumps(PROBE_CALLEE))
+    .replace("__CALLEES__", json.dumps(PROBE_CALLEES))
     .replace("__STEP__", str(RATE_STEP_SECONDS))
 )
 
@@ -294,7 +299,8 @@ def watch_in_browser(url, cookie, ready, stop, result):
             ready.set()
             while not stop.is_set():
                 page.wait_for_timeout(250)
-            result["history"] = [tuple(item) for item in page.evaluate("() => window.__probeCounts")]
+            seen = page.evaluate("() => window.__probeCounts")
+            result["history"] = {callee: [tuple(item) for item in seen.get(callee, [])] for callee in PROBE_CALLEES}
             browser.close()
     except Exception as error:  # reported with the figures; the rest of the run goes on
         result["failed"] = f"{type(error).__name__}: {error}"
@@ -394,11 +400,11 @@ async def measure(url, cookie, bootstrap, trace_id, args):
     def is_stored(trace_id):
         return Span.objects.filter(trace_id=trace_id).exists()
 
-    async def probe(timeout):
-        """Produces one probe; returns when it was produced and when its spans were stored, after every
-        client saw it (or ``timeout``)."""
-        before = [follower.count for follower in followers]
-        payload, trace_id = probe_message()
+    async def probe(callee, timeout):
+        """Produces one probe on ``callee``'s edge; returns (callee, when it was produced, when its spans
+        were stored) once every client saw it (or after ``timeout``)."""
+        before = [follower.counts.get(callee) for follower in followers]
+        payload, trace_id = probe_message(callee)
         produced_at = time.time()
         await asyncio.to_thread(lambda: producer.send(TOPIC, payload).get(timeout=30))
         stored_at = None
@@ -409,27 +415,33 @@ async def measure(url, cookie, bootstrap, trace_id, args):
             waiting = [
                 f
                 for f, b in zip(followers, before)
-                if not reading[f].done() and (f.count is None or (b is not None and f.count <= b))
+                if not reading[f].done() and (f.counts.get(callee) is None or (b is not None and f.counts[callee] <= b))
             ]
             if not waiting and stored_at is not None:
                 break
             await asyncio.sleep(0.05)
-        return produced_at, stored_at
+        return callee, produced_at, stored_at
 
-    # The first probe adds two services to the graph (a new layout in the page): not measured.
-    await probe(timeout=120)
+    # The first probes add the probe services to the graph (a new layout in the page): not measured.
+    await asyncio.gather(*(probe(callee, timeout=120) for callee in PROBE_CALLEES))
     await asyncio.to_thread(browser_ready.wait, 180)
 
     page_times, page_failures = {}, {}
     stop = asyncio.Event()
     loader = asyncio.create_task(load_pages(url, cookie, trace_id, stop, page_times, page_failures))
-    probes, stored = [], []
+    # One probe every interval, on the next edge whose last probe every client has seen.
+    in_flight = {}
+    probes = []  # (callee, produced_at, stored_at)
     ends = time.monotonic() + args.seconds
-    while time.monotonic() < ends:
-        produced_at, stored_at = await probe(timeout=30)
-        probes.append(produced_at)
-        stored.append(stored_at)
+    for number in itertools.count():
+        if time.monotonic() >= ends:
+            break
+        callee = PROBE_CALLEES[number % len(PROBE_CALLEES)]
+        if callee in in_flight:
+            probes.append(await in_flight.pop(callee))
+        in_flight[callee] = asyncio.create_task(probe(callee, timeout=60))
         await asyncio.sleep(args.probe_interval)
+    probes.extend(await asyncio.gather(*in_flight.values()))
     stop.set()
     await loader
     await asyncio.sleep(3)  # what the browser has still to draw of the last probe
@@ -439,13 +451,13 @@ async def measure(url, cookie, bootstrap, trace_id, args):
     for follower in followers:
         follower.client.close()
     producer.close(timeout=5)
-    return followers, probes, stored, page_times, page_failures, browser
+    return followers, probes, page_times, page_failures, browser
 
 
 def latencies(history, probes):
-    """Milliseconds from each probe to its count in ``history`` (None: never seen)."""
-    seen = [seen_after(history, produced_at) for produced_at in probes]
-    return [None if at is None else (at - produced_at) * 1000 for at, produced_at in zip(seen, probes)]
+    """Milliseconds from each probe to its count in ``history`` (by callee; None: never seen)."""
+    seen = [(seen_after(history[callee], produced_at), produced_at) for callee, produced_at, _ in probes]
+    return [None if at is None else (at - produced_at) * 1000 for at, produced_at in seen]
 
 
 def figures(values):
@@ -493,6 +505,7 @@ def main():
     stop_feeding = context.Event()
     committed = context.Value("q", 0)
     logs = args.logs or tempfile.mkdtemp(prefix="under-load-")
+    Path(logs).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("BENCH_DAPHNE_LOG", str(Path(logs) / "daphne.log"))
     with scratch_database() as db:
         seed(args.services, args.edges)
@@ -529,16 +542,17 @@ def main():
                     trace_id = Span.objects.filter(service__name="gateway").values_list("trace_id", flat=True)[0]
                     print(f"ingesting after {time.monotonic() - started:.0f} s; measuring for {args.seconds:.0f} s")
                     first = (time.monotonic(), committed.value)
-                    followers, probes, stored, page_times, page_failures, browser = asyncio.run(
+                    followers, probes, page_times, page_failures, browser = asyncio.run(
                         measure(url, cookie, bootstrap, trace_id, args)
                     )
                     last = (time.monotonic(), committed.value)
                     stopped = [process.name for process in processes if not process.alive()]
             finally:
                 stop_feeding.set()
-                feeder.join(timeout=15)
-                if feeder.is_alive():
-                    feeder.terminate()
+                if feeder.pid is not None:
+                    feeder.join(timeout=15)
+                    if feeder.is_alive():
+                        feeder.terminate()
                 for process in processes:
                     process.stop()
             if stopped:
@@ -548,7 +562,7 @@ def main():
     spans_per_second = (last[1] - first[1]) * SPANS_PER_MESSAGE / (last[0] - first[0])
     per_client = [latencies(follower.history, probes) for follower in followers]
     all_clients = [ms for row in per_client for ms in row if ms is not None]
-    missed = sum(ms is None for row in per_client for ms in row)
+    missed = sum(ms is None for row, follower in zip(per_client, followers) for ms in row if not follower.lost)
     by_probe = [[row[i] for row in per_client if row[i] is not None] for i in range(len(probes))]
     first_client = [min(values) for values in by_probe if values]
     last_client = [max(values) for values in by_probe if values]
@@ -562,7 +576,10 @@ def main():
         f"backlog ≤ {backlog} messages of {SPANS_PER_MESSAGE} spans)"
     )
     print(f"websocket clients  {args.clients} on the live topology, window {WINDOW} s")
-    print(f"probes             {len(probes)}, one every {args.probe_interval:.1f} s once the last was seen")
+    print(
+        f"probes             {len(probes)}, one every {args.probe_interval:.1f} s on {len(PROBE_CALLEES)} edges in turn, "
+        "each once its edge's last probe was seen"
+    )
     lost = [follower.lost for follower in followers if follower.lost]
     print(
         f"client resyncs     {sum(follower.resyncs for follower in followers)} (a delta after a gap)"
@@ -570,7 +587,9 @@ def main():
     )
     print()
     print("span → websocket client (produced → the client has read the delta with the new count)")
-    print(f"  every client     {figures(all_clients)}{f'   not seen: {missed}' if missed else ''}")
+    print(
+        f"  every client     {figures(all_clients)}{f'   not seen by a connected client: {missed}' if missed else ''}"
+    )
     print(f"  first client     {figures(first_client)}")
     print(f"  last client      {figures(last_client)}")
     if "history" in browser:
@@ -581,7 +600,7 @@ def main():
     if browser.get("errors"):
         print(f"  page errors: {browser['errors'][:3]}")
     # Stored: the first of the probe loop's look-ups (one every 50 ms or so) that found the probe's spans.
-    to_store = [None if at is None else (at - produced_at) * 1000 for produced_at, at in zip(probes, stored)]
+    to_store = [None if at is None else (at - produced_at) * 1000 for _, produced_at, at in probes]
     store_to_client = [
         min(values) - store_ms for values, store_ms in zip(by_probe, to_store) if values and store_ms is not None
     ]
