@@ -64,6 +64,7 @@ from benchmarks.topology_ui import (  # noqa: E402
     session_cookie,
 )
 from benchmarks.websocket_fanout import Client, percentile  # noqa: E402
+from topology.window import DEFAULT_WINDOW_SECONDS, RATE_STEP_SECONDS  # noqa: E402
 
 # kafka-python's selector warns whenever a busy machine makes its loop late: noise among the figures.
 logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -72,8 +73,7 @@ TOPIC = "bench-under-load"
 PROBE_CALLER = "probe-caller"
 # Probes on several edges can be in flight at once: one per edge, each told from the others by its edge.
 PROBE_CALLEES = tuple(f"probe-callee-{n}" for n in range(8))
-WINDOW = 300  # the pages' default window
-RATE_STEP_SECONDS = 10  # topology.window.RATE_STEP_SECONDS, mirrored in the page's hook below
+WINDOW = DEFAULT_WINDOW_SECONDS  # the pages' window when the URL names none
 PING_SECONDS = 30  # static/js/live.js pings this often, which keeps the view watched
 GOAL_SPAN_TO_BROWSER_MS = 1000
 GOAL_PAGE_MS = 500
@@ -327,8 +327,7 @@ def pages(trace_id):
 
 async def load_pages(url, cookie, trace_id, stop, times, failures):
     """One logged-in user, loading page after page: ``times[name]`` gets each load's milliseconds
-    (whole, and the document alone),
-    ``failures[name]`` what went wrong with a load that did not complete."""
+    (whole, and the document alone), ``failures[name]`` what went wrong with a load that did not complete."""
     import requests
 
     session = requests.Session()
