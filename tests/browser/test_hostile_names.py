@@ -72,7 +72,13 @@ AUDIT = """() => {
         }
     }
     const root = document.documentElement;
-    if (root.scrollWidth > window.innerWidth) bad.push(`page ${root.scrollWidth} px wide`);
+    if (root.scrollWidth > window.innerWidth) {
+        // Name the innermost elements that stick out, to say what broke the layout.
+        const out = Array.from(document.body.querySelectorAll('*')).filter((node) => node.getBoundingClientRect().right > window.innerWidth + 1);
+        const innermost = out.filter((node) => !out.some((other) => other !== node && node.contains(other)));
+        const named = innermost.slice(0, 3).map((node) => `${node.tagName.toLowerCase()}.${node.className} "${node.textContent.slice(0, 40)}"`);
+        bad.push(`page ${root.scrollWidth} px wide: ${named.join(', ')}`);
+    }
     const header = document.querySelector('header.topbar, #header');
     if (header && header.scrollWidth > header.clientWidth + 1) bad.push(`header ${header.scrollWidth} > ${header.clientWidth}`);
     return bad;
@@ -295,7 +301,10 @@ class Visit:
         self.page.wait_for_function("text => document.body.innerText.includes(text)", arg=text, timeout=15_000)
 
     def audit(self, where):
-        assert self.page.evaluate(AUDIT) == [], where
+        bad = self.page.evaluate(AUDIT)
+        if bad:
+            screenshot(self.page, "hostile-names-failure")  # a CI artifact: what the page looked like
+        assert bad == [], where
         assert self.dialogs == [], where
 
 
