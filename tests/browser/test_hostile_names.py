@@ -11,9 +11,12 @@ prompt and set ``window.__pwned``), no element came from the input (each markup 
 """
 
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlencode
+from xml.etree import ElementTree
 
 import pytest
 from django.conf import settings
@@ -24,6 +27,7 @@ from collectors import consul_client
 from collectors.consul import sync_consul
 from collectors.formats.record import CUT_MARK, MAX_ATTRIBUTE_VALUE_CHARS, MAX_NAME_CHARS
 from collectors.lag import sample_consumer_lag
+from dashboard.api.topology import DOT_MEDIA_TYPE
 from tests.browser.chromium import screenshot
 from tests.consul_server import ConsulTestServer
 from tests.kafka_helpers import create_topic, produce, span_consumer
@@ -50,6 +54,9 @@ HOSTILE = [IMG, SCRIPT, BOLD, BREAKOUT, JS_URL, JS_LINK, TEMPLATE, RTL, NUL, LON
 GROUP = f"{IMG} {TEMPLATE} {RTL}"
 DATACENTERS = (f"{BOLD}{RTL}", f"{JS_URL}{TEMPLATE}")
 CONSUL_FAILURE = f"{IMG} No cluster leader"
+LABEL_CHARS = 30  # static/js/util.js
+QUOTED = r'"(?:[^"\\\n]|\\.)*"'
+DOT_STATEMENT = re.compile(rf"  {QUOTED}(?: -> {QUOTED})? \[\w+={QUOTED}(?:, \w+={QUOTED})*\];")
 GRAPH_READY = "() => window.meshscope && window.meshscope.cy && window.meshscope.cy.nodes().length > 0"
 
 # What a page must not contain, and whether it fits the window: one pass over the document.
@@ -308,6 +315,52 @@ class Visit:
         assert self.dialogs == [], where
 
 
+def assert_exports_hold_the_names_as_text(visit, names):
+    """JSON and DOT from the API, said to be what they are, and PNG and SVG from the page. The SVG, opened
+    as a document of its own, runs nothing either."""
+    page = visit.page
+    response = page.request.get("/api/topology/")
+    assert (response.status, response.headers.get("x-content-type-options")) == (200, "nosniff")
+    assert response.headers["content-type"].startswith("application/json")
+    exported = json.dumps(response.json())
+    assert all(json.dumps(name)[1:-1] in exported for name in names)
+
+    response = page.request.get("/api/topology/export.dot")
+    assert (response.status, response.headers["content-type"]) == (200, DOT_MEDIA_TYPE)
+    dot = response.text()
+    assert all(dot_string(name) in dot for name in names)
+    statements = dot.splitlines()[3:-1]
+    # Every node and edge statement is one line of quoted strings: no name closed its quote.
+    assert len(statements) >= 2 * len(names)
+    assert [line for line in statements if not DOT_STATEMENT.fullmatch(line)] == []
+
+    visit.open("/", ready=GRAPH_READY)
+    for button, magic in (("#export-png", b"\x89PNG"), ("#export-svg", b"<?xml")):
+        with page.expect_download() as download:
+            page.click(button)
+        path = download.value.path()
+        assert Path(path).read_bytes().startswith(magic), button
+    svg = ElementTree.parse(path).getroot()
+    tags = {element.tag.rpartition("}")[2] for element in svg.iter()}
+    assert tags <= {"svg", "defs", "marker", "path", "polygon", "rect", "ellipse", "g", "text", "tspan"}, tags
+    texts = " ".join("".join(element.itertext()) for element in svg.iter("{http://www.w3.org/2000/svg}text"))
+    assert all(shorten(name) in texts for name in names)
+    attributes = [name for element in svg.iter() for name in element.attrib]
+    assert [name for name in attributes if name.lower().startswith("on") or "href" in name] == []
+    page.goto(Path(path).as_uri())
+    assert page.evaluate("() => [window.__pwned, document.querySelectorAll('[data-pwn]').length]") == [None, 0]
+    assert visit.dialogs == []
+
+
+def dot_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def shorten(name):
+    """A name as the graph labels it (static/js/util.js)."""
+    return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS] + "…"
+
+
 def test_hostile_names_from_spans_and_consul_are_text_on_every_page_panel_admin_page_and_export(
     page, live, kafka_bootstrap, monkeypatch
 ):
@@ -349,6 +402,18 @@ def test_hostile_names_from_spans_and_consul_are_text_on_every_page_panel_admin_
         visit.shows(nth(names, number + 1))
     visit.open("/traces/", shows=stored_name(BREAKOUT))
     visit.open("/traces/?" + urlencode({"service": stored_name(SCRIPT)}), shows=stored_name(SCRIPT))
+    # Searched for by a hostile attribute value (logfmt: quoted, a quote escaped), found, and shown.
+    for key, value, root in (("L" * MAX_NAME_CHARS, IMG, JS_URL), ("note", BREAKOUT, TEMPLATE)):
+        tags = f'{key}="{value.replace(chr(34), chr(92) + chr(34))}"'
+        visit.open("/traces/?" + urlencode({"tags": tags}), ready="() => document.body.dataset.loaded === '1'")
+        rows = page.locator("#traces-table tbody tr")
+        assert (rows.count(), rows.first.locator(".svc-name").inner_text()) == (1, root), tags
+        assert page.input_value("input[name=tags]") == tags
+    # A search that does not parse is refused, saying why as text.
+    for field, typed in (("tags", f'note="{IMG}'), ("min_duration", BOLD)):
+        visit.open("/traces/?" + urlencode({field: typed}), ready="() => document.body.dataset.loaded === '1'")
+        assert page.locator("#search-error").is_visible(), field
+    screenshot(page, "hostile-names-trace-search")
 
     # Each trace's waterfall, and the details of each of its spans.
     for trace_id in (trace_ids[0], trace_ids[5], trace_ids[8]):
@@ -375,13 +440,7 @@ def test_hostile_names_from_spans_and_consul_are_text_on_every_page_panel_admin_
     visit.audit("the sources popover")
     screenshot(page, "hostile-names-sources")
 
-    # The export: JSON, said to be JSON, with the names as they are stored.
-    response = page.request.get("/api/topology/")
-    assert response.status == 200
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.headers.get("x-content-type-options") == "nosniff"
-    exported = json.dumps(response.json())
-    assert all(json.dumps(name)[1:-1] in exported for name in names)
+    assert_exports_hold_the_names_as_text(visit, names)
 
     # The admin: the list, a search for a payload, and the change page of every row of each model.
     get_user_model().objects.filter(username="sre").update(is_staff=True, is_superuser=True)
