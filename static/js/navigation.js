@@ -1,6 +1,6 @@
-// Deep links and keyboard shortcuts, on every page. base.html loads this module for the header's
-// "Copy link" and "?" buttons and the shortcuts every page has; a page imports it to keep its state in
-// the URL (linkState) and to add its own shortcuts (addShortcut).
+// Deep links and keyboard shortcuts, on every page. base.html loads this module for the "Copy link" and
+// "?" buttons and the shortcuts every page has; a page imports it to keep its state in the URL
+// (linkState) and to add its own shortcuts (addShortcut).
 import { h, qs, clear } from "./util.js";
 
 // --- deep links: the view's state in the query string ----------------------------------------------
@@ -47,18 +47,22 @@ async function copyText(text) {
 
 const CONFIRM_MS = 2500;
 
-function bindCopyLink() {
-  const button = qs("#copy-link");
-  const status = qs("#copy-link-status");
-  if (!button || !status) return;
+// The buttons end the page's toolbar, which wraps, rather than the header, which has no room to spare.
+function linkTools() {
+  const toolbar = qs("main .toolbar");
+  if (!toolbar) return;
+  const button = h("button", { type: "button", id: "copy-link", class: "btn btn-small", title: "Copy a link to this view: window, replay time, selection and filters", text: "Copy link" });
+  const status = h("span", { id: "copy-link-status", class: "copy-status", role: "status" }); // empty until a copy
+  const keys = h("button", { type: "button", id: "shortcuts-help", class: "btn btn-small btn-quiet", title: "Keyboard shortcuts (?)", "aria-keyshortcuts": "?", text: "?" });
+  toolbar.append(h("span", { class: "linktools" }, status, button, keys));
+  keys.addEventListener("click", showHelp);
   let timer = null;
   button.addEventListener("click", async () => {
     const copied = await copyText(location.href);
     status.textContent = copied ? "Link copied" : "Could not copy: the link is in the address bar";
     status.dataset.state = copied ? "copied" : "failed";
-    status.hidden = false;
     clearTimeout(timer);
-    timer = setTimeout(() => { status.hidden = true; }, CONFIRM_MS);
+    timer = setTimeout(() => { status.textContent = ""; }, CONFIRM_MS);
   });
 }
 
@@ -122,5 +126,4 @@ if (filter) {
 }
 addShortcut("?", "Show these shortcuts", showHelp);
 document.addEventListener("keydown", onKeydown);
-qs("#shortcuts-help")?.addEventListener("click", showHelp);
-bindCopyLink();
+linkTools();
