@@ -226,15 +226,20 @@ def other_sessions():
         return cursor.fetchall()
 
 
-def cpu_seconds(processes):
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+def scheduled(process):
+    """Seconds the process's threads have run on a core, and waited for one while runnable (Linux's
+    schedstat): the wait is how busy the machine is, which CPU time alone does not show."""
+    on_core = waiting = 0
+    try:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except OSError:
+                continue  # a thread that has just ended
+            on_core, waiting = on_core + int(fields[0]), waiting + int(fields[1])
+    except OSError:
+        pass  # not Linux, or not visible from here (a database on another host): counted as nothing
+    return on_core / 1e9, waiting / 1e9
 
 
 class Curve:
@@ -245,7 +250,9 @@ class Curve:
         self.rate = rate
         self.measured = measured  # the share of the messages counted while the clock ran
         self.peak_rss = peak_rss  # bytes, one per process
-        self.cpu = cpu  # CPU seconds while measured: (workers, their PostgreSQL sessions, broker)
+        # While measured, the seconds on a core of (workers, their PostgreSQL sessions, broker), the
+        # workers' seconds waiting for a core, and the seconds measured.
+        self.cpu = cpu
         self.sessions = sessions  # share of samples: state of a worker's database session
 
 
@@ -289,21 +296,23 @@ def ingest_in_processes(bootstrap, topic, payloads, workers, broker):
         measured = [*watched, *backends, psutil.Process(broker.process.pid)]
         produce_evenly(bootstrap, topic, payloads)
         started, first = time.perf_counter(), counted_messages(topic)
-        cpu_before = [cpu_seconds([process]) for process in measured]
+        before = [scheduled(process) for process in measured]
         states = {"active": 0, "lock": 0, "idle": 0}
         while counted_messages(topic) < len(payloads):
             for _, state, wait in sample():
                 states["lock" if wait == "Lock" else "active" if state == "active" else "idle"] += 1
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
-        used = [cpu_seconds([process]) - before for process, before in zip(measured, cpu_before)]
+        after = [scheduled(process) for process in measured]
+        used = [a[0] - b[0] for a, b in zip(after, before)]
+        waited = sum(a[1] - b[1] for a, b in zip(after[:workers], before[:workers]))
         samples = sum(states.values()) or 1
         return Curve(
             workers,
             (len(payloads) - first) * SPANS_PER_MESSAGE / elapsed,
             (len(payloads) - first) / len(payloads),
             peak_rss,
-            (sum(used[:workers]), sum(used[workers:-1]), used[-1], elapsed),
+            (sum(used[:workers]), sum(used[workers:-1]), used[-1], waited, elapsed),
             {state: count / samples for state, count in states.items()},
         )
     finally:
@@ -396,7 +405,7 @@ def main():
         base = curve[0].rate
         for point in curve:
             sessions = point.sessions
-            workers_cpu, sessions_cpu, broker_cpu, elapsed = point.cpu
+            workers_cpu, sessions_cpu, broker_cpu, waited, elapsed = point.cpu
             counted = point.rate * elapsed
             print(
                 f"  {point.workers} process{'es' if point.workers > 1 else '  '} {point.rate:>9,.0f} spans/s end to end"
@@ -407,11 +416,13 @@ def main():
             print(
                 f"               CPU µs per span: workers {workers_cpu / counted * 1e6:.0f},"
                 f" their PostgreSQL sessions {sessions_cpu / counted * 1e6:.0f}, broker {broker_cpu / counted * 1e6:.0f}"
-                f" (cores busy: {workers_cpu / elapsed:.2f}, {sessions_cpu / elapsed:.2f}, {broker_cpu / elapsed:.2f})"
+                f" (cores busy: {workers_cpu / elapsed:.2f}, {sessions_cpu / elapsed:.2f}, {broker_cpu / elapsed:.2f});"
+                f" the workers' threads waited {waited / max(workers_cpu, 1e-9):.1f} s for a free core for each second"
+                f" they ran on one (near 0 on an idle machine)"
             )
             print(
                 f"               database sessions {sessions['active']:.0%} active, {sessions['lock']:.0%} waiting on a"
-                f" lock, {sessions['idle']:.0%} idle (the worker in Python or Kafka);"
+                f" lock, {sessions['idle']:.0%} idle (the worker decoding, polling or waiting for a core);"
                 f" {point.measured:.0%} of the messages counted after producing ended, on the clock"
             )
     if sizes:
