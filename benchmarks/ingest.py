@@ -292,8 +292,11 @@ def ingest_in_processes(bootstrap, topic, payloads, workers, broker):
 
     try:
         wait_for(lambda: len(sample()) >= workers, f"all {workers} processes to be given partitions")
-        backends = [psutil.Process(pid) for pid, _, _ in other_sessions()]
-        measured = [*watched, *backends, psutil.Process(broker.process.pid)]
+        measured = [
+            *watched,
+            *database_processes(pid for pid, _, _ in other_sessions()),
+            psutil.Process(broker.process.pid),
+        ]
         produce_evenly(bootstrap, topic, payloads)
         started, first = time.perf_counter(), counted_messages(topic)
         before = [scheduled(process) for process in measured]
@@ -304,7 +307,7 @@ def ingest_in_processes(bootstrap, topic, payloads, workers, broker):
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
         after = [scheduled(process) for process in measured]
-        used = [a[0] - b[0] for a, b in zip(after, before)]
+        used = [a[0] - b[0] for a, b in zip(after, before)]  # workers, database sessions, broker
         waited = sum(a[1] - b[1] for a, b in zip(after[:workers], before[:workers]))
         samples = sum(states.values()) or 1
         return Curve(
@@ -320,6 +323,19 @@ def ingest_in_processes(bootstrap, topic, payloads, workers, broker):
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait()
+
+
+def database_processes(pids):
+    """The worker sessions' PostgreSQL processes, when the database runs on this machine: none else."""
+    found = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if process.name().startswith("postgres"):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
 
 
 def wait_for(condition, what, seconds=120):
