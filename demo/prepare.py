@@ -26,7 +26,8 @@ def kept_secret(path):
 def record_balancing_without_consul():
     """Without Consul nothing tells the dashboard how the gateway balances, and it would judge the
     weighted service against an even split, as skewed. Record what the demo's layout says, as an
-    operator would set it for services that only traces know; a Consul, when there is one, says it."""
+    operator would set it for services that only traces know; a Consul, when there is one, says it. No
+    instance is in maintenance yet: ``demo.maintenance`` puts one in later."""
     from demo.system import instances
     from topology.models import Instance, Service
 
@@ -36,7 +37,9 @@ def record_balancing_without_consul():
             service.balancing_policy = spec.service.policy
             service.save(update_fields=["balancing_policy"])
         Instance.objects.update_or_create(
-            service=service, identity=spec.id, defaults={"weight_passing": spec.weight, "weight_warning": spec.weight}
+            service=service,
+            identity=spec.id,
+            defaults={"weight_passing": spec.weight, "weight_warning": spec.weight, "in_maintenance": False},
         )
 
 
