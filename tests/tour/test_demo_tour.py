@@ -1,0 +1,72 @@
+"""The demo is a tour of what meshscope tells (docs/demo.md): over ten minutes its balancer page shows the
+three verdicts the demo makes on purpose, and no other skew at any moment.
+
+The demo runs beside the rest of the suite (see conftest.py), at TOUR_RPS; this test comes last and
+reads what the sampler saw every SAMPLE_SECONDS.
+"""
+
+import itertools
+
+import pytest
+
+from demo import system
+from tests.tour.conftest import SAMPLE_SECONDS, TOUR_SECONDS
+
+SKEWED, BALANCED = "skewed", "balanced"
+# The window in which the callers' traffic to the instance in maintenance is read, long after it began.
+RECENT_WINDOW = 120
+
+
+def by_service(sample):
+    return {summary["service"]: summary for summary in sample.overview["services"]}
+
+
+@pytest.mark.demo_tour
+def test_the_demo_shows_its_three_deliberate_verdicts_and_no_other_skew(tour):
+    samples = tour.wait_for_samples(TOUR_SECONDS)
+
+    unexpected = []
+    for sample in samples:
+        for service, summary in by_service(sample).items():
+            verdict = summary["verdict"]
+            if verdict["status"] == SKEWED and (service, verdict["instance"]) != ("pricing", "pricing-2"):
+                unexpected.append(f"{sample.seconds:.0f} s: {service} {verdict['summary']}")
+            for flag in summary["flags"]:
+                if (flag["instance"], flag["reason"]) != (system.MAINTENANCE, "in_maintenance"):
+                    unexpected.append(f"{sample.seconds:.0f} s: {service} flag {flag}")
+    assert not unexpected, "\n".join(unexpected)
+
+    last = by_service(samples[-1])
+    # A misconfigured weight: catalog's balancer gives pricing-2 three times the weight the registry says.
+    pricing = last["pricing"]["verdict"]
+    assert pricing["status"] == SKEWED and pricing["instance"] == "pricing-2", pricing
+    assert pricing["expected_share"] == pytest.approx(0.5)
+    assert pricing["share"] == pytest.approx(0.75, abs=0.05)
+    # The weighted 1:2:5 service, balanced as its weights say.
+    assert last["orders"]["policy"] == "weighted"
+    assert last["orders"]["verdict"]["status"] == BALANCED, last["orders"]
+    # An instance in maintenance that still gets traffic, flagged...
+    flags = {(flag["instance"], flag["reason"]) for flag in last["users"]["flags"]}
+    assert flags == {(system.MAINTENANCE, "in_maintenance")}, last["users"]
+    assert last["users"]["verdict"]["status"] == BALANCED, last["users"]
+    # ...from the caller with a stale list of instances alone: the gateway's list is fresh.
+    recent = tour.detail("users", RECENT_WINDOW)
+    to_maintenance = {
+        caller["caller"]: next(row["requests"] for row in caller["instances"] if row["instance"] == system.MAINTENANCE)
+        for caller in recent["callers"]
+    }
+    assert to_maintenance["orders"] > 0 and to_maintenance["gateway"] == 0, to_maintenance
+
+    # How much of the machine the demo took while the suite ran: a figure, not a pass mark.
+    cores = (samples[-1].cpu_seconds - tour.cpu_at_start) / samples[-1].seconds
+    steps = [
+        (later.cpu_seconds - earlier.cpu_seconds) / (later.seconds - earlier.seconds)
+        for earlier, later in itertools.pairwise(samples)
+    ]
+    print(
+        f"\nthe demo's tour: {len(samples)} samples every {SAMPLE_SECONDS} s over {samples[-1].seconds:.0f} s; "
+        f"its process tree used {cores:.2f} cores on average, {max(steps, default=0):.2f} at most over a sample"
+    )
+
+    left = tour.stop()
+    assert not left, "\n".join(left)
