@@ -17,6 +17,10 @@ https://developer.hashicorp.com/consul/api-docs/features/blocking asks.
 When Consul cannot be reached, times out, answers 5xx or refuses the token, nothing in the database
 changes: ``SourceStatus`` "consul:<dc>" says since when and why the data is stale, and the datacenter
 is not asked again before an exponential backoff has passed.
+
+A datacenter meshscope no longer reads (Consul is no longer configured, ``CONSUL_DATACENTERS`` leaves it
+out, or ``/v1/catalog/datacenters`` no longer lists it) is forgotten: its status and its indexes go, so
+the pages stop showing it, and its instances' health, which nobody reads any more, shows as unknown.
 """
 
 import hashlib
@@ -33,13 +37,16 @@ from typing import Any
 import consul
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from collectors.consul_client import CONSUL_ERRORS, connect, describe
 from collectors.consul_reconcile import BATCH_SERVICES, mark_absent, reconcile
+from topology.changes import REGISTRY_VIEWS, announce_on_commit
 from topology.models import SourceStatus
 from topology.models.services import ConsulDatacenter
+from topology.models.sources import CONSUL_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +76,14 @@ class UnexpectedAnswer(Exception):
 def sync_consul() -> None:
     if not settings.CONSUL_HTTP_ADDR:
         SourceStatus.objects.update_or_create(name="consul", defaults={"configured": False})
+        _forget_datacenters_but(())
         return
-    SourceStatus.objects.filter(name="consul", configured=False).delete()
+    if settings.CONSUL_DATACENTERS:
+        # Nothing is discovered: a failure of discovery from before is no longer a source either.
+        SourceStatus.objects.filter(name="consul").delete()
+        _forget_datacenters_but(settings.CONSUL_DATACENTERS)
+    else:
+        SourceStatus.objects.filter(name="consul", configured=False).delete()
     now = timezone.now()
     known = list(ConsulDatacenter.objects.all())
     if known and all(row.retry_after and row.retry_after > now for row in known):
@@ -98,7 +111,33 @@ def _discover(known: Sequence[ConsulDatacenter]) -> list[str]:
         log.warning("Consul datacenters unknown: %s", reason)
         return []
     SourceStatus.objects.filter(name="consul").delete()
-    return [name for name in names if isinstance(name, str) and name] if isinstance(names, list) else []
+    listed = [name for name in names if isinstance(name, str) and name] if isinstance(names, list) else []
+    _forget_datacenters_but(listed)
+    return listed
+
+
+def _forget_datacenters_but(read: Collection[str]) -> None:
+    """Forgets every datacenter but those read: its ``SourceStatus`` and its indexes.
+
+    Its instances stay (spans and rollups point at them) with the health Consul last gave, which the
+    pages then show as unknown (``topology.models.sources.HealthFreshness``). A datacenter that a run
+    holds is left to a later call: that run still writes its indexes and its status.
+    """
+    now = timezone.now()
+    keep = {name[:128] for name in read}
+    held = Q(leased_until__gt=now)
+    keep |= set(ConsulDatacenter.objects.filter(held).values_list("name", flat=True))
+    statuses = SourceStatus.objects.filter(name__startswith=CONSUL_PREFIX).values_list("name", flat=True)
+    known = {name.removeprefix(CONSUL_PREFIX) for name in statuses}
+    known |= set(ConsulDatacenter.objects.values_list("name", flat=True))
+    gone = known - keep
+    if not gone:
+        return
+    with transaction.atomic():
+        ConsulDatacenter.objects.filter(name__in=gone).exclude(held).delete()
+        SourceStatus.objects.filter(name__in=[CONSUL_PREFIX + name for name in gone]).delete()
+        announce_on_commit(*REGISTRY_VIEWS)
+    log.info("Consul datacenters no longer read, forgotten: %s", ", ".join(sorted(gone)))
 
 
 def _lease(name: str) -> ConsulDatacenter | None:
@@ -115,7 +154,7 @@ def _lease(name: str) -> ConsulDatacenter | None:
 
 
 def _back_off(row: ConsulDatacenter, reason: str) -> None:
-    failures = SourceStatus.record_failure(f"consul:{row.name}", reason)
+    failures = SourceStatus.record_failure(CONSUL_PREFIX + row.name, reason)
     delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (failures - 1))
     row.retry_after = timezone.now() + timedelta(seconds=delay)
     row.save(update_fields=["retry_after"])
@@ -202,7 +241,7 @@ class Round:
                         watch(query, handle, row, delay=REWATCH_AFTER_SECONDS)
         for row in self.rows:
             if row.name not in self.failed:
-                SourceStatus.record_success(f"consul:{row.name}")
+                SourceStatus.record_success(CONSUL_PREFIX + row.name)
                 if row.retry_after:
                     row.retry_after = None
                     row.save(update_fields=["retry_after"])

@@ -1,27 +1,31 @@
-"""Consumes trace spans from Kafka into the database, at least once.
+"""Consumes trace spans from Kafka into the database, counting each message exactly once.
 
-Offsets are committed only after the transaction holding their spans has committed, so a worker
-killed mid-batch redelivers the batch, and the span table's uniqueness keeps it from counting twice.
-One bad message is dead-lettered and skipped; it never stops its partition.
+Kafka delivers at least once. Each partition's position is stored in the database, in the transaction
+that stores what the batch counted (topology.models.StreamPosition), so a message delivered again after
+a kill -9, a rebalance, or a crash between the database commit and the Kafka commit is skipped by its
+offset. On assignment the consumer seeks to the stored position. Offsets are committed to Kafka too,
+after the database, for lag tools; counting never relies on them. One bad message is dead-lettered and
+skipped; it never stops its partition.
 
 Every process that runs a SpanConsumer is one member of the KAFKA_CONSUMER_GROUP, so scaling out is
 starting more of them (see the README: a Celery worker on the ``spans`` queue with the solo pool).
 """
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
-from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from collectors.formats import Decoded, SpanRejected, decode
 from topology.ingestion import store_spans
-from topology.models import DeadLetter, SourceStatus
+from topology.models import DeadLetter, SourceStatus, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,9 @@ def payload_head(payload: bytes | None) -> str:
 class SpanConsumer:
     def __init__(self, topics: Mapping[str, str] | None = None, **consumer_overrides: Any) -> None:
         self.topics: dict[str, str] = dict(topics or settings.TRACE_TOPICS)  # topic -> message format
-        self.consumer = KafkaConsumer(*self.topics, **consumer_config(**consumer_overrides))
+        self.consumer = KafkaConsumer(**consumer_config(**consumer_overrides))
+        self.assigned = AssignedPartitions()
+        self.consumer.subscribe(list(self.topics), listener=self.assigned)
         self.failures = 0
 
     def close(self) -> None:
@@ -83,6 +89,7 @@ class SpanConsumer:
         except KafkaError as error:
             self._back_off("kafka", error)
             return 0
+        self._skip_to_counted_positions()
         if not polled:
             return 0
         try:
@@ -97,19 +104,39 @@ class SpanConsumer:
             self.consumer.commit({tp: OffsetAndMetadata(msgs[-1].offset + 1, "", -1) for tp, msgs in polled.items()})
         except KafkaError as error:
             # Typically a rebalance took the partitions away while the batch was stored: their next
-            # owner reads the batch again, and the span table's uniqueness makes that harmless.
+            # owner seeks to the position stored with the batch, or skips the batch if it reads it again.
             log.warning("Span consumer: offsets not committed (%s); the batch will be redelivered", error)
         if self.failures:
             self.failures = 0
             SourceStatus.record_success("kafka")
         return stored
 
+    def _skip_to_counted_positions(self) -> None:
+        """Moves newly assigned partitions forward to where counting stopped.
+
+        Kafka's committed offset can be behind the stored position (a crash between the two commits):
+        starting there would only read again messages that the claim then skips. Only forward: a
+        position behind what this consumer has fetched was counted by this consumer.
+        """
+        assigned = self.assigned.take()
+        if not assigned:
+            return
+        try:
+            positions = StreamPosition.objects.of((tp.topic, tp.partition) for tp in assigned)
+        except (OperationalError, InterfaceError):
+            self.assigned.give_back(assigned)  # the claim still skips what was counted
+            return
+        for tp in assigned & self.consumer.assignment():
+            position = positions.get((tp.topic, tp.partition))
+            if position is not None and self.consumer.position(tp) < position:
+                self.consumer.seek(tp, position)
+
     def process(self, polled: Polled) -> int:
         messages = [message for batch in polled.values() for message in batch]
         decoded = [self._decode(message) for message in messages]
         try:
             with transaction.atomic():
-                return self._store(decoded)
+                return self._count(decoded)
         except (OperationalError, InterfaceError):
             raise
         except UNSTORABLE:
@@ -119,13 +146,22 @@ class SpanConsumer:
         for item in decoded:
             try:
                 with transaction.atomic():
-                    stored += self._store([item])
+                    stored += self._count([item])
             except (OperationalError, InterfaceError):
                 raise
             except UNSTORABLE as error:
                 message, _ = item
-                self._dead_letter(message, "unstorable", f"{type(error).__name__}: {error}")
+                with transaction.atomic():
+                    if self._claim([item]):
+                        DeadLetter.objects.create(
+                            **self._dead_letter_fields(message, "unstorable", f"{type(error).__name__}: {error}")
+                        )
         return stored
+
+    def _claim(self, decoded: Sequence[DecodedMessage]) -> list[DecodedMessage]:
+        """The messages of ``decoded`` this transaction counts: those not counted yet."""
+        fresh = StreamPosition.objects.claim((m.topic, m.partition, m.offset) for m, _ in decoded)
+        return [item for item in decoded if (item[0].topic, item[0].partition, item[0].offset) in fresh]
 
     def _decode(self, message: ConsumerRecord) -> DecodedMessage:
         try:
@@ -138,37 +174,33 @@ class SpanConsumer:
             log.exception("Undecodable message at %s[%s]@%s", message.topic, message.partition, message.offset)
             return message, SpanRejected("wrong_shape", f"{type(error).__name__}: {error}")
 
-    def _store(self, decoded: Sequence[DecodedMessage]) -> int:
+    def _count(self, decoded: Sequence[DecodedMessage]) -> int:
+        """Stores what the messages not counted yet hold, in the caller's transaction; returns new spans."""
+        fresh = self._claim(decoded)
+        if not fresh:
+            return 0
         spans: list[Any] = []
         dead: list[DeadLetter] = []
-        for message, result in decoded:
+        for message, result in fresh:
             if isinstance(result, SpanRejected):
-                dead.append(self._dead_letter_row(message, result.reason, result.detail, message.value))
+                dead.append(DeadLetter(**self._dead_letter_fields(message, result.reason, result.detail)))
                 continue
             spans.extend(result.spans)
             for span_rejected in result.rejected:
-                dead.append(self._dead_letter_row(message, span_rejected.reason, span_rejected.detail, message.value))
-        dead = _not_yet_dead_lettered(dead)
+                dead.append(DeadLetter(**self._dead_letter_fields(message, span_rejected.reason, span_rejected.detail)))
         DeadLetter.objects.bulk_create(dead)
-        return store_spans(spans, messages=len(decoded), rejected=len(dead)).new_spans
+        return store_spans(spans, messages=len(fresh), rejected=len(dead)).new_spans
 
-    def _dead_letter_row(
-        self, message: ConsumerRecord, reason: str, detail: object, payload: bytes | None
-    ) -> DeadLetter:
+    def _dead_letter_fields(self, message: ConsumerRecord, reason: str, detail: object) -> dict[str, Any]:
         log.warning("Dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition, message.offset, detail)
-        return DeadLetter(
-            reason=reason,
-            detail=str(detail)[:2000],
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            payload_head=payload_head(payload),
-        )
-
-    def _dead_letter(self, message: ConsumerRecord, reason: str, detail: str) -> None:
-        DeadLetter.objects.bulk_create(
-            _not_yet_dead_lettered([self._dead_letter_row(message, reason, detail, message.value)])
-        )
+        return {
+            "reason": reason,
+            "detail": str(detail)[:2000],
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "payload_head": payload_head(message.value),
+        }
 
     def _back_off(self, source: str, error: Exception) -> None:
         self.failures += 1
@@ -178,14 +210,30 @@ class SpanConsumer:
         time.sleep(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(self.failures, 6)))
 
 
-def _not_yet_dead_lettered(rows: list[DeadLetter]) -> list[DeadLetter]:
-    """Leaves out the messages a first delivery already dead-lettered: after a restart or a rebalance
-    they come again, and the dead-letter table, like the span table, keeps one record of each."""
-    if not rows:
-        return rows
-    known = set(
-        DeadLetter.objects.filter(
-            topic__in={row.topic for row in rows}, offset__in={row.offset for row in rows}
-        ).values_list("topic", "partition", "offset")
-    )
-    return [row for row in rows if (row.topic, row.partition, row.offset) not in known]
+class AssignedPartitions(ConsumerRebalanceListener):
+    """The partitions a rebalance gave this consumer and that it has not yet moved to their positions.
+
+    kafka-python runs rebalance callbacks on its IO thread, the one that sends heartbeats: reading the
+    database there would hold heartbeats up, so the consumer's own thread reads the positions.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        with self._lock:
+            self._pending.difference_update(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        with self._lock:
+            self._pending.update(assigned)
+
+    def take(self) -> set[TopicPartition]:
+        with self._lock:
+            taken, self._pending = self._pending, set()
+        return taken
+
+    def give_back(self, partitions: Iterable[TopicPartition]) -> None:
+        with self._lock:
+            self._pending.update(partitions)

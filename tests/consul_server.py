@@ -32,30 +32,60 @@ documentation:
   (the ``_service_maintenance:<id>`` critical check; 404 "Unknown service ID" for an unknown ID).
 - ACLs, https://developer.hashicorp.com/consul/api-docs/api-structure#authentication : the token comes
   in ``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``; an unknown token gets 403 "ACL not
-  found", no token when ACLs are on gets 403 "Permission denied".
+  found", no token when ACLs are on gets 403 "Permission denied", except from ``/v1/catalog/datacenters``,
+  which needs no ACL.
 
 The agent the API talks to is the node ``AGENT_NODE`` of the first datacenter: its writes reach only the
 instances registered on that node, whatever other nodes use the same service ID. Tests change the state
 directly with ``register``, ``deregister``, ``set_check`` and ``reset_index``, and make the server fail
 on demand with ``fail_with`` (an HTTP status), ``hang`` (no answer for a while) and ``stop`` (connection
-refused). ``requests`` records every request, for tests and for the benchmark's count.
+refused). ``requests`` records every request (method and path), for tests and for the benchmark's count;
+``queries`` adds each request's query parameters (the ``index`` and ``wait`` a client sent).
+
+Each answer keeps the shape of the sample answer in Consul's API documentation:
+``tests/consul_api_examples/`` records them, with their source, and ``tests/test_consul_api_shapes.py``
+compares this server's answers with them. A node is shown as an agent registers it (a UUID ``ID``, its
+LAN and WAN ``TaggedAddresses``, ``Meta``); a service registered with an IP address gets the agent's
+``lan_ipv4``/``wan_ipv4`` (or ``_ipv6``) tagged addresses, and none otherwise (the field is then left
+out, as Consul's ``omitempty`` does). A path Consul does not serve is a 404 "Invalid URL path", another
+method on a path it serves a 405, and ``?dc=`` naming an unknown datacenter a 500 "No path to
+datacenter".
 """
 
+import contextlib
+import ipaddress
 import json
 import random
 import re
 import ssl
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import consul as py_consul
+
 AGENT_NODE = "agent-one"
+CONSUL_VERSION = "1.20.0"
 MAX_WAIT_SECONDS = 600
 DEFAULT_WAIT_SECONDS = 300
 META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
 GO_DURATION = re.compile(r"(?:[\d.]+(?:ns|us|µs|ms|s|m|h))+")
+# The paths this server answers; another method on one of them is a 405, another path a 404.
+ROUTES = [
+    re.compile(pattern)
+    for pattern in (
+        r"/v1/catalog/datacenters",
+        r"/v1/catalog/services",
+        r"/v1/health/service/.+",
+        r"/v1/health/state/.+",
+        r"/v1/agent/self",
+        r"/v1/agent/service/register",
+        r"/v1/agent/service/(deregister|maintenance)/.+",
+    )
+]
 DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
 
@@ -98,12 +128,33 @@ def go_duration(value):
     return text
 
 
+def tagged_addresses(address, port):
+    """The ``TaggedAddresses`` the agent adds to a service registered with an IP address; Consul leaves the
+    field out of its JSON when there is none (``omitempty``)."""
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        return {}
+    tagged = {"Address": address, "Port": port}
+    return {"TaggedAddresses": {f"lan_ipv{version}": tagged, f"wan_ipv{version}": dict(tagged)}}
+
+
 def parse_wait(value):
+    """``?wait=``, a Go duration as Consul parses it (a bare number is refused); none, or 0, is the default."""
     if not value:
         return DEFAULT_WAIT_SECONDS
-    if value.isdigit():
-        return int(value)
-    return min(MAX_WAIT_SECONDS, sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value)))
+    if value != "0" and not GO_DURATION.fullmatch(value):
+        raise ConsulError(400, "Invalid wait time")
+    wait = sum(float(n) * DURATION_UNITS[u] for n, u in DURATION.findall(value))
+    return min(MAX_WAIT_SECONDS, wait) if wait > 0 else DEFAULT_WAIT_SECONDS
+
+
+def parse_index(value):
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ConsulError(400, "Invalid index")
+    return int(value)
 
 
 class Datacenter:
@@ -115,7 +166,7 @@ class Datacenter:
         self.services_index = 1  # the catalog's service table
         self.checks_index = 1
         self.service_indexes = {}  # per service name, as Consul's "service.<name>" index
-        self.nodes = {}  # node name -> address
+        self.nodes = {}  # node name -> the node as the health endpoint shows it
         self.instances = {}  # (node, service ID) -> service definition, as the health endpoint shows it
         self.checks = {}  # (node, check ID) -> check
         # Lookups the endpoints need at the scale of the benchmark (thousands of services).
@@ -128,7 +179,15 @@ class Datacenter:
 
     def ensure_node(self, node, address):
         if node not in self.nodes:
-            self.nodes[node] = address
+            self.nodes[node] = {
+                "ID": str(uuid.uuid5(uuid.NAMESPACE_DNS, node)),  # an agent's node ID is a UUID
+                "Node": node,
+                "Address": address,
+                "Datacenter": self.name,
+                # What an agent registers for its node: its LAN and WAN addresses (the same on one network).
+                "TaggedAddresses": {"lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address},
+                "Meta": {"consul-network-segment": "", "consul-version": CONSUL_VERSION},
+            }
             index = self.bump()
             self.add_check(self.check_entry(node, "serfHealth", "Serf Health Status", index))
             self.checks_index = index
@@ -204,6 +263,7 @@ class ConsulTestServer:
         self.tls = (certfile, keyfile, cafile) if certfile else None
         self.changed = threading.Condition()
         self.requests = []
+        self.queries = []  # (method, path, query parameters) of each request, for what a client asked
         self.failure = None  # ("status", code, body) or ("hang", seconds)
         self.port = 0
         self.httpd = None
@@ -248,6 +308,13 @@ class ConsulTestServer:
     def url(self):
         return f"{'https' if self.tls else 'http'}://{self.address}"
 
+    def client(self):
+        """A py-consul client of this server, with its token: tests read back what Consul holds through it,
+        over the HTTP API, as any client of Consul would."""
+        client = py_consul.Consul(host="127.0.0.1", port=self.port, scheme="https" if self.tls else "http")
+        client.token = self.token or None
+        return client
+
     # --- failures on demand ---------------------------------------------------------------------
 
     def fail_with(self, status, body="rpc error making call: No cluster leader"):
@@ -278,9 +345,11 @@ class ConsulTestServer:
         dc=None,
         checks=(),
         raw_service=None,
+        omit=(),
     ):
         """Registers (or replaces) an instance; ``checks`` are (name, status, output) triples, or the checks
-        of an agent registration (``agent_check``)."""
+        of an agent registration (``agent_check``). ``raw_service`` replaces fields of the service as the
+        health endpoint shows it, and ``omit`` leaves fields out of it, for answers that test a client."""
         with self.changed:
             datacenter = self.datacenters[dc or self.local_dc]
             datacenter.ensure_node(node, node_address)
@@ -289,7 +358,7 @@ class ConsulTestServer:
                 "Service": name,
                 "Tags": list(tags),
                 "Address": address,
-                "TaggedAddresses": {},
+                **tagged_addresses(address, port),
                 "Meta": dict(meta or {}),
                 "Port": port,
                 "Weights": dict(weights or {"Passing": 1, "Warning": 1}),
@@ -297,6 +366,8 @@ class ConsulTestServer:
                 "Namespace": "default",
             }
             service.update(raw_service or {})
+            for field in omit:
+                del service[field]
             self._put_instance(datacenter, node, service, checks)
 
     def _put_instance(self, datacenter, node, service, checks):
@@ -409,19 +480,28 @@ class ConsulTestServer:
             def do_PUT(self):
                 self.dispatch("PUT")
 
+            def do_POST(self):
+                self.dispatch("POST")
+
+            def do_DELETE(self):
+                self.dispatch("DELETE")
+
             def dispatch(self, method):
                 url = urlsplit(self.path)
                 query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 consul.requests.append((method, url.path))
+                consul.queries.append((method, url.path, query))
                 try:
                     consul.simulate_failure()
-                    consul.authorize(self.headers, query)
+                    consul.authorize(url.path, self.headers, query)
                     status, payload, index = consul.route(method, unquote(url.path), query, body)
                 except ConsulError as error:
                     status, payload, index = error.status, error.reason, None
-                self.reply(status, payload, index)
+                # A client that stopped waiting (its timeout is shorter than a hang) has nobody left to answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.reply(status, payload, index)
 
             def reply(self, status, payload, index):
                 text = payload if isinstance(payload, str) else json.dumps(payload)
@@ -449,8 +529,9 @@ class ConsulTestServer:
         else:
             raise ConsulError(failure[1], failure[2])
 
-    def authorize(self, headers, query):
-        if not self.token:
+    def authorize(self, path, headers, query):
+        # The catalog's datacenter list is the one endpoint here whose documented ACL is "none".
+        if not self.token or path == "/v1/catalog/datacenters":
             return
         bearer = headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = headers.get("X-Consul-Token") or bearer or query.get("token", "")
@@ -500,13 +581,15 @@ class ConsulTestServer:
             service_id = path.removeprefix("/v1/agent/service/maintenance/")
             self.set_maintenance(service_id, enable in {"true", "1", "t"}, query.get("reason", ""))
             return 200, "", None
-        raise ConsulError(404, f"Not found: {path}")
+        if any(route.fullmatch(path) for route in ROUTES):
+            raise ConsulError(405, f"method {method} not allowed")
+        raise ConsulError(404, "Invalid URL path: not a recognized HTTP API endpoint\n")
 
     def blocking(self, query, current_index, render):
         """Answers at once without ``index``, else once the endpoint's index passes it or the wait ends."""
-        wanted = int(query.get("index") or 0)
+        # Consul reads both before it answers, so a malformed one is refused even without the other.
+        wanted, wait = parse_index(query.get("index")), parse_wait(query.get("wait"))
         if wanted > 0:
-            wait = parse_wait(query.get("wait"))
             deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
             with self.changed:
                 while current_index() <= wanted and self.httpd is not None:
@@ -531,14 +614,7 @@ class ConsulTestServer:
             checks = datacenter.checks_of(node, "") + datacenter.checks_of(node, service_id)
             entries.append(
                 {
-                    "Node": {
-                        "ID": "",
-                        "Node": node,
-                        "Address": datacenter.nodes[node],
-                        "Datacenter": datacenter.name,
-                        "TaggedAddresses": {},
-                        "Meta": {},
-                    },
+                    "Node": datacenter.nodes[node],
                     "Service": service,
                     "Checks": checks,
                 }
@@ -560,7 +636,7 @@ class ConsulTestServer:
                 "NodeID": node_id,
                 "Revision": "0000000",
                 "Server": True,
-                "Version": "1.20.0",
+                "Version": CONSUL_VERSION,
             },
             "DebugConfig": {"Datacenter": self.local_dc, "NodeName": AGENT_NODE, "NodeID": node_id},
             "Coord": {"Adjustment": 0, "Error": 1.5, "Height": 0.00001, "Vec": [0, 0, 0, 0, 0, 0, 0, 0]},
@@ -569,7 +645,7 @@ class ConsulTestServer:
                 "Addr": "127.0.0.1",
                 "Port": 8301,
                 "Tags": {
-                    "build": "1.20.0:0000000",
+                    "build": f"{CONSUL_VERSION}:0000000",
                     "dc": self.local_dc,
                     "id": node_id,
                     "port": "8300",
@@ -612,14 +688,15 @@ class ConsulTestServer:
         # The agent takes ``Check`` and ``Checks`` both, ``Check`` first.
         given = ([definition["check"]] if definition.get("check") else []) + list(definition.get("checks") or [])
         checks = [self.agent_check(check, name) for check in given]
+        address, port = definition.get("address") or "", int(definition.get("port") or 0)
         service = {
             "ID": definition.get("id") or name,
             "Service": name,
             "Tags": list(definition.get("tags") or []),
-            "Address": definition.get("address") or "",
-            "TaggedAddresses": {},
+            "Address": address,
+            **tagged_addresses(address, port),
             "Meta": meta,
-            "Port": int(definition.get("port") or 0),
+            "Port": port,
             "Weights": weights,
             "EnableTagOverride": bool(definition.get("enabletagoverride")),
             "Namespace": "default",

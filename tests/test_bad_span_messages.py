@@ -4,12 +4,12 @@ import json
 import time
 
 import pytest
-from django.db.models import Count, Sum
+from django.db.models import Count
 
 from tests.kafka_helpers import consume_until, create_topic, produce, span_consumer
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf, zipkin_json, zipkin_span
 from topology.ingestion import store_spans
-from topology.models import DeadLetter, IngestRollup, Span
+from topology.models import DeadLetter, Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,22 +131,6 @@ def test_a_message_that_breaks_a_decoder_is_dead_lettered_and_the_partition_flow
     letter = DeadLetter.objects.get()
     assert (letter.reason, letter.offset, letter.payload_head) == ("wrong_shape", 0, "poison pill")
     assert "RecursionError" in letter.detail
-
-
-def test_a_redelivered_bad_message_is_dead_lettered_once(kafka_bootstrap, topic_name):
-    good = zipkin_json([zipkin_span("api", "get /ok", "server", "abcdef0123456789", "0123456789abcdef")])
-    create_topic(kafka_bootstrap, topic_name, partitions=1)
-    produce(kafka_bootstrap, topic_name, [BAD_MESSAGES["bad_id"], good])
-
-    for delivery in (1, 2):  # a second group reads the same offsets, as a restarted consumer would
-        consumer = span_consumer(kafka_bootstrap, {topic_name: "auto"})
-        assert consume_until(
-            consumer, lambda delivery=delivery: IngestRollup.objects.aggregate(n=Sum("messages"))["n"] == 2 * delivery
-        )
-        consumer.close()
-
-    assert DeadLetter.objects.count() == 1
-    assert IngestRollup.objects.aggregate(n=Sum("rejected"))["n"] == 1
 
 
 def test_text_no_database_can_take_is_stored_with_the_replacement_character(kafka_bootstrap, topic_name):

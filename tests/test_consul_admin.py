@@ -1,7 +1,5 @@
 """Django admin for services and instances, whose actions write to Consul (the Consul API test server)."""
 
-import copy
-
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
@@ -75,8 +73,29 @@ def run_action(client, action, instances, **form):
     return client.post(INSTANCES, data, follow=True)
 
 
+def consul_holds(consul):
+    """Every instance Consul lists, with its checks, read back over its HTTP API as any client would:
+    {(datacenter, node, service ID): the health endpoint's entry}."""
+    client = consul.client()
+    held = {}
+    for datacenter in client.catalog.datacenters():
+        _, services = client.catalog.services(dc=datacenter)
+        for name in services:
+            _, entries = client.health.service(name, dc=datacenter)
+            held.update({(datacenter, e["Node"]["Node"], e["Service"]["ID"]): e for e in entries})
+    return held
+
+
 def agent_service(consul, service_id):
-    return consul.datacenters["dc1"].instances.get((AGENT_NODE, service_id))
+    """The agent's own instance, as Consul lists it (None when it lists none)."""
+    entry = consul_holds(consul).get(("dc1", AGENT_NODE, service_id))
+    return entry and entry["Service"]
+
+
+def service_checks(consul, service_id):
+    """The checks of the agent's own instance, as Consul's health endpoint shows them."""
+    entry = consul_holds(consul)[("dc1", AGENT_NODE, service_id)]
+    return [check for check in entry["Checks"] if check["ServiceID"] == service_id]
 
 
 def page_messages(response):
@@ -181,24 +200,19 @@ def test_register_instance_asks_for_confirmation_then_registers_in_consul_and_lo
     registered = agent_service(consul, "api-1")
     assert registered["Tags"] == ["blue", "canary"] and registered["Meta"] == {"version": "2", "owner": "payments"}
     assert registered["Weights"] == {"Passing": 5, "Warning": 1} and registered["Port"] == 9000
-    checks = [c for c in consul.datacenters["dc1"].checks.values() if c["ServiceID"] == "api-1"]
-    assert len(checks) == 1 and checks[0]["Status"] == "critical"  # as Consul, until the check runs
+    assert registered["Address"] == "10.3.0.1" and len(service_checks(consul, "api-1")) == 1
+    # The row follows at once, as the next read of Consul gives it: critical until its check passes.
+    instance = Instance.objects.get(identity="api-1")
+    assert (instance.consul_id, instance.node, instance.health) == ("api-1", AGENT_NODE, "critical")
     assert any("Consul registered api-1" in m for m in page_messages(response))
     entry = LogEntry.objects.get(object_repr="api")
     assert "Registered the instance api-1 in Consul" in entry.get_change_message()
 
 
-def service_checks(service, service_id):
-    """The checks of an instance as Consul's health endpoint shows them, read over HTTP."""
-    _, entries = consul_client.connect().health.service(service)
-    return [check for entry in entries for check in entry["Checks"] if check["ServiceID"] == service_id]
-
-
 def test_register_instance_with_an_http_check_sends_its_url_interval_and_timeout(operator, consul):
     operator.post(REGISTER, {**REGISTRATION, "check_interval": "15s", "confirm": "yes"})
 
-    [check] = service_checks("api", "api-1")
-    assert (check["Type"], check["Status"], check["Name"]) == ("http", "critical", "Service 'api' check")
+    [check] = service_checks(consul, "api-1")
     assert check["Definition"] == {"HTTP": "http://10.3.0.1:9000/health", "Interval": "15s", "Timeout": "2s"}
 
 
@@ -213,15 +227,14 @@ def test_register_instance_with_a_tcp_check_sends_its_target_interval_and_timeou
 
     operator.post(REGISTER, data)
 
-    [check] = service_checks("api", "api-1")
-    assert check["Type"] == "tcp" and (check["Interval"], check["Timeout"]) == ("1m0s", "2s")
+    [check] = service_checks(consul, "api-1")
     assert check["Definition"] == {"TCP": "10.3.0.1:9000", "Interval": "1m0s", "Timeout": "2s"}
 
 
 def test_register_instance_without_a_check_registers_none(operator, consul):
     operator.post(REGISTER, {**REGISTRATION, "check_type": "", "check_target": "", "confirm": "yes"})
 
-    assert agent_service(consul, "api-1") is not None and service_checks("api", "api-1") == []
+    assert agent_service(consul, "api-1") is not None and service_checks(consul, "api-1") == []
 
 
 def test_reregistering_keeps_the_check_definition(operator, consul):
@@ -232,7 +245,7 @@ def test_reregistering_keeps_the_check_definition(operator, consul):
         operator, "change_weights", [Instance.objects.get(identity="api-1")], passing="2", warning="1", confirm="yes"
     )
 
-    [check] = service_checks("api", "api-1")
+    [check] = service_checks(consul, "api-1")
     assert check["Definition"]["HTTP"] == "http://10.3.0.1:9000/health"
     assert agent_service(consul, "api-1")["Weights"] == {"Passing": 2, "Warning": 1}
 
@@ -289,15 +302,15 @@ def test_maintenance_mode_is_enabled_with_a_reason_and_disabled(operator, consul
 
     run_action(operator, "enable_maintenance", [instance], reason="kernel <upgrade>", confirm="yes")
 
-    check = consul.datacenters["dc1"].checks[(AGENT_NODE, "_service_maintenance:web-1")]
-    assert check["Status"] == "critical" and check["Notes"] == "kernel <upgrade>"
+    [check] = [c for c in service_checks(consul, "web-1") if c["CheckID"] == "_service_maintenance:web-1"]
+    assert check["Notes"] == "kernel <upgrade>"
     instance.refresh_from_db()
-    assert instance.in_maintenance
+    assert instance.in_maintenance and instance.health == "critical"
     assert "kernel <upgrade>" in LogEntry.objects.get().get_change_message()
 
     run_action(operator, "disable_maintenance", [instance], confirm="yes")
 
-    assert (AGENT_NODE, "_service_maintenance:web-1") not in consul.datacenters["dc1"].checks
+    assert "_service_maintenance:web-1" not in {c["CheckID"] for c in service_checks(consul, "web-1")}
     sync_consul()
     instance.refresh_from_db()
     assert not instance.in_maintenance and instance.health == "passing"
@@ -358,10 +371,6 @@ def test_set_balancing_policy_writes_the_meta_key_on_every_instance_and_the_row(
 # --- instances the agent at CONSUL_HTTP_ADDR does not hold -------------------------------------------
 
 
-def consul_state(consul):
-    return copy.deepcopy({name: (dc.instances, dc.checks) for name, dc in consul.datacenters.items()})
-
-
 @pytest.fixture
 def web_1_on_node_b(consul):
     """Another node's instance with the same service ID as the agent's own web-1."""
@@ -391,14 +400,14 @@ def test_instance_on_another_node_with_a_colliding_id_is_refused_and_nothing_cha
     operator, consul, web_1_on_node_b, action, form
 ):
     assert web_1_on_node_b.identity == "web-1@node-b"
-    before = consul_state(consul)
+    before = consul_holds(consul)
 
     response = run_action(operator, action, [web_1_on_node_b], confirm="yes", **form)
 
     refusals = [m for m in page_messages(response) if m.startswith("Refused")]
     assert len(refusals) == 1 and "web-1@node-b is on node node-b in dc1" in refusals[0]
     assert f"the agent of node {AGENT_NODE} in dc1" in refusals[0]
-    assert puts(consul) == [] and consul_state(consul) == before
+    assert puts(consul) == [] and consul_holds(consul) == before
     assert not LogEntry.objects.exists()
 
 
@@ -411,7 +420,7 @@ def test_a_mixed_selection_changes_only_the_agents_own_instances(operator, consu
     assert agent_service(consul, "web-2")["Weights"] == {"Passing": 9, "Warning": 0}
     # the agent's own web-1, which a write by service ID alone would have hit, is as it was
     assert agent_service(consul, "web-1")["Weights"] == {"Passing": 3, "Warning": 1}
-    assert consul.datacenters["dc1"].instances[("node-b", "web-1")]["Address"] == "10.9.0.1"
+    assert consul_holds(consul)[("dc1", "node-b", "web-1")]["Service"]["Address"] == "10.9.0.1"
     assert puts(consul) == ["/v1/agent/service/register"]
     assert [entry.object_id for entry in LogEntry.objects.all()] == [str(own.pk)]
 
@@ -421,17 +430,17 @@ def test_instance_in_another_datacenter_on_a_node_of_the_same_name_is_refused(se
     settings.CONSUL_DATACENTERS = ["dc1", "dc2"]
     sync_consul()
     far = Instance.objects.get(consul_id="web-1", datacenter="dc2")
-    before = consul_state(consul)
+    before = consul_holds(consul)
 
     response = run_action(operator, "deregister", [far], confirm="yes")
 
     assert any(m.startswith("Refused") and f"on node {AGENT_NODE} in dc2" in m for m in page_messages(response))
-    assert puts(consul) == [] and consul_state(consul) == before
+    assert puts(consul) == [] and consul_holds(consul) == before
 
 
 def test_set_balancing_policy_refuses_a_service_with_instances_on_another_node(operator, consul, web_1_on_node_b):
     service = Service.objects.get(name="web")
-    before = consul_state(consul)
+    before = consul_holds(consul)
 
     response = operator.post(
         SERVICES,
@@ -446,7 +455,7 @@ def test_set_balancing_policy_refuses_a_service_with_instances_on_another_node(o
     )
 
     assert any("Refused" in m and "web-1@node-b" in m and "Nothing was changed" in m for m in page_messages(response))
-    assert puts(consul) == [] and consul_state(consul) == before
+    assert puts(consul) == [] and consul_holds(consul) == before
     service.refresh_from_db()
     assert service.balancing_policy == "" and not LogEntry.objects.exists()
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from topology.edge_totals import edge_totals
 from topology.models import Instance, InstanceRollup, Service, SourceStatus
 from topology.models.services import Health
+from topology.models.sources import HealthFreshness
 from topology.window import Window
 
 # Keyed by str: instances' health is read from the database as plain text.
@@ -36,11 +37,17 @@ def topology_snapshot(window: Window) -> dict[str, Any]:
         )
     )
     # Only what a node shows of its live instances: whole Instance rows (meta, checks) cost more than the graph.
+    freshness = HealthFreshness.now()
     live: defaultdict[int, list[tuple[str, bool]]] = defaultdict(list)
-    for service_id, health, in_consul in (
-        Instance.objects.registered().filter(service__in=services).values_list("service_id", "health", "in_consul")
+    stale: set[int] = set()
+    for service_id, health, in_consul, datacenter in (
+        Instance.objects.registered()
+        .filter(service__in=services)
+        .values_list("service_id", "health", "in_consul", "datacenter")
     ):
-        live[service_id].append((health, in_consul))
+        live[service_id].append((freshness.shown(health, in_consul, datacenter), in_consul))
+        if freshness.is_stale(in_consul, datacenter):
+            stale.add(service_id)
     nodes = []
     names: dict[int, str] = {}
     for service in services:
@@ -58,6 +65,7 @@ def topology_snapshot(window: Window) -> dict[str, Any]:
                 "rps": window.per_second(count),
                 "error_rate": round(errors / count, 4) if count else 0.0,
                 "health": _worst_health(instances),
+                "health_stale": service.id in stale,
                 "source": service.source,
                 "instances": len(instances),
                 "tags": service.tags,

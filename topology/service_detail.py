@@ -14,6 +14,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, Instance, InstanceRollup, Service, Span
+from topology.models.sources import HealthFreshness
 from topology.window import Window
 
 TOP_OPERATIONS = 10
@@ -59,15 +60,19 @@ def service_detail(name: str, window: Window) -> dict[str, Any] | None:
         served[row["instance_id"]] = row["count"] or 0
         served_errors[row["instance_id"]] = row["errors"] or 0
     total_served = sum(served.values())
+    freshness = HealthFreshness.now()
     instance_rows = []
     for instance in instances:
         weight = instance.weight_warning if instance.health == "warning" else instance.weight_passing
+        stale = freshness.is_stale(instance.in_consul, instance.datacenter)
         instance_rows.append(
             {
                 "identity": instance.identity,
                 "address": instance.host_port,
                 "node": instance.node,
-                "health": "maintenance" if instance.in_maintenance else instance.health,
+                # Maintenance is a check like the others: as out of date as the health when Consul is.
+                "health": "unknown" if stale else "maintenance" if instance.in_maintenance else instance.health,
+                "health_stale": stale,
                 "weight": weight,
                 "weight_passing": instance.weight_passing,
                 "weight_warning": instance.weight_warning,
@@ -230,13 +235,17 @@ def services_list(query: str = "", health: str = "") -> list[dict[str, Any]]:
     services = Service.objects.all().order_by("name")
     if query:
         services = services.filter(Q(name__icontains=query) | Q(tags__icontains=query))
+    freshness = HealthFreshness.now()
     counts: defaultdict[int, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    stale: set[int] = set()
     for row in (
         Instance.objects.filter(deregistered_at__isnull=True, service__in=services)
-        .values("service_id", "health")
+        .values("service_id", "health", "in_consul", "datacenter")
         .annotate(n=Count("id"))
     ):
-        counts[row["service_id"]][row["health"]] += row["n"]
+        counts[row["service_id"]][freshness.shown(row["health"], row["in_consul"], row["datacenter"])] += row["n"]
+        if freshness.is_stale(row["in_consul"], row["datacenter"]):
+            stale.add(row["service_id"])
     result = []
     for service in services:
         health_counts = dict(counts[service.id])
@@ -253,6 +262,7 @@ def services_list(query: str = "", health: str = "") -> list[dict[str, Any]]:
                 "instances": sum(health_counts.values()),
                 "health_counts": health_counts,
                 "health": overall,
+                "health_stale": service.id in stale,
                 "last_seen": service.last_seen,
                 "deregistered": service.deregistered_at is not None,
                 "admin_url": admin_url(service.pk),

@@ -60,7 +60,13 @@ class NodeSerializer(serializers.Serializer):
     name = serializers.CharField()
     rps = serializers.FloatField(help_text="Requests served per second.")
     error_rate = serializers.FloatField(help_text="The part of them that failed, 0 to 1.")
-    health = serializers.ChoiceField(HEALTH, help_text="The worst health Consul gives a live instance.")
+    health = serializers.ChoiceField(
+        HEALTH, help_text="The worst health Consul gives a live instance whose health is current (see health_stale)."
+    )
+    health_stale = serializers.BooleanField(
+        help_text="Consul's health of some of its live instances is out of date: their datacenter is no longer "
+        "read, or stale for longer than HEALTH_STALE_AFTER_SECONDS (README); those count as unknown."
+    )
     source = serializers.ChoiceField(SOURCES)  # type: ignore[assignment]
     instances = serializers.IntegerField()
     tags = serializers.ListField(child=serializers.CharField(allow_blank=True))
@@ -261,6 +267,10 @@ class ServiceRowSerializer(serializers.Serializer):
     instances = serializers.IntegerField()
     health_counts = serializers.DictField(child=serializers.IntegerField(), help_text="Health → live instances.")
     health = serializers.ChoiceField(HEALTH)
+    health_stale = serializers.BooleanField(
+        help_text="Consul's health of some of its live instances is out of date: their datacenter is no longer "
+        "read, or stale for longer than HEALTH_STALE_AFTER_SECONDS (README); those count as unknown."
+    )
     last_seen = serializers.DateTimeField()
     deregistered = serializers.BooleanField()
     admin_url = serializers.CharField(allow_blank=True)
@@ -297,7 +307,11 @@ class ServiceInstanceSerializer(serializers.Serializer):
     identity = serializers.CharField()
     address = serializers.CharField(allow_blank=True)
     node = serializers.CharField(allow_blank=True)
-    health = serializers.ChoiceField(INSTANCE_HEALTH)
+    health = serializers.ChoiceField(INSTANCE_HEALTH, help_text="unknown when health_stale.")
+    health_stale = serializers.BooleanField(
+        help_text="Consul's health of the instance is out of date: its datacenter is no longer read, or stale for "
+        "longer than HEALTH_STALE_AFTER_SECONDS (README)."
+    )
     weight = serializers.IntegerField()
     weight_passing = serializers.IntegerField()
     weight_warning = serializers.IntegerField()

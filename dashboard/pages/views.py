@@ -32,8 +32,26 @@ def page(template: str, nav: str) -> Callable[..., HttpResponse]:
     return view
 
 
-def _sources() -> list[dict[str, Any]]:
-    return [status.as_dict() for status in SourceStatus.objects.all()]
+# The header gives each data source a chip of its own up to this many: Kafka and one Consul datacenter
+# (or "consul not configured"), the common case. More (a Consul of several datacenters) are one chip
+# that counts them, whose popover lists them all: at 1280 px the header has room beside the navigation
+# for two "<name> stale since <time>" chips, never for one per datacenter. static/js/util.js reads it
+# from the header (data-chips).
+HEADER_SOURCE_CHIPS = 2
+
+
+def _sources() -> dict[str, Any]:
+    """The header's sources: the stale ones first, then those not configured, then by name."""
+    sources = sorted(
+        (status.as_dict() for status in SourceStatus.objects.all()),
+        key=lambda source: (not source["stale"], source["configured"], source["name"]),
+    )
+    return {
+        "all": sources,
+        "chips": HEADER_SOURCE_CHIPS,
+        "summarised": len(sources) > HEADER_SOURCE_CHIPS,
+        "stale": sum(source["stale"] for source in sources),
+    }
 
 
 topology = page("pages/topology.html", "topology")

@@ -1,7 +1,7 @@
 // How a page stays live. liveView: the socket carries the view itself (a snapshot, then deltas) and
 // the page shows each state. livePage: a page whose data comes from REST endpoints refetches when the
 // socket says the view changed (coalesced server side to about once a second; throttled here as well).
-import { setUpdated, setStatus, setSources, getJSON, throttled } from "./util.js";
+import { setUpdated, setStatus, setSources, getJSON, throttled, qs } from "./util.js";
 import { LiveSocket } from "./live.js";
 
 export function liveView({ view, window, show }) {
@@ -52,3 +52,31 @@ async function refreshSources() {
     /* the header keeps the server-rendered sources */
   }
 }
+
+// The header's summary of many sources (util.setSources, base.html) is a disclosure button: it opens
+// and closes the list, Esc or a click elsewhere closes it. Delegated, since setSources redraws the header.
+// base.html loads this module on every page, the ones without a script of their own too.
+function sourcesPopover() {
+  // Once per document, should this module ever be loaded under a second URL (a hashed static name).
+  if (document.documentElement.dataset.sourcesPopover) return;
+  document.documentElement.dataset.sourcesPopover = "bound";
+  const toggle = () => qs("#sources-toggle");
+  const show = (open) => {
+    const button = toggle();
+    if (!button) return;
+    button.setAttribute("aria-expanded", String(open));
+    qs("#sources-popover").hidden = !open;
+  };
+  const isOpen = () => toggle()?.getAttribute("aria-expanded") === "true";
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("#sources-toggle")) show(!isOpen());
+    else if (isOpen() && !event.target.closest("#sources-popover")) show(false);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !isOpen()) return;
+    show(false);
+    toggle().focus();
+  });
+}
+
+sourcesPopover();

@@ -62,6 +62,8 @@ const cy = cytoscape({
       },
     },
     { selector: "node.group", style: { shape: "round-rectangle", "border-style": "double", "border-width": 4, "font-weight": "bold" } },
+    // Consul's health of some instances is out of date (datacenter no longer read, or long stale): a dashed ring.
+    { selector: "node[?stale]", style: { "border-style": "dashed" } },
     { selector: "node.focus", style: { "border-color": "#2f6fdf", "border-width": 4 } },
     { selector: "node:selected", style: { "border-color": "#2f6fdf", "border-width": 4, "overlay-opacity": 0 } },
     {
@@ -202,7 +204,8 @@ function nodeElement(n) {
       label: n.rps > 0 ? `${shorten(n.name)}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : shorten(n.name),
       // Fill: the worse of Consul's health and the error rate; ring: Consul's own health.
       color: COLORS[health] || COLORS.unknown,
-      border: n.health && n.health !== "unknown" ? COLORS[n.health] : "#ffffff",
+      border: n.health && n.health !== "unknown" ? COLORS[n.health] : n.health_stale ? "#3f4656" : "#ffffff",
+      stale: Boolean(n.health_stale),
       size: 22 + Math.min(26, Math.log10(1 + (n.rps || 0)) * 12),
       rps: n.rps || 0,
     },

@@ -170,20 +170,51 @@ export function setUpdated(iso) {
   node.title = date.toISOString();
 }
 
+// The data sources, as the server renders them in base.html: a chip each up to the header's data-chips,
+// else one chip that counts them, a button whose popover (wired in page.js) lists them all.
 export function setSources(sources) {
   const box = qs("#sources");
   if (!box || !Array.isArray(sources)) return;
+  const wasOpen = qs("#sources-toggle", box)?.getAttribute("aria-expanded") === "true";
+  const hadFocus = document.activeElement?.id === "sources-toggle";
+  const rank = { stale: 0, off: 1, ok: 2 };
+  const sorted = [...sources].sort((a, b) => rank[sourceState(a)] - rank[sourceState(b)] || String(a.name).localeCompare(String(b.name)));
   clear(box);
-  for (const source of sources) {
-    const state = source.stale ? "source-stale" : source.configured === false ? "source-off" : "source-ok";
-    const text = source.stale
-      ? `${source.name} stale since ${fmtTime(source.stale_since)}`
-      : source.configured === false ? `${source.name} not configured` : source.name;
-    const title = source.stale
-      ? `${source.stale_reason || "failing"}; last success ${source.last_success ? fmtDateTime(source.last_success) : "never"}`
-      : source.last_success ? `Last success ${fmtDateTime(source.last_success)}` : "Not configured";
-    box.append(h("span", { class: `source ${state}`, title, text }));
+  if (sorted.length <= Number(box.dataset.chips)) {
+    for (const source of sorted) box.append(h("span", { class: `source source-${sourceState(source)}`, title: sourceTitle(source), text: sourceText(source) }));
+    return;
   }
+  const stale = sorted.filter((source) => source.stale).length;
+  box.append(
+    h("button", {
+      type: "button", id: "sources-toggle", class: `source source-summary ${stale ? "source-stale" : "source-ok"}`,
+      "aria-expanded": String(wasOpen), "aria-controls": "sources-popover", title: "Data sources: list them",
+      text: `${sorted.length} sources${stale ? ` · ${stale} stale` : ""}`,
+    }),
+    h("div", { id: "sources-popover", class: "sources-popover", role: "region", "aria-label": "Data sources", hidden: !wasOpen },
+      h("ul", { class: "sources-list" }, sorted.map((source) => h("li", { class: `source-item source-item-${sourceState(source)}` },
+        h("span", { class: "source-name", text: source.name }),
+        h("span", { class: "source-state", text: source.stale ? `stale since ${fmtTime(source.stale_since)}` : source.configured === false ? "not configured" : "ok" }),
+        source.stale ? h("span", { class: "source-detail", text: source.stale_reason || "failing" }) : null,
+        source.last_success ? h("span", { class: "source-detail", text: `Last success ${fmtDateTime(source.last_success)}` }) : null,
+      )))),
+  );
+  if (hadFocus) qs("#sources-toggle", box).focus();
+}
+
+function sourceState(source) {
+  return source.stale ? "stale" : source.configured === false ? "off" : "ok";
+}
+
+function sourceText(source) {
+  // To the minute, so that two stale chips fit the header at 1280 px; the tooltip and the popover say the second.
+  if (source.stale) return `${source.name} stale since ${new Date(source.stale_since).toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit" })}`;
+  return source.configured === false ? `${source.name} not configured` : source.name;
+}
+
+function sourceTitle(source) {
+  if (source.stale) return `${source.stale_reason || "failing"}; stale since ${fmtDateTime(source.stale_since)}; last success ${source.last_success ? fmtDateTime(source.last_success) : "never"}`;
+  return source.last_success ? `Last success ${fmtDateTime(source.last_success)}` : "Not configured";
 }
 
 const STATUS_TEXT = {

@@ -279,7 +279,7 @@ def test_balancers_consistency_and_services_pages(page, live):
 
     from django.utils import timezone
 
-    from topology.models import ConsumerPartitionLag, Instance
+    from topology.models import ConsumerPartitionLag, Instance, SourceStatus
 
     seed.seed_mesh(traces=6)
     # A second orders instance that gets less than its share.
@@ -288,7 +288,8 @@ def test_balancers_consistency_and_services_pages(page, live):
     call = extra.span("gateway", "gateway-1", "GET", "client", 2, 40, parent=root, peer="orders")
     extra.span("orders", "orders-2", "GET /orders", "server", 3, 30, parent=call)
     seed.store(extra)
-    Instance.objects.filter(service__name="orders").update(in_consul=True, health="passing")
+    Instance.objects.filter(service__name="orders").update(in_consul=True, datacenter="dc1", health="passing")
+    SourceStatus.record_success("consul:dc1")  # a datacenter read now: its health is current
     now = timezone.now()
     for i in range(6):
         ConsumerPartitionLag.objects.create(

@@ -1,4 +1,4 @@
-from topology.models.ingest import DeadLetter, IngestRollup
+from topology.models.ingest import DeadLetter, IngestRollup, StreamPosition
 from topology.models.lag import ConsumerPartitionLag, LagSecondsMethod, LagStatus
 from topology.models.rollups import EdgeRollup, InstanceRollup, RouteRollup
 from topology.models.services import Instance, Service
@@ -18,4 +18,5 @@ __all__ = [
     "Service",
     "SourceStatus",
     "Span",
+    "StreamPosition",
 ]

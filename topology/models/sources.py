@@ -1,14 +1,27 @@
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from topology.models.services import Health
+
+CONSUL_PREFIX = "consul:"
+
 # Every collector records a success at least every CONSUL_BLOCKING_WAIT_SECONDS (Consul) or 5 s (the
 # lag sampler, for Kafka). A source silent for much longer is stale even though nothing failed: the
 # Celery worker or its beat is down, and the pages must not go on looking fresh.
 SILENT_AFTER_SECONDS = 120
+SILENT_REASON = "No collector has reached it since the last success: is the Celery worker with beat running?"
+
+# How long the health Consul last gave an instance is still shown once its datacenter is stale (failing,
+# or silent). Consul's checks run every few seconds and the collector asks a failing datacenter again
+# at least once a minute, so five minutes is several missed answers, while a blip (a leader election, a
+# restarted agent) keeps the picture. After it, and at once for a datacenter meshscope no longer reads,
+# the instance's health is unknown: a health that old says nothing about the instance now.
+HEALTH_STALE_AFTER_SECONDS = 300
 
 
 class SourceStatus(models.Model):
@@ -68,14 +81,15 @@ class SourceStatus(models.Model):
         status.save()
         return status.consecutive_failures
 
-    def as_dict(self) -> dict[str, Any]:
+    def stale_as_shown(self) -> tuple[datetime | None, str]:
+        """Since when the source is stale and why, counting a silent source as stale; (None, "") if fresh."""
         silent_since = self.silent_since
-        stale_since: datetime | None
         if silent_since is not None:
-            stale_since = silent_since
-            stale_reason = "No collector has reached it since the last success: is the Celery worker with beat running?"
-        else:
-            stale_since, stale_reason = self.stale_since, self.stale_reason
+            return silent_since, SILENT_REASON
+        return self.stale_since, self.stale_reason
+
+    def as_dict(self) -> dict[str, Any]:
+        stale_since, stale_reason = self.stale_as_shown()
         return {
             "name": self.name,
             "configured": self.configured,
@@ -84,3 +98,32 @@ class SourceStatus(models.Model):
             "stale_reason": stale_reason,
             "last_success": self.last_success,
         }
+
+
+@dataclass(frozen=True)
+class HealthFreshness:
+    """Which instances' stored health the pages may show as their health.
+
+    An instance's health comes from Consul, datacenter by datacenter. It stands while its datacenter is
+    a source (a ``consul:<dc>`` status the collector keeps; the collector drops those it no longer reads)
+    that has not been stale for longer than ``HEALTH_STALE_AFTER_SECONDS``. Otherwise it is unknown.
+    """
+
+    datacenters: frozenset[str]
+
+    @classmethod
+    def now(cls) -> Self:
+        cutoff = timezone.now() - timedelta(seconds=HEALTH_STALE_AFTER_SECONDS)
+        current = set()
+        for status in SourceStatus.objects.filter(name__startswith=CONSUL_PREFIX, configured=True):
+            stale_since, _ = status.stale_as_shown()
+            if stale_since is None or stale_since > cutoff:
+                current.add(status.name.removeprefix(CONSUL_PREFIX))
+        return cls(frozenset(current))
+
+    def is_stale(self, in_consul: bool, datacenter: str) -> bool:
+        """Whether an instance's stored health is out of date; only Consul gives instances a health."""
+        return in_consul and datacenter not in self.datacenters
+
+    def shown(self, health: str, in_consul: bool, datacenter: str) -> str:
+        return Health.UNKNOWN if self.is_stale(in_consul, datacenter) else health
