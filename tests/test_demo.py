@@ -23,6 +23,7 @@ import requests
 
 from demo import system
 from demo.embedded import free_port, port_is_free
+from demo.supervisor import die_with_parent
 from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS, screenshot
 from tests.consul_server import ConsulTestServer
 
@@ -75,6 +76,8 @@ class Demo:
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Stopped, with all it started, should the test run itself be killed.
+            preexec_fn=die_with_parent,
         )
         self.output = []
         threading.Thread(target=self._read, daemon=True).start()
