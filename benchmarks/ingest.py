@@ -1,7 +1,10 @@
 """Span ingestion benchmark: OTLP messages of 50 spans through a real broker into the database.
 
-Prints end-to-end spans/s, the raw consume rate of the same Kafka client over the same messages with
-no processing (same run), their ratio, and the peak RSS. Figures are printed, never asserted.
+Prints, over the same messages in one run: the raw consume rate of the same Kafka client with no
+processing, the decode-only ceiling (consume, decode, discard), end to end with decoding and storing
+one after the other and pipelined (the next batch decoded while the current one is stored), each as a
+ratio of the decode-only ceiling, N processes in one group, and the peak RSS. Figures are printed,
+never asserted.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test .venv/bin/python -m benchmarks.ingest --spans 200000
 """
@@ -29,7 +32,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from demo.embedded import EmbeddedKafka  # noqa: E402
 from tests.kafka_helpers import FAST_GROUP, create_topic, produce, span_consumer  # noqa: E402
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf  # noqa: E402
-from topology.models import Span  # noqa: E402
+from topology.models import (  # noqa: E402
+    EdgeRollup,
+    IngestRollup,
+    InstanceRollup,
+    RouteRollup,
+    Span,
+    StreamPosition,
+)
 
 SPANS_PER_MESSAGE = 50
 MESSAGING = {"messaging.system": "kafka", "messaging.destination.name": "order-events"}
@@ -129,9 +139,36 @@ def raw_consume(bootstrap, topic, expected_messages):
     return (expected_messages - before_clock) * SPANS_PER_MESSAGE / elapsed
 
 
-def ingest(bootstrap, topic, expected_spans):
-    # Long enough for a batch to be stored; Tansu makes the join wait this long once, before the clock.
+def forget_what_was_counted():
+    """Back to an empty database, so that the next run counts the same messages from the start."""
+    for model in (Span, StreamPosition, EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
+        model.objects.all().delete()
+
+
+def decode_only(bootstrap, topic, expected_spans):
+    """The ceiling of one consumer process: what it decodes a second when nothing is stored."""
     consumer = span_consumer(bootstrap, {topic: "otlp_proto"}, max_poll_interval_ms=15_000, session_timeout_ms=10_000)
+    decoded, started, before_clock = 0, None, 0
+    while decoded < expected_spans:
+        polled = consumer.consumer.poll(timeout_ms=500)
+        if started is None and polled:
+            started, before_clock = time.perf_counter(), decoded
+        for _, result in consumer._decode_all(polled):
+            decoded += len(getattr(result, "spans", ()))
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return (expected_spans - before_clock) / elapsed
+
+
+def ingest(bootstrap, topic, expected_spans, pipelined):
+    # Long enough for a batch to be stored; Tansu makes the join wait this long once, before the clock.
+    consumer = span_consumer(
+        bootstrap,
+        {topic: "otlp_proto"},
+        pipelined=pipelined,
+        max_poll_interval_ms=15_000,
+        session_timeout_ms=10_000,
+    )
     stored, started, before_clock = 0, None, 0
     while stored < expected_spans:
         if started is None and consumer.consumer.assignment():
@@ -190,18 +227,25 @@ def main():
             create_topic(broker.bootstrap_servers, topic, partitions=6)
             produce(broker.bootstrap_servers, topic, messages(count))
             raw_rate = raw_consume(broker.bootstrap_servers, topic, count)
-            ingest_rate = ingest(broker.bootstrap_servers, topic, spans)
+            decode_rate = decode_only(broker.bootstrap_servers, topic, spans)
+            serial_rate = ingest(broker.bootstrap_servers, topic, spans, pipelined=False)
+            forget_what_was_counted()
+            ingest_rate = ingest(broker.bootstrap_servers, topic, spans, pipelined=True)
             scaled_rate = None
             if args.workers and connection.vendor == "postgresql":
-                Span.objects.all().delete()
+                forget_what_was_counted()
                 scaled_rate = ingest_in_processes(broker.bootstrap_servers, topic, spans, args.workers)
     finally:
         connection.creation.destroy_test_db(test_db, verbosity=0)
     print(f"database      {connection.vendor}")
     print(f"spans         {spans} in {count} OTLP messages of {SPANS_PER_MESSAGE}")
-    print(f"end to end    {ingest_rate:,.0f} spans/s")
     print(f"raw consume   {raw_rate:,.0f} spans/s (same client, same messages, no processing)")
-    print(f"ratio         {ingest_rate / raw_rate:.2f}")
+    print(f"decode only   {decode_rate:,.0f} spans/s (consume, decode, discard: the ceiling of one process)")
+    print(
+        f"serial        {serial_rate:,.0f} spans/s end to end, decode then store ({serial_rate / decode_rate:.2f} of decode only)"
+    )
+    print(f"pipelined     {ingest_rate:,.0f} spans/s end to end ({ingest_rate / decode_rate:.2f} of decode only)")
+    print(f"pipelined/serial {ingest_rate / serial_rate:.2f}")
     if scaled_rate:
         print(f"{args.workers} processes   {scaled_rate:,.0f} spans/s end to end (one consumer group, same messages)")
     print(f"peak RSS      {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -1,6 +1,8 @@
 """Turns Consul's answers into Service and Instance rows: upserts, never deletes.
 
-An instance that leaves Consul gets ``deregistered_at``: spans and rollups still point at it. A service
+An instance that leaves Consul gets ``deregistered_at``: spans and rollups still point at it. Rows that
+name one process (a trace-only row for an instance that Consul now lists, an old registration at the
+address of a new one) are merged as ``topology.instance_identity`` says, in the same transaction. A service
 whose last Consul instance left gets ``deregistered_at`` too and keeps ``in_consul`` as history of where
 it came from; both come back (``deregistered_at`` cleared) when Consul lists them again.
 
@@ -15,13 +17,15 @@ import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, TypedDict, TypeGuard
 
 from django.db import connection, models, transaction
 
-from topology.changes import REGISTRY_VIEWS, announce_on_commit
+from topology.changes import REGISTRY_VIEWS, TRAFFIC_VIEWS, announce_on_commit
+from topology.instance_identity import absorb, hold_identity_lock, unify
 from topology.models import Instance, Service
 from topology.models.services import BalancingPolicy, Health
 
@@ -250,22 +254,57 @@ def mark_absent(datacenter: str, present: Iterable[str], now: datetime) -> bool:
     return True
 
 
+@dataclass
+class _Plan:
+    """What a batch writes: rows to create, rows to update, rows only read, services that changed,
+    merged rows that Consul lists again, and rows that name one process to merge
+    (``instance_identity.unify``)."""
+
+    to_create: list[Instance] = field(default_factory=list)
+    to_update: list[Instance] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
+    services_changed: list[Service] = field(default_factory=list)
+    revived: list[int] = field(default_factory=list)
+    merges: list[tuple[Instance, list[Instance]]] = field(default_factory=list)
+
+
 @transaction.atomic
 def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: datetime) -> bool:
     """The one write path of Consul's state: one transaction per batch of services, announced to the
-    registry views once committed when any row changed."""
+    registry views once committed when any row changed.
+
+    It holds the exclusive identity lock (``topology.instance_identity``): span batches wait for it,
+    which costs them the few milliseconds a batch of Consul's changes takes.
+    """
     parsed = {
         name: [f for f in (parse_entry(e, datacenter) for e in entries) if f] for name, entries in answers.items()
     }
-    services = _services(parsed, now)
+    # Before anything is read: a span batch in progress may be storing a trace-only row of an instance
+    # that this batch creates, or adding requests to a row that it merges.
+    hold_identity_lock(exclusive=True)
+    plan = _plan(datacenter, parsed, _services(parsed, now), now)
+
+    _create(plan.to_create)
+    # Rows whose Consul fields changed are rewritten; the others only learn when they were last read.
+    Instance.objects.bulk_update(plan.to_update, CONSUL_FIELDS, batch_size=500)
+    for start in range(0, len(plan.read), 1000):
+        Instance.objects.filter(pk__in=plan.read[start : start + 1000]).update(last_seen=now)
+    Service.objects.bulk_update(plan.services_changed, SERVICE_FIELDS, batch_size=500)
+    Instance.objects.filter(pk__in=plan.revived).update(merged_into=None)
+    _merge(plan.merges, now)
+    changed = bool(plan.to_create or plan.to_update or plan.services_changed or plan.revived or plan.merges)
+    if changed:
+        announce_on_commit(*REGISTRY_VIEWS, *(TRAFFIC_VIEWS if plan.merges else ()))
+    return changed
+
+
+def _plan(
+    datacenter: str, parsed: Mapping[str, list[InstanceFields]], services: Mapping[str, Service], now: datetime
+) -> _Plan:
+    plan = _Plan()
     instances: defaultdict[int, list[Instance]] = defaultdict(list)
     for stored in Instance.objects.filter(service__in=services.values()):
         instances[stored.service_id].append(stored)
-
-    to_create: list[Instance] = []
-    to_update: list[Instance] = []
-    read: list[int] = []
-    services_changed: list[Service] = []
     for name, entries in parsed.items():
         service = services.get(name)
         if service is None:  # gone before it was ever stored
@@ -280,16 +319,20 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
                     service=service, identity=lookup.free_identity(fields), first_seen=now, last_seen=now, **fields
                 )
                 lookup.add(instance)
-                to_create.append(instance)
+                plan.to_create.append(instance)
             elif instance.pk is None:  # Consul listed the same instance twice: the last entry wins
                 for key, value in fields.items():
                     setattr(instance, key, value)
             else:
+                if instance.merged_into_id is not None:
+                    # Listed again after it was merged into its successor: its own row again, from now on.
+                    instance.merged_into_id = None
+                    plan.revived.append(instance.pk)
                 if any(getattr(instance, key) != value for key, value in fields.items()):
                     for key, value in fields.items():
                         setattr(instance, key, value)
-                    to_update.append(instance)
-                read.append(instance.pk)
+                    plan.to_update.append(instance)
+                plan.read.append(instance.pk)
             seen.add(id(instance))
         for instance in rows:
             if (
@@ -299,20 +342,28 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
                 and id(instance) not in seen
             ):
                 instance.deregistered_at = now
-                to_update.append(instance)
+                plan.to_update.append(instance)
         if _summarise(service, lookup.rows, now):
-            services_changed.append(service)
+            plan.services_changed.append(service)
+        plan.merges.extend(unify(lookup.rows))
+    return plan
 
-    _create(to_create)
-    # Rows whose Consul fields changed are rewritten; the others only learn when they were last read.
-    Instance.objects.bulk_update(to_update, CONSUL_FIELDS, batch_size=500)
-    for start in range(0, len(read), 1000):
-        Instance.objects.filter(pk__in=read[start : start + 1000]).update(last_seen=now)
-    Service.objects.bulk_update(services_changed, SERVICE_FIELDS, batch_size=500)
-    changed = bool(to_create or to_update or services_changed)
-    if changed:
-        announce_on_commit(*REGISTRY_VIEWS)
-    return changed
+
+def _merge(merges: Sequence[tuple[Instance, list[Instance]]], now: datetime) -> None:
+    """Merges rows into the instances that the batch kept; a kept instance that the batch created (by
+    COPY, which gives no primary key back) is read back by its identity first."""
+    unsaved = [kept for kept, _ in merges if kept.pk is None]
+    if unsaved:
+        ids = {
+            (service_id, identity): pk
+            for pk, service_id, identity in Instance.objects.filter(
+                service_id__in={kept.service_id for kept in unsaved}, identity__in={kept.identity for kept in unsaved}
+            ).values_list("pk", "service_id", "identity")
+        }
+        for kept in unsaved:
+            kept.pk = ids[(kept.service_id, kept.identity)]
+    for kept, merged in merges:
+        absorb(kept, merged, now)
 
 
 def _create(instances: Sequence[Instance]) -> None:
@@ -372,18 +423,15 @@ class _Lookup:
         self.by_identity[row.identity] = row
 
     def match(self, fields: InstanceFields) -> Instance | None:
-        """The same Consul instance, else the trace-only instance that spans named by its service ID or
-        ``address:port``, so that the balancer statistics see one instance, not two."""
+        """The same Consul instance, else the row that spans or an operator made under its service ID,
+        which becomes Consul's. A row that spans named by ``address:port`` is not taken over: the new
+        row keeps the registry's identity, and ``instance_identity.unify`` merges the two."""
         row = self.by_consul.get((fields["datacenter"], fields["node"], fields["consul_id"]))
         if row is not None:
             return row
-        host_port = f"{fields['address']}:{fields['port']}" if fields["address"] and fields["port"] else None
-        for alias in (fields["consul_id"], host_port):
-            if alias is None:
-                continue
-            row = self.by_identity.get(alias)
-            if row is not None and not row.in_consul:
-                return row
+        row = self.by_identity.get(fields["consul_id"])
+        if row is not None and not row.in_consul and row.merged_into_id is None:
+            return row
         return None
 
     def free_identity(self, fields: InstanceFields) -> str:

@@ -197,8 +197,11 @@ CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py's asyncio pool refuses ("Too many connections") beyond 100 connections in use
         # instead of waiting; a hundred browsers reconnecting at once after a restart reach that.
+        # channels_redis waits for a message in blocking reads of 5 s, and redis-py 8 gives up on any
+        # read after 5 s by default, closing idle sockets (redis-py#4091, channels_redis#422): reads
+        # may take three blocking waits before Redis counts as gone.
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "max_connections": 2000}],
+            "hosts": [{"address": REDIS_URL, "max_connections": 2000, "socket_timeout": 15}],
             "prefix": os.environ.get("CHANNELS_PREFIX", "meshscope"),
         },
     }

@@ -5,6 +5,7 @@ one at REDIS_URL when it answers, else an embedded redis-server started for the 
 uses neither the database nor Redis (histograms, statistics, the protocol, the decoders) starts nothing.
 """
 
+import copy
 import os
 import threading
 import uuid
@@ -46,12 +47,11 @@ def _isolated_channel_layer(request, settings):
         yield
         return
     redis_url = request.getfixturevalue("redis_url")
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
-        }
-    }
+    # The product's layer (its connection options included), on the test Redis, under a prefix of its own.
+    layer = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"]["hosts"] = [{**host, "address": redis_url} for host in layer["CONFIG"]["hosts"]]
+    layer["CONFIG"]["prefix"] = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()

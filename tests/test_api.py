@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db
 
 ENDPOINTS = [
     "/api/topology/",
+    "/api/topology/export.dot",
     "/api/routes/",
     "/api/routes/tree/?service=a&operation=b",
     "/api/traces/",
@@ -211,6 +212,7 @@ def test_an_impossible_until_is_a_clear_400(api, url, params, until):
 
 WINDOWED_ENDPOINTS = [
     ("/api/topology/", {}),
+    ("/api/topology/export.dot", {}),
     ("/api/routes/", {}),
     ("/api/routes/tree/", {"service": "a", "operation": "b"}),
     ("/api/services/detail/", {"name": "a"}),

@@ -15,7 +15,7 @@ from topology.balancing import (
     BalanceStatistics,
 )
 from topology.chi_square import chi_square_p_value, regularized_upper_gamma
-from topology.models import Instance, InstanceRollup, Service
+from topology.models import Instance, InstanceRollup, Service, SourceStatus
 from topology.window import Window
 
 NOW = timezone.now().replace(second=30, microsecond=0)
@@ -181,10 +181,13 @@ def make_service(name, policy, weights, health="passing"):
             weight_warning=1,
             health=health,
             in_consul=True,
+            datacenter="dc1",
             first_seen=NOW - timedelta(hours=1),
         )
         for i, weight in enumerate(weights)
     ]
+    # Health is Consul's: it is shown while the collector reads the instances' datacenter.
+    SourceStatus.record_success("consul:dc1")
     return service, instances
 
 

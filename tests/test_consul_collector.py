@@ -371,17 +371,17 @@ def test_instance_seen_in_traces_is_matched_by_service_id(consul):
     assert service.source == "both"
 
 
-def test_instance_seen_in_traces_is_matched_by_address_and_port(consul):
+def test_instance_seen_in_traces_by_address_and_port_becomes_the_registered_instance(consul):
     service = Service.objects.create(name="web", in_traces=True)
     traced = Instance.objects.create(service=service, identity="10.1.0.1:8080", in_traces=True)
     web(consul, "web-7f9c")
 
     sync_consul()
 
+    registered = Instance.objects.unmerged().get(service=service)
+    assert (registered.identity, registered.health, registered.in_consul) == ("web-7f9c", "passing", True)
     traced.refresh_from_db()
-    assert (traced.consul_id, traced.health, traced.in_consul) == ("web-7f9c", "passing", True)
-    assert Instance.objects.filter(service=service).count() == 1
-    assert set(Instance.objects.matching("web-7f9c")) == {traced}
+    assert traced.merged_into == registered and traced.deregistered_at is not None
 
 
 def test_same_service_id_on_two_nodes_makes_two_instances(consul):

@@ -85,7 +85,8 @@ def test_a_batch_delivered_again_after_its_transaction_committed_is_skipped(kafk
 
 def test_a_crash_between_the_database_commit_and_the_kafka_commit_counts_nothing_twice(kafka_bootstrap, topic_name):
     create_topic(kafka_bootstrap, topic_name, partitions=2)
-    produce(kafka_bootstrap, topic_name, gateway_to_cart(2, 8))
+    for partition in (0, 1):
+        produce(kafka_bootstrap, topic_name, gateway_to_cart(2, 4), partition=partition)
     group = f"crash-{topic_name}"
     crashed = span_consumer(kafka_bootstrap, {topic_name: "otlp_proto"}, group=group)
     try:
@@ -204,3 +205,21 @@ def test_a_rebalance_between_two_consumers_loses_and_double_counts_nothing(kafka
         "duplicate spans": 0,
         "dead letters": 0,
     }
+
+
+def test_a_run_stores_the_batch_it_decoded_while_storing_the_one_before(kafka_bootstrap, topic_name):
+    """Pipelined, a poll's batch is stored by the next poll; the batch still in flight when a run ends is
+    stored before the run returns, so a Celery task's run leaves nothing half done."""
+    create_topic(kafka_bootstrap, topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, gateway_to_cart(2, 6))
+    consumer = span_consumer(kafka_bootstrap, {topic_name: "otlp_proto"}, max_poll_records=2)
+    stored = 0
+    try:
+        deadline = time.monotonic() + 30
+        while counts()["messages"] < 6 and time.monotonic() < deadline:
+            stored += consumer.run(0.5)
+            assert consumer._in_flight is None
+    finally:
+        consumer.close()
+    assert stored == 36
+    assert counts()["edges"] == 12

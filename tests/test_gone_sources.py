@@ -18,7 +18,7 @@ from collectors import consul_client
 from collectors.consul import sync_consul
 from dashboard.pages.views import HEADER_SOURCE_CHIPS
 from tests.consul_server import ConsulTestServer
-from topology.models import SourceStatus
+from topology.models import Instance, InstanceRollup, SourceStatus
 from topology.models.services import ConsulDatacenter
 from topology.models.sources import HEALTH_STALE_AFTER_SECONDS, SILENT_AFTER_SECONDS
 
@@ -280,3 +280,25 @@ def test_twenty_sources_are_one_chip_whose_popover_lists_them_stale_first(sre):
     assert sorted(names[4:]) == names[4:] and len(names) == 20
     assert "<b>NoBrokersAvailable</b>" in [part for item in header.items for part in item]  # text, not markup
     assert "&lt;b&gt;NoBrokersAvailable" in html
+
+
+def test_the_balancer_owes_an_instance_of_a_forgotten_datacenter_its_share_and_does_not_flag_it_critical(consul, sre):
+    register_web(consul)
+    sync_consul()
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=1)
+    for identity in ("web-1", "web-9"):
+        InstanceRollup.objects.create(instance=Instance.objects.get(identity=identity), minute=minute, count=300)
+    report = sre.get("/api/balancers/web/").json()
+    assert {row["instance"]: row["ineligible_reason"] for row in report["instances"]} == {
+        "web-1": "",
+        "web-9": "critical",
+    }
+
+    forget_dc2(consul)
+    sync_consul()
+
+    report = sre.get("/api/balancers/web/").json()
+    rows = {row["instance"]: (row["health"], row["ineligible_reason"]) for row in report["instances"]}
+    assert rows == {"web-1": ("passing", ""), "web-9": ("unknown", "")}
+    assert not [flag for flag in report["flags"] if flag["reason"] == "critical"]
+    assert report["verdict"]["status"] == "balanced"

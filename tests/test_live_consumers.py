@@ -1,5 +1,7 @@
 """The websocket consumer end to end through the ASGI application: auth, origin, snapshot, deltas."""
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -299,6 +301,34 @@ def test_a_window_the_live_views_do_not_push_is_refused_with_the_apis_message(se
         assert (await ws.connect())[0]
         assert await ws.receive_json_from(timeout=5) == {"type": "error", "window": message, "message": message}
         assert (await ws.receive_output(timeout=5))["code"] == 4400
+        await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_socket_idle_longer_than_redis_reads_wait_stays_open_and_gets_the_next_delta(session_cookie, broadcaster):
+    """channels_redis waits for a message in blocking reads of 5 s; redis-py 8 gives up on a read after
+    5 s by default, which closed every idle socket (redis-py#4091). The settings lift that limit."""
+    seed.seed_mesh(traces=1)
+
+    async def scenario():
+        ws = communicator("/ws/live/topology/", session_cookie)
+        assert (await ws.connect())[0]
+        await ws.receive_json_from(timeout=5)
+        # Longer than two blocking reads with nothing announced: the scenario itself, not a
+        # synchronisation. The consumer may refresh the view meanwhile; it must not close.
+        idle_until = time.monotonic() + 12
+        while time.monotonic() < idle_until:
+            if not await ws.receive_nothing(timeout=0.5, interval=0.05):
+                output = await ws.receive_output(timeout=1)
+                assert output["type"] == "websocket.send", output
+            assert not ws.future.done(), "the consumer stopped"
+        await database_sync_to_async(seed.store)(seed.one_call("gateway", "GET /api/cart", "cart", "GET /cart"))
+        while True:
+            message = await ws.receive_json_from(timeout=10)
+            upserted = {node["id"] for node in message.get("changes", {}).get("nodes", {}).get("upsert", [])}
+            if message["type"] == "delta" and "cart" in upserted:
+                break
         await ws.disconnect()
 
     run(scenario)

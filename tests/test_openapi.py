@@ -64,6 +64,7 @@ def api_schema(db, django_user_model):
 OPERATIONS = [
     ("POST", "/api/auth/token/"),
     ("GET", "/api/topology/"),
+    ("GET", "/api/topology/export.dot"),
     ("GET", "/api/routes/"),
     ("GET", "/api/routes/tree/"),
     ("GET", "/api/traces/"),
@@ -104,6 +105,7 @@ def test_every_operation_answers_as_the_schema_says(api_schema, method, path, mo
 
 ENDPOINTS = [
     "/api/topology/",
+    "/api/topology/export.dot",
     "/api/routes/",
     "/api/routes/tree/?service=gateway&operation=GET%20%2Fapi%2Forders",
     "/api/traces/",

@@ -97,6 +97,7 @@ def zipkin_span(
     remote_service=None,
     tags=None,
     shared=False,
+    host="10.0.0.1",
 ):
     return {
         "trace_id": trace_id,
@@ -112,7 +113,7 @@ def zipkin_span(
         }[kind],
         "timestamp": start_s if start_s is not None else time.time(),
         "duration": duration_s,
-        "local_endpoint": create_endpoint(port=port, service_name=service, host="10.0.0.1"),
+        "local_endpoint": create_endpoint(port=port, service_name=service, host=host),
         "remote_endpoint": create_endpoint(service_name=remote_service, host="10.0.0.2", port=80, use_defaults=False)
         if remote_service
         else None,

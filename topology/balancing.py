@@ -15,6 +15,7 @@ from typing import Any
 from topology.chi_square import chi_square_p_value, pearson_chi_square
 from topology.models import Instance, InstanceRollup, Service
 from topology.models.services import BalancingPolicy, Health
+from topology.models.sources import HealthFreshness
 from topology.window import Window
 
 # Random balancing is called skewed only when χ² says chance explains the counts less than once in
@@ -27,6 +28,10 @@ RELATIVE_TOLERANCE = 0.2
 NOISE_SIGMAS = 3
 # An unhealthy instance "still receives traffic" when it served requests in the window's last minutes.
 RECENT_MINUTES = 2
+# Why a trace-only instance of a service whose other instances Consul or an operator recorded is owed
+# nothing: spans name an address that no registration has, so it is shown and flagged, never judged as
+# one of the instances the policy shares requests over (docs/statistics.md).
+UNREGISTERED = "unregistered"
 
 BALANCED = "balanced"
 SKEWED = "skewed"
@@ -184,15 +189,16 @@ class BalanceStatistics:
         }
 
 
-def expected_weight(instance: Instance, policy: str, start: datetime, end: datetime) -> tuple[float, str]:
+def expected_weight(instance: Instance, health: str, policy: str, start: datetime, end: datetime) -> tuple[float, str]:
     """What the policy owes the instance over [start, end), and why it owes nothing if it does not.
 
-    Health is only known as it is now; presence (first seen, deregistered) is known in time, so an
+    Health is only known as it is now (``health``: the stored one, or unknown once its datacenter is
+    out of date, see HealthFreshness); presence (first seen, deregistered) is known in time, so an
     instance that came or went during the window is owed its part of the window.
     """
     if instance.in_maintenance:
         return 0, "in_maintenance"
-    if instance.health == Health.CRITICAL:
+    if health == Health.CRITICAL:
         return 0, "critical"
     present_from = max(start, instance.first_seen)
     present_until = min(end, instance.deregistered_at) if instance.deregistered_at else end
@@ -200,7 +206,7 @@ def expected_weight(instance: Instance, policy: str, start: datetime, end: datet
         return 0, "deregistered"
     presence = max(0.0, (present_until - present_from) / (end - start))
     if policy == BalancingPolicy.WEIGHTED:
-        weight = instance.weight_warning if instance.health == Health.WARNING else instance.weight_passing
+        weight = instance.weight_warning if health == Health.WARNING else instance.weight_passing
         if weight <= 0:
             return 0, "zero_weight"
     else:
@@ -216,6 +222,7 @@ class BalancerWindow:
         self.end = window.until
         self.start = window.since
         self.recent_from = self.end - timedelta(minutes=RECENT_MINUTES)
+        self.freshness = HealthFreshness.now()
         # instance id -> [(caller id or None, minute, count)]
         self.rows: defaultdict[int, list[tuple[int | None, datetime, int]]] = defaultdict(list)
         rollups = InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
@@ -233,7 +240,7 @@ class BalancerWindow:
         """The instances the window knows of; ``candidates``, the service's instances by identity, spare
         a query per service when the overview has read them all at once."""
         if candidates is None:
-            candidates = Instance.objects.filter(service=service).order_by("identity")
+            candidates = Instance.objects.unmerged().filter(service=service).order_by("identity")
         return [
             instance
             for instance in candidates
@@ -244,6 +251,9 @@ class BalancerWindow:
         """Why an instance that should get no traffic is a problem: it got some when it should not."""
         minutes = [(minute, count) for _, minute, count in self.rows.get(instance.id, ())]
         flags: list[dict[str, Any]] = []
+        if reason == UNREGISTERED:
+            served = sum(count for _, count in minutes)
+            return [{"reason": UNREGISTERED, "requests": served, "since": None}] if served else []
         if instance.deregistered_at:
             after = sum(count for minute, count in minutes if minute >= instance.deregistered_at)
             if after:
@@ -281,7 +291,17 @@ class BalancerWindow:
     ) -> dict[str, Any]:
         policy = service.balancing_policy or BalancingPolicy.ROUND_ROBIN
         instances = self._instances(service, candidates)
-        owed = [expected_weight(instance, policy, self.start, self.end) for instance in instances]
+        recorded = any(instance.in_registry for instance in instances)
+        if recorded:
+            # A name that only spans gave is an instance of the window only while it serves requests in it.
+            instances = [instance for instance in instances if instance.in_registry or instance.id in self.rows]
+        health = [self.freshness.shown(i.health, i.in_consul, i.datacenter) for i in instances]
+        owed = [
+            expected_weight(instance, shown, policy, self.start, self.end)
+            if instance.in_registry or not recorded
+            else (0.0, UNREGISTERED)
+            for instance, shown in zip(instances, health)
+        ]
         weights = [weight for weight, _ in owed]
         overall = self.statistics(policy, instances, weights)
         report: dict[str, Any] = {
@@ -296,9 +316,13 @@ class BalancerWindow:
                 for flag in self._flags(instance, reason)
             ],
         }
-        for row, instance, (_, reason) in zip(report["instances"], instances, owed):
-            row["health"] = instance.health
+        for row, shown, (_, reason) in zip(report["instances"], health, owed):
+            row["health"] = shown
             row["ineligible_reason"] = reason
+        if not overall.eligible_total and any(flag["reason"] == UNREGISTERED for flag in report["flags"]):
+            report["verdict"]["summary"] = (
+                "Every request was served by an instance that neither Consul nor an operator recorded."
+            )
         if per_caller:
             callers = {caller_id for i in instances for caller_id, _, _ in self.rows.get(i.id, ())}
             caller_ids = sorted(callers, key=lambda c: (c is not None, c or 0))
@@ -315,7 +339,7 @@ class BalancerWindow:
     def overview(self) -> dict[str, Any]:
         services = Service.objects.filter(id__in=self.service_ids()).order_by("name")
         candidates: defaultdict[int, list[Instance]] = defaultdict(list)
-        for instance in Instance.objects.filter(service__in=services).order_by("identity"):
+        for instance in Instance.objects.unmerged().filter(service__in=services).order_by("identity"):
             candidates[instance.service_id].append(instance)
         summaries = []
         for service in services:

@@ -8,7 +8,7 @@ span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arriv
 
 import copy
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from topology.changes import TRAFFIC_VIEWS, announce_on_commit
+from topology.instance_identity import IDENTITY_FIELDS, canonical, hold_identity_lock, resolve_names
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
 from topology.shared_spans import shared_server_id
@@ -65,6 +66,8 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
     result = IngestResult()
     now = timezone.now()
     if records:
+        # First, before any row is locked: a merge waits for this batch, or this batch for a merge.
+        hold_identity_lock(exclusive=False)
         by_key = {(r.trace_id, r.span_id): r for r in _join_shared_in_batch(list(records))}
         records = list(by_key.values())
         services = _services(records, now)
@@ -117,6 +120,7 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     )
     if not overdue:
         return 0
+    hold_identity_lock(exclusive=False)
     batch = RollupBatch()
     candidates = _pairing_candidates(set(overdue))
     settled = _pair(candidates, batch)
@@ -248,27 +252,44 @@ def _services(records: Iterable[Any], now: datetime) -> dict[str, int]:
 
 
 def _instances(records: Iterable[Any], services: ServiceIds, now: datetime) -> dict[tuple[int, str], int]:
-    """Maps (service id, instance key) to an instance id, matching Consul's aliases first."""
+    """Maps (service id, instance key) to the instance id it counts for, as ``instance_identity``
+    resolves names; creates a trace-only instance for a name that no row has. Call with the identity
+    lock held (shared)."""
     wanted = {(services[r.service], r.instance) for r in records if r.instance}
     if not wanted:
         return {}
+    rows: defaultdict[int, list[Instance]] = defaultdict(list)
+    for instance in Instance.objects.filter(service_id__in={service_id for service_id, _ in wanted}).only(
+        *IDENTITY_FIELDS
+    ):
+        rows[instance.service_id].append(instance)
+    names = {service_id: resolve_names(service_rows) for service_id, service_rows in rows.items()}
     known: dict[tuple[int, str], int] = {}
-    for instance in Instance.objects.filter(service_id__in={service_id for service_id, _ in wanted}):
-        for alias in instance.aliases():
-            known.setdefault((instance.service_id, alias), instance.id)
-    missing = wanted - known.keys()
+    # (service id, canonical name) -> the first key that spells it, the new row's identity
+    missing: dict[tuple[int, str], str] = {}
+    for service_id, key in wanted:
+        name = canonical(key)
+        instance_id = names.get(service_id, {}).get(name)
+        if instance_id is not None:
+            known[(service_id, key)] = instance_id
+        else:
+            missing.setdefault((service_id, name), key)
     if missing:
         Instance.objects.bulk_create(
             [
                 Instance(service_id=sid, identity=key, in_traces=True, first_seen=now, last_seen=now)
-                for sid, key in sorted(missing)
+                for (sid, _), key in sorted(missing.items())
             ],
             ignore_conflicts=True,
         )
-        for instance in Instance.objects.filter(
-            service_id__in={sid for sid, _ in missing}, identity__in={key for _, key in missing}
-        ):
-            known[(instance.service_id, instance.identity)] = instance.id
+        created = {
+            (instance.service_id, canonical(instance.identity)): instance.id
+            for instance in Instance.objects.filter(
+                service_id__in={sid for sid, _ in missing}, identity__in=set(missing.values())
+            )
+        }
+        for service_id, key in wanted - known.keys():
+            known[(service_id, key)] = created[(service_id, canonical(key))]
     return known
 
 
@@ -426,7 +447,7 @@ def _join_shared_with_stored(
     keys = {(r.trace_id, r.span_id) for r in refused}
     stored = {
         (row["trace_id"], row["span_id"]): row
-        for row in Span.objects.select_for_update()
+        for row in Span.objects.select_for_update(of=("self",))
         .filter(trace_id__in={trace_id for trace_id, _ in keys}, span_id__in={span_id for _, span_id in keys})
         .values(
             "id",
@@ -436,6 +457,7 @@ def _join_shared_with_stored(
             "kind",
             "service_id",
             "instance_id",
+            "instance__merged_into_id",
             "name",
             "started_at",
             "duration_us",
@@ -457,16 +479,21 @@ def _join_shared_with_stored(
 
 
 def _demote_stored_root(row: Mapping[str, Any], batch: RollupBatch) -> None:
-    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come."""
+    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come. If its
+    instance was merged into another since, its request moved there, and it waits for pairing there too."""
+    instance_id = row["instance__merged_into_id"] or row["instance_id"]
     Span.objects.filter(pk=row["id"]).update(
-        span_id=shared_server_id(row["trace_id"], row["span_id"]), parent_id=row["span_id"], paired=False
+        span_id=shared_server_id(row["trace_id"], row["span_id"]),
+        parent_id=row["span_id"],
+        paired=False,
+        instance_id=instance_id,
     )
     # What _count_roots counted for it when it was stored as a root.
     start_us = (row["started_at"] - EPOCH) // timedelta(microseconds=1)
     duration_ms = row["duration_us"] / 1000
     batch.retract_route(start_us, row["service_id"], row["name"], duration_ms, row["error"])
-    if row["instance_id"]:
-        batch.retract_instance(start_us, row["instance_id"], None, duration_ms, row["error"])
+    if instance_id:
+        batch.retract_instance(start_us, instance_id, None, duration_ms, row["error"])
 
 
 def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:

@@ -7,7 +7,7 @@ workers adding to the same minute neither lose an increment nor deadlock.
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from operator import or_
 from typing import Any
@@ -49,6 +49,13 @@ class Delta:
         else:
             self.latency_sum_ms += latency_ms
             self.histogram.add(latency_ms)
+
+    def add_stored(self, row: Rollup) -> None:
+        """Adds a stored rollup's figures, whose observations move to this delta's key."""
+        self.count += row.count
+        self.errors += row.errors
+        self.latency_sum_ms += row.latency_sum_ms
+        self.histogram.merge(row.latency_buckets)
 
     def retract(self, latency_ms: float, error: bool) -> None:
         """Takes back an observation that ``add`` counted (with the same figures) in an earlier batch."""
@@ -92,6 +99,20 @@ class RollupBatch:
 
     def retract_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
         self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].retract(latency_ms, error)
+
+    def move_instance_rollups(self, source_ids: Sequence[int], target_id: int) -> dict[int, datetime]:
+        """Moves what the source instances served to the target instance: their stored rollups are
+        deleted now and added to the target's when the batch is saved, in the same transaction.
+        Returns when each source instance last served a request (the end of its last minute)."""
+        rows = list(InstanceRollup.objects.select_for_update().filter(instance_id__in=source_ids).order_by("pk"))
+        last_served: dict[int, datetime] = {}
+        for row in rows:
+            self.deltas[InstanceRollup][(row.minute, target_id, row.caller_id)].add_stored(row)
+            if row.count:
+                end = row.minute + timedelta(minutes=1)
+                last_served[row.instance_id] = max(end, last_served.get(row.instance_id, end))
+        InstanceRollup.objects.filter(instance_id__in=source_ids).delete()
+        return last_served
 
     def __bool__(self) -> bool:
         return any(self.deltas.values())

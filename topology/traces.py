@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from django.db.models import Count, Exists, OuterRef, Subquery
+from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
 
 from topology.latency import LatencyHistogram
 from topology.models import RouteRollup, Span
@@ -40,8 +40,12 @@ def trace_list(
     limit: int = 50,
     since: datetime | None = None,
     slowest: bool = False,
+    until: datetime | None = None,
+    having: QuerySet[Span] | None = None,
 ) -> list[dict[str, Any]]:
-    """Traces by their root span, the most recent first, or the slowest first."""
+    """Traces by their root span, the most recent first, or the slowest first. ``service``, ``operation``
+    and ``min_duration_ms`` are the root's, ``since`` and ``until`` bound its start; ``having`` keeps the
+    traces with a span among those (a search's matching spans)."""
     roots = Span.objects.filter(parent_id="").select_related("service")
     if service:
         roots = roots.filter(service__name=service)
@@ -51,6 +55,10 @@ def trace_list(
         roots = roots.filter(duration_us__gte=int(min_duration_ms * 1000))
     if since is not None:
         roots = roots.filter(started_at__gte=since)
+    if until is not None:
+        roots = roots.filter(started_at__lte=until)
+    if having is not None:
+        roots = roots.filter(trace_id__in=having.values("trace_id"))
     in_trace = Span.objects.filter(trace_id=OuterRef("trace_id"))
     roots = roots.annotate(
         has_error=Exists(in_trace.filter(error=True)),

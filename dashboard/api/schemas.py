@@ -391,7 +391,11 @@ class VerdictSerializer(serializers.Serializer):
 
 class FlagSerializer(serializers.Serializer):
     instance = serializers.CharField()
-    reason = serializers.ChoiceField(["deregistered", "in_maintenance", "critical"])
+    reason = serializers.ChoiceField(
+        ["deregistered", "in_maintenance", "critical", "unregistered"],
+        help_text="unregistered: traffic from an instance that neither Consul nor an operator recorded, of a "
+        "service whose other instances they did.",
+    )
     requests = serializers.IntegerField()
     since = serializers.DateTimeField(allow_null=True)
 

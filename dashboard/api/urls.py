@@ -7,6 +7,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("auth/token/", auth.ObtainTokenView.as_view(), name="api-auth-token"),
     path("topology/", topology.TopologyView.as_view(), name="api-topology"),
+    path("topology/export.dot", topology.TopologyDotView.as_view(), name="api-topology-dot"),
     path("routes/", traces.RouteListView.as_view(), name="api-routes"),
     path("routes/tree/", traces.RouteTreeView.as_view(), name="api-route-tree"),
     path("traces/", traces.TraceListView.as_view(), name="api-traces"),

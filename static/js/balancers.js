@@ -16,6 +16,17 @@ function verdictBadge(verdict) {
   return h("span", { class: `badge badge-${cls}`, title: (verdict && verdict.summary) || "", text: status.replaceAll("_", " ") });
 }
 
+// What a flag says next to the instance it names; an unregistered instance is a naming problem (spans
+// name an address no registration has), not an unhealthy instance, hence its own colour.
+const FLAGS = {
+  unregistered: { text: "traffic from an unregistered instance", badge: "warning" },
+};
+
+function flagBadge(flag) {
+  const known = FLAGS[flag.reason] || { text: flag.reason.replaceAll("_", " "), badge: "critical" };
+  return h("span", { class: `badge badge-${known.badge} flag`, dataset: { reason: flag.reason }, title: `${flag.instance}: ${flag.requests} requests`, text: `${shorten(flag.instance)} ${known.text}` });
+}
+
 function figure(label, value, title, dim) {
   return h("div", { class: "figure", title: title || "", style: dim ? { opacity: 0.45 } : {} }, h("b", { text: value }), h("span", { text: label }));
 }
@@ -62,7 +73,7 @@ function card(summary) {
       h("h1", { class: "svc-name clip", title: name, text: name }),
       verdictBadge(summary.verdict),
       h("span", { class: "muted", text: `${summary.policy}${summary.policy_assumed ? " (assumed)" : ""}` }),
-      (summary.flags || []).map((f) => h("span", { class: "badge badge-critical", title: `${f.instance}: ${f.requests} requests`, text: `${shorten(f.instance)} ${f.reason.replaceAll("_", " ")}` })),
+      (summary.flags || []).map(flagBadge),
     ),
     h("div", { class: "figures" },
       figure("requests", fmtNum(summary.requests)),

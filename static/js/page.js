@@ -80,3 +80,58 @@ function sourcesPopover() {
 }
 
 sourcesPopover();
+
+// --- theme: every page (base.html loads this module in its head, before the first paint) -----------
+// Light or dark as the system prefers, unless the user chose the other one with the header's toggle:
+// that choice is remembered in localStorage until they toggle back to the system's own. Pages that
+// draw with colours of their own (the topology's graph) listen for THEME_EVENT and read the CSS
+// custom properties again.
+export const THEME_EVENT = "meshscope:theme";
+const THEME_KEY = "meshscope.theme";
+const systemDark = matchMedia("(prefers-color-scheme: dark)");
+let unremembered = null; // the choice, in a browser that refuses storage
+
+function chosenTheme() {
+  try {
+    const theme = localStorage.getItem(THEME_KEY);
+    return theme === "dark" || theme === "light" ? theme : null;
+  } catch (error) {
+    return unremembered;
+  }
+}
+
+function remember(theme) {
+  try {
+    if (theme) localStorage.setItem(THEME_KEY, theme);
+    else localStorage.removeItem(THEME_KEY);
+  } catch (error) {
+    unremembered = theme;
+  }
+}
+
+function applyTheme() {
+  const chosen = chosenTheme();
+  const theme = chosen || (systemDark.matches ? "dark" : "light");
+  const toggle = document.querySelector("#theme-toggle");
+  if (toggle) {
+    toggle.setAttribute("aria-pressed", String(theme === "dark"));
+    toggle.title = `Dark mode ${theme === "dark" ? "on" : "off"}, ${chosen ? "as you chose (remembered in this browser)" : "as your system prefers"}`;
+  }
+  if (document.documentElement.dataset.theme === theme) return;
+  document.documentElement.dataset.theme = theme;
+  document.dispatchEvent(new CustomEvent(THEME_EVENT, { detail: { theme } }));
+}
+
+function toggleTheme() {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  // Back to the system's own scheme is back to following the system.
+  remember(next === (systemDark.matches ? "dark" : "light") ? null : next);
+  applyTheme();
+}
+
+applyTheme();
+document.querySelector("#theme-toggle")?.addEventListener("click", toggleTheme);
+systemDark.addEventListener("change", applyTheme);
+window.addEventListener("storage", (event) => {
+  if (event.key === THEME_KEY) applyTheme();
+});

@@ -5,9 +5,10 @@ import {
   windowSelector, lineChart, chartBlock, debounce, traceLink, shorten, clipped, LABEL_CHARS,
 } from "./util.js";
 import { LiveSocket } from "./live.js";
+import { THEME_EVENT } from "./page.js";
+import { graphSvg } from "./graph_svg.js";
 
-const COLORS = { passing: "#2e9d57", warning: "#d89614", critical: "#d6394b", unknown: "#8b93a3" };
-const ASYNC = "#7b4fd0";
+const COLORS = graphColors(); // the theme's, read again when it changes
 const AUTO_GROUP_ABOVE = 300;
 const container = qs("#graph");
 const params = new URLSearchParams(location.search);
@@ -38,7 +39,13 @@ const cy = cytoscape({
   textureOnViewport: true,
   motionBlur: false,
   pixelRatio: 1,
-  style: [
+  style: graphStyle(),
+});
+meshscope.cy = cy;
+
+// The stylesheet, in the theme's colours (COLORS): built again when the theme changes.
+function graphStyle() {
+  return [
     {
       selector: "node",
       style: {
@@ -49,14 +56,14 @@ const cy = cytoscape({
         "border-width": 2,
         "border-color": "data(border)",
         "font-size": 11,
-        color: "#1d2330",
+        color: COLORS.label,
         "text-valign": "bottom",
         "text-margin-y": 4,
         "text-wrap": "wrap",
         "text-max-width": 180,
         "text-overflow-wrap": "anywhere",
         "min-zoomed-font-size": 7,
-        "text-background-color": "#ffffff",
+        "text-background-color": COLORS.labelBackground,
         "text-background-opacity": 0.75,
         "text-background-padding": 1,
       },
@@ -64,8 +71,8 @@ const cy = cytoscape({
     { selector: "node.group", style: { shape: "round-rectangle", "border-style": "double", "border-width": 4, "font-weight": "bold" } },
     // Consul's health of some instances is out of date (datacenter no longer read, or long stale): a dashed ring.
     { selector: "node[?stale]", style: { "border-style": "dashed" } },
-    { selector: "node.focus", style: { "border-color": "#2f6fdf", "border-width": 4 } },
-    { selector: "node:selected", style: { "border-color": "#2f6fdf", "border-width": 4, "overlay-opacity": 0 } },
+    { selector: "node.focus", style: { "border-color": COLORS.selected, "border-width": 4 } },
+    { selector: "node:selected", style: { "border-color": COLORS.selected, "border-width": 4, "overlay-opacity": 0 } },
     {
       selector: "edge",
       style: {
@@ -77,9 +84,9 @@ const cy = cytoscape({
         "curve-style": "bezier",
         label: "data(label)",
         "font-size": 9,
-        color: "#4a5263",
+        color: COLORS.edgeLabel,
         "text-rotation": "autorotate",
-        "text-background-color": "#ffffff",
+        "text-background-color": COLORS.labelBackground,
         "text-background-opacity": 0.85,
         "text-background-padding": 1,
         "min-zoomed-font-size": 8,
@@ -92,11 +99,10 @@ const cy = cytoscape({
     // edge shows its label when it is selected, hovered or next to a focused or hovered node.
     { selector: "edge.quiet", style: { label: "" } },
     { selector: "edge.quiet.hover, edge.quiet:selected", style: { label: "data(label)" } },
-    { selector: "edge:selected", style: { "line-color": "#2f6fdf", "target-arrow-color": "#2f6fdf", opacity: 1 } },
+    { selector: "edge:selected", style: { "line-color": COLORS.selected, "target-arrow-color": COLORS.selected, opacity: 1 } },
     { selector: ".faded", style: { opacity: 0.12, "text-opacity": 0 } },
-  ],
-});
-meshscope.cy = cy;
+  ];
+}
 
 // --- the model: snapshot and deltas -------------------------------------------------------------
 
@@ -204,7 +210,7 @@ function nodeElement(n) {
       label: n.rps > 0 ? `${shorten(n.name)}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : shorten(n.name),
       // Fill: the worse of Consul's health and the error rate; ring: Consul's own health.
       color: COLORS[health] || COLORS.unknown,
-      border: n.health && n.health !== "unknown" ? COLORS[n.health] : n.health_stale ? "#3f4656" : "#ffffff",
+      border: n.health && n.health !== "unknown" ? COLORS[n.health] : n.health_stale ? COLORS.label : COLORS.labelBackground,
       stale: Boolean(n.health_stale),
       size: 22 + Math.min(26, Math.log10(1 + (n.rps || 0)) * 12),
       rps: n.rps || 0,
@@ -214,7 +220,7 @@ function nodeElement(n) {
 }
 
 function edgeElement(e) {
-  const color = e.error_rate >= 0.05 ? COLORS.critical : e.error_rate >= 0.01 ? COLORS.warning : e.sync === "async" ? ASYNC : "#8792a6";
+  const color = e.error_rate >= 0.05 ? COLORS.critical : e.error_rate >= 0.01 ? COLORS.warning : e.sync === "async" ? COLORS.async : COLORS.edge;
   const parts = [fmtRate(e.rps)];
   if (e.error_rate > 0) parts.push(fmtPct(e.error_rate));
   if (e.p95_ms !== null && e.p95_ms !== undefined) parts.push(`p95 ${fmtMs(e.p95_ms)}`);
@@ -674,3 +680,66 @@ replayInput.addEventListener("change", () => {
 });
 
 socket.connect();
+
+// --- theme: the graph's colours are the page's CSS custom properties ------------------------------
+
+function graphColors() {
+  const css = getComputedStyle(document.documentElement);
+  const read = (name) => css.getPropertyValue(name).trim();
+  return {
+    passing: read("--passing"), warning: read("--warning"), critical: read("--critical"), unknown: read("--unknown"),
+    async: read("--async"), edge: read("--edge"), edgeLabel: read("--edge-label"), label: read("--ink"),
+    labelBackground: read("--panel"), selected: read("--accent"),
+  };
+}
+
+document.addEventListener(THEME_EVENT, () => {
+  Object.assign(COLORS, graphColors());
+  cy.style(graphStyle());
+  draw(); // the elements' own colours (health, errors) are data
+});
+
+// --- export: the graph as drawn (PNG, SVG); the window's topology from the API (JSON, DOT) -----------
+
+// Cytoscape draws a whole large graph into one canvas: at most this many pixels a side.
+const EXPORT_MAX_SIDE = 8000;
+
+function exportName(extension) {
+  // A replayed graph is named for the time it shows; the live one for now.
+  const at = ui.replayMinutes && model.meta.until ? new Date(model.meta.until) : new Date();
+  return `meshscope-topology-${at.toISOString().slice(0, 19).replaceAll(":", "-")}Z.${extension}`;
+}
+
+function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a"); // not h(): its links refuse blob: URLs, and this one is ours
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has its own copy of the blob once it started; the URL is only kept for slow browsers.
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+function exportPng() {
+  const box = cy.elements().boundingBox();
+  const scale = Math.min(2, EXPORT_MAX_SIDE / Math.max(box.w, box.h, 1));
+  download(cy.png({ full: true, bg: COLORS.labelBackground, scale, output: "blob" }), exportName("png"));
+}
+
+function exportSvg() {
+  download(new Blob([graphSvg(cy, COLORS.labelBackground)], { type: "image/svg+xml;charset=utf-8" }), exportName("svg"));
+}
+
+// The API's exports cover the window the page shows: the live one up to now, or the replayed one.
+function pointExport(link, extension) {
+  const until = ui.replayMinutes && model.meta.until ? model.meta.until : "";
+  link.href = `${link.pathname}?${query({ window: currentWindow(), until })}`;
+  link.download = exportName(extension);
+}
+
+qs("#export-png").addEventListener("click", exportPng);
+qs("#export-svg").addEventListener("click", exportSvg);
+qs("#export-json").addEventListener("click", (event) => pointExport(event.currentTarget, "json"));
+qs("#export-dot").addEventListener("click", (event) => pointExport(event.currentTarget, "dot"));

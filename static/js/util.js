@@ -92,7 +92,12 @@ export async function getJSON(url) {
       window.location.reload();
     }
   }
-  if (!response.ok) throw new HttpError(response.status, url);
+  if (!response.ok) {
+    const error = new HttpError(response.status, url);
+    // A 400 names each refused parameter with its message ({param: message}): the page can show them.
+    if (response.status === 400) error.fields = await response.json().catch(() => ({}));
+    throw error;
+  }
   return response.json();
 }
 

@@ -56,21 +56,17 @@ class InstanceQuerySet(models.QuerySet["Instance"]):
     def registered(self) -> Self:
         return self.filter(deregistered_at__isnull=True)
 
-    def matching(self, alias: str) -> Self:
-        """The instances a span's instance key names: by identity, Consul service ID or ``address:port``."""
-        match = models.Q(identity=alias) | models.Q(consul_id=alias)
-        host, _, port = alias.rpartition(":")
-        if host and port.isdigit():
-            match |= models.Q(address=host.strip("[]"), port=int(port))
-        return self.filter(match)
+    def unmerged(self) -> Self:
+        return self.filter(merged_into__isnull=True)
 
 
 class Instance(models.Model):
     """One running copy of a service.
 
     ``identity`` is what spans carry for it: ``service.instance.id``, else ``host:port``, else the
-    Zipkin ``localEndpoint``. An instance registered in Consul also matches spans by its Consul service
-    ID or by ``address:port`` (see ``Instance.objects.matching``).
+    Zipkin ``localEndpoint``; for an instance that Consul or an operator recorded, the registry's name.
+    Spans also name a recorded instance by its Consul service ID or its ``address:port``: how a span's
+    name is resolved to one row, and when two rows become one, is ``topology.instance_identity``.
     """
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="instances")
@@ -89,6 +85,14 @@ class Instance(models.Model):
     in_maintenance = models.BooleanField(default=False)
     in_consul = models.BooleanField(default=False)
     in_traces = models.BooleanField(default=False)
+    recorded_by_operator = models.BooleanField(
+        default=False, help_text="Recorded by an operator, for a service that Consul does not list."
+    )
+    # A row that named the same process as another, recorded one: its rollups were moved there, and spans
+    # that still name it count for that one. Kept, not deleted, because stored spans point at it.
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged_rows"
+    )
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)
     deregistered_at = models.DateTimeField(null=True, blank=True)
@@ -112,6 +116,11 @@ class Instance(models.Model):
     @property
     def host_port(self) -> str:
         return f"{self.address}:{self.port}" if self.address and self.port else ""
+
+    @property
+    def in_registry(self) -> bool:
+        """Consul or an operator recorded it: it is one of the instances the service is meant to have."""
+        return self.in_consul or self.recorded_by_operator
 
     def aliases(self) -> set[str]:
         """Every string a span may carry to name this instance."""
