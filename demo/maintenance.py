@@ -13,16 +13,12 @@ REASON = "the demo's tour: a kernel upgrade (docs/demo.md)"
 
 
 def record_without_consul(instance_id):
-    """Records the maintenance as the Consul collector would have, and tells the live views."""
-    from django.db import transaction
-
-    from topology.changes import REGISTRY_VIEWS, announce_on_commit
-    from topology.models import Instance
+    """Records the maintenance as an operator would, through the dashboard's one write path of
+    instances that no Consul lists (the live views are told when it commits)."""
+    from topology.instance_identity import record_instance
 
     spec = system.instance(instance_id)
-    with transaction.atomic():
-        Instance.objects.filter(service__name=spec.service.name, identity=instance_id).update(in_maintenance=True)
-        announce_on_commit(*REGISTRY_VIEWS)
+    record_instance(spec.service.name, spec.id, "127.0.0.1", spec.port, spec.weight, spec.weight, in_maintenance=True)
 
 
 def main():

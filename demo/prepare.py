@@ -42,10 +42,7 @@ def record_balancing_without_consul():
                 service.save(update_fields=["balancing_policy"])
             # Its address and port too, so that inventory's Zipkin spans, which name 127.0.0.1:<port>,
             # count for inventory-1.
-            instance = record_instance(spec.service.name, spec.id, "127.0.0.1", spec.port, spec.weight, spec.weight)
-            if instance.in_maintenance:
-                instance.in_maintenance = False
-                instance.save(update_fields=["in_maintenance"])
+            record_instance(spec.service.name, spec.id, "127.0.0.1", spec.port, spec.weight, spec.weight)
 
 
 def main():
