@@ -113,7 +113,9 @@ def dashboard_children(env, port, var_dir):
     ]
 
 
-def service_children(env):
+def service_children(env, maintenance_at):
+    """The services and the load, which all learn when system.MAINTENANCE goes into maintenance."""
+    env = {**env, system.MAINTENANCE_AT_VARIABLE: str(maintenance_at)}
     children = [
         Child(instance.id, [PYTHON, "-m", "demo.services", instance.id], env, instance.port, SERVICES)
         for instance in system.instances()
@@ -141,6 +143,8 @@ def banner(port, admin, brokers, embedded, var_dir, seconds):
             f"  Redis     {where['redis']}",
             f"  Consul    {consul}",
             f"  Logs      {var_dir / 'logs'}",
+            f"  Tour      on purpose: pricing is skewed; {system.MAINTENANCE} goes into maintenance"
+            f" {system.MAINTENANCE_AFTER} s in and orders still calls it (docs/demo.md)",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -163,17 +167,36 @@ def run(supervisor, var_dir, port, embedded, started_at):
     except KafkaError as error:
         raise StartupError(f"Kafka at {brokers['kafka']} did not let the topics be created: {error!r}") from error
     admin = json.loads(supervisor.run_once("prepare", [PYTHON, "-m", "demo.prepare"], env))
-    services, load = service_children(env)
+    maintenance_at: float | None = time.time() + system.MAINTENANCE_AFTER
+    services, load = service_children(env, maintenance_at)
     children = [*dashboard_children(env, port, var_dir), *services]
     for child in children:
         supervisor.start(child)
     supervisor.wait_for_ports(children, timeout=60)
+    if discovery.consul_configured():
+        # A caller that keeps its first list (orders) must find every instance in it.
+        missing = discovery.wait_until_registered(system.instances(), timeout=30)
+        if missing:
+            raise StartupError(f"Not registered in Consul after 30 s: {', '.join(sorted(missing))}.")
     supervisor.start(load)
     print(banner(port, admin, brokers, embedded, var_dir, time.monotonic() - started_at), flush=True)
     open_browser(f"http://127.0.0.1:{port}/")
     while True:
         time.sleep(1)
         supervisor.check()
+        if maintenance_at is not None and time.time() >= maintenance_at:
+            maintenance_at = None
+            start_maintenance(supervisor, env)
+
+
+def start_maintenance(supervisor, env):
+    """The tour's scheduled maintenance (docs/demo.md); the demo carries on without it if it fails."""
+    try:
+        supervisor.run_once("maintenance", [PYTHON, "-m", "demo.maintenance"], env)
+    except StartupError as error:
+        print(f"meshscope demo: could not put {system.MAINTENANCE} into maintenance: {error}", file=sys.stderr)
+        return
+    print(f"meshscope demo: {system.MAINTENANCE} is in maintenance now; orders still calls it.", flush=True)
 
 
 def main():

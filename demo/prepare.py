@@ -26,18 +26,23 @@ def kept_secret(path):
 def record_balancing_without_consul():
     """Without Consul nothing tells the dashboard how the gateway balances, and it would judge the
     weighted service against an even split, as skewed. Record what the demo's layout says, as an
-    operator would set it for services that only traces know; a Consul, when there is one, says it."""
+    operator would set it for services that only traces know; a Consul, when there is one, says it. No
+    instance is in maintenance yet: ``demo.maintenance`` puts one in later."""
+    from django.db import transaction
+
     from demo.system import instances
-    from topology.models import Instance, Service
+    from topology.instance_identity import record_instance
+    from topology.models import Service
 
     for spec in instances():
-        service, _ = Service.objects.get_or_create(name=spec.service.name)
-        if service.balancing_policy != spec.service.policy:
-            service.balancing_policy = spec.service.policy
-            service.save(update_fields=["balancing_policy"])
-        Instance.objects.update_or_create(
-            service=service, identity=spec.id, defaults={"weight_passing": spec.weight, "weight_warning": spec.weight}
-        )
+        with transaction.atomic():
+            service, _ = Service.objects.get_or_create(name=spec.service.name)
+            if service.balancing_policy != spec.service.policy:
+                service.balancing_policy = spec.service.policy
+                service.save(update_fields=["balancing_policy"])
+            # Its address and port too, so that inventory's Zipkin spans, which name 127.0.0.1:<port>,
+            # count for inventory-1.
+            record_instance(spec.service.name, spec.id, "127.0.0.1", spec.port, spec.weight, spec.weight)
 
 
 def main():

@@ -26,6 +26,11 @@ class ServiceSpec:
     slow_ms: int = 0
     span_format: str = "otlp"  # or "zipkin": one service keeps Zipkin's JSON v2 exercised
     protocol: str = "http"  # or "grpc": the one gRPC edge
+    # Mistakes a caller makes on purpose, so that the balancer page has them to find (docs/demo.md):
+    # weights of its own for some instances of the services it calls, whatever the registry says...
+    weight_overrides: tuple[tuple[str, int], ...] = ()
+    # ...and the services whose list of instances it fetches once and never refreshes.
+    stale_lists: tuple[str, ...] = ()
 
     def weight(self, index):
         return self.weights[index - 1] if self.weights else 1
@@ -34,12 +39,24 @@ class ServiceSpec:
 SERVICES = (
     ServiceSpec("gateway"),
     ServiceSpec("users", instances=3, policy="round_robin", error_rate=0.02),
-    ServiceSpec("catalog", instances=3, policy="random", slow_rate=0.05, slow_ms=300),
-    ServiceSpec("orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03),
+    # Catalog's balancer gives pricing-2 a weight of 3, where the registry says 1: pricing is skewed.
+    ServiceSpec(
+        "catalog", instances=3, policy="random", slow_rate=0.05, slow_ms=300, weight_overrides=(("pricing-2", 3),)
+    ),
+    # Orders keeps the list of users it first fetched, so it still calls users-3 in maintenance.
+    ServiceSpec("orders", instances=3, policy="weighted", weights=(1, 2, 5), error_rate=0.03, stale_lists=("users",)),
     ServiceSpec("inventory", span_format="zipkin", slow_rate=0.05, slow_ms=150),
     ServiceSpec("fulfillment"),
     ServiceSpec("payments", instances=2, protocol="grpc", error_rate=0.01),
+    # Last, so that adding it left the other services' ports where they were.
+    ServiceSpec("pricing", instances=2, policy="weighted", weights=(1, 1)),
 )
+# The instance that goes into maintenance, MAINTENANCE_AFTER seconds after the services start: callers
+# then leave it out, all but orders and its stale list. The moment is passed to the services in
+# MAINTENANCE_AT_VARIABLE (epoch seconds), so that their static discovery without Consul agrees on it.
+MAINTENANCE = "users-3"
+MAINTENANCE_AFTER = 90
+MAINTENANCE_AT_VARIABLE = "DEMO_MAINTENANCE_AT"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Spans are made by hand with the OTel SDK rather than by auto-instrumentation pac
 needs few dependencies and every attribute the dashboard reads is visible here.
 """
 
+import dataclasses
 import logging
 import os
 import random
@@ -39,7 +40,8 @@ class Service:
         self.spec = self.instance.service
         self.producer = telemetry.producer(os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         self.tracer = telemetry.setup(self.instance, self.producer)
-        self.discovery = discovery.discovery()
+        self.discovery = discovery.discovery(self.spec.stale_lists)
+        self.weight_overrides = dict(self.spec.weight_overrides)
         self.balancer = Balancer()
         self.http = requests.Session()
         self.stopping = threading.Event()
@@ -109,8 +111,13 @@ class Service:
     # --- CLIENT spans ---------------------------------------------------------------------------
 
     def pick(self, service):
-        """One instance of ``service``, chosen by its balancing policy."""
-        endpoints = self.discovery.endpoints(service)
+        """One instance of ``service``, chosen by its balancing policy, with this caller's own weights."""
+        endpoints = [
+            dataclasses.replace(endpoint, weight=self.weight_overrides[endpoint.id])
+            if endpoint.id in self.weight_overrides
+            else endpoint
+            for endpoint in self.discovery.endpoints(service)
+        ]
         if not endpoints:
             raise UpstreamError(f"no instance of {service} is available")
         return self.balancer.choose(service, endpoints[0].policy, endpoints)

@@ -23,17 +23,21 @@ import requests
 
 from demo import system
 from demo.embedded import free_port, port_is_free
+from demo.supervisor import die_with_parent
 from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS, screenshot
 from tests.consul_server import ConsulTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "demo-test-password"
 START_TIMEOUT = 120
-EXPECTED_SHARES = {
-    "users": ("round_robin", {"users-1": 1 / 3, "users-2": 1 / 3, "users-3": 1 / 3}),
-    "catalog": ("random", {"catalog-1": 1 / 3, "catalog-2": 1 / 3, "catalog-3": 1 / 3}),
-    "orders": ("weighted", {"orders-1": 1 / 8, "orders-2": 2 / 8, "orders-3": 5 / 8}),
+# What each policy owes each instance, as weights: an instance in maintenance is then owed nothing.
+EXPECTED_WEIGHTS = {
+    "users": ("round_robin", {"users-1": 1, "users-2": 1, "users-3": 1}),
+    "catalog": ("random", {"catalog-1": 1, "catalog-2": 1, "catalog-3": 1}),
+    "orders": ("weighted", {"orders-1": 1, "orders-2": 2, "orders-3": 5}),
 }
+# Skewed on purpose (docs/demo.md): the registry's weights are 1:1, catalog's balancer gives pricing-2 3.
+SKEWED = ("pricing", "pricing-2", {"pricing-1": 1 / 2, "pricing-2": 1 / 2})
 # Enough calls that a measured share lands within SHARE_TOLERANCE of its expectation by chance alone:
 # at 250, the tolerance is about four standard deviations of a random split's share.
 MIN_REQUESTS = 250
@@ -72,6 +76,8 @@ class Demo:
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Stopped, with all it started, should the test run itself be killed.
+            preexec_fn=die_with_parent,
         )
         self.output = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -138,15 +144,25 @@ def topology_complete(session, base):
         ("gateway", "catalog", "http", "sync", ""),
         ("gateway", "orders", "http", "sync", ""),
         ("catalog", "inventory", "http", "sync", ""),  # inventory's spans come as Zipkin JSON
+        ("catalog", "pricing", "http", "sync", ""),
         ("orders", "payments", "grpc", "sync", ""),
         ("orders", "fulfillment", "messaging", "async", system.ORDERS_TOPIC),
     }
     return True if wanted <= edges else f"edges so far: {sorted(edges)}"
 
 
+def expected_shares(weights, instances):
+    """The layout's weights as shares, leaving out an instance the dashboard says is in maintenance."""
+    owed = {
+        name: 0 if instances.get(name, {}).get("ineligible_reason") == "in_maintenance" else weight
+        for name, weight in weights.items()
+    }
+    return {name: weight / sum(owed.values()) for name, weight in owed.items()}
+
+
 def balancers_as_expected(session, base):
     problems = []
-    for service, (policy, shares) in EXPECTED_SHARES.items():
+    for service, (policy, weights) in EXPECTED_WEIGHTS.items():
         response = session.get(f"{base}/api/balancers/{service}/", timeout=10)
         if response.status_code != 200:
             problems.append(f"{service}: HTTP {response.status_code}")
@@ -156,17 +172,34 @@ def balancers_as_expected(session, base):
             problems.append(f"{service}: policy {report['policy']} (assumed: {report['policy_assumed']})")
             continue
         instances = {row["instance"]: row for row in report["instances"]}
-        for instance, expected in shares.items():
-            row = instances.get(instance)
-            if row is None or abs(row["expected_share"] - expected) > 0.01:
-                problems.append(f"{service}: {instance} expected share {row and row['expected_share']}, not {expected}")
-        if report["requests"] < MIN_REQUESTS:
-            problems.append(f"{service}: only {report['requests']} requests so far")
+        shares = expected_shares(weights, instances)
+        unexpected = [
+            f"{service}: {instance} expected share {instances.get(instance, {}).get('expected_share')}, not {share}"
+            for instance, share in shares.items()
+            if abs(instances.get(instance, {}).get("expected_share", -1) - share) > 0.01
+        ]
+        if unexpected or report["requests"] < MIN_REQUESTS:
+            problems += unexpected or [f"{service}: only {report['requests']} requests so far"]
             continue
         for instance, expected in shares.items():
-            share = instances[instance]["share"]
-            assert abs(share - expected) < SHARE_TOLERANCE, f"{service}: {instance} got {share:.1%}, not {expected:.1%}"
-    return problems or True
+            if expected:  # the share among the instances owed requests
+                deviation = instances[instance]["deviation"]
+                assert abs(deviation) < SHARE_TOLERANCE, f"{service}: {instance} is {deviation:+.1%} off {expected:.1%}"
+    return problems or skewed_as_meant(session, base)
+
+
+def skewed_as_meant(session, base):
+    """The registry's weights are the expectation, and the balancer that ignores them is skewed."""
+    service, instance, shares = SKEWED
+    report = session.get(f"{base}/api/balancers/{service}/", timeout=10).json()
+    expected = {row["instance"]: row["expected_share"] for row in report["instances"]}
+    if report["policy"] != "weighted" or expected != pytest.approx(shares, abs=0.01):
+        return f"{service}: policy {report['policy']}, expected shares {expected}"
+    verdict = report["verdict"]
+    if report["requests"] < MIN_REQUESTS:
+        return f"{service}: {report['requests']} requests so far"
+    assert (verdict["status"], verdict.get("instance")) == ("skewed", instance), verdict
+    return True
 
 
 def registered(consul):

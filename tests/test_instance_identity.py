@@ -288,6 +288,14 @@ def test_spans_of_an_earlier_process_at_the_address_move_their_counts_but_not_th
     assert served(instance) == 5 and instance.first_seen > hour_ago
 
 
+def test_an_operator_puts_a_recorded_instance_into_maintenance_and_out_of_it():
+    record_instance("users", "users-3", address="127.0.0.1", port=18013)
+
+    instance = record_instance("users", "users-3", address="127.0.0.1", port=18013, in_maintenance=True)
+    assert instance.in_maintenance
+    assert not record_instance("users", "users-3", address="127.0.0.1", port=18013).in_maintenance
+
+
 def test_an_old_registration_still_listed_at_the_address_leaves_the_requests_to_the_new_one(consul):
     register(consul, "inventory-7f3a")
     register(consul, "inventory-c41d")  # the old one not yet deregistered: Consul lists both

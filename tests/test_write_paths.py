@@ -16,6 +16,7 @@ from topology import retention
 from topology.changes import LAG, REGISTRY_VIEWS, TRAFFIC_VIEWS
 from topology.consumer_lag import Observation, record_samples
 from topology.ingestion import resolve_unpaired, store_spans
+from topology.instance_identity import record_instance
 from topology.models import Instance, Service, Span
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,6 +63,14 @@ def test_reconciling_consul_announces_the_registry_views_once_committed(announce
     entry = {"Node": {"Node": "n1", "Address": "10.0.0.1"}, "Service": {"ID": "web-1", "Port": 80}, "Checks": []}
     announces_only_once_committed(
         lambda: reconcile("dc1", {"web": [entry]}, timezone.now()), announcements, REGISTRY_VIEWS
+    )
+
+
+def test_an_operators_record_of_an_instance_announces_the_registry_and_traffic_views_once_committed(announcements):
+    announces_only_once_committed(
+        lambda: record_instance("users", "users-3", "127.0.0.1", 18013, in_maintenance=True),
+        announcements,
+        {*REGISTRY_VIEWS, *TRAFFIC_VIEWS},
     )
 
 

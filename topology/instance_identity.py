@@ -231,10 +231,11 @@ def record_instance(
     port: int | None = None,
     weight_passing: int = 1,
     weight_warning: int = 1,
+    in_maintenance: bool = False,
 ) -> Instance:
     """An operator's record of an instance that no Consul lists: its name, the address and port it
-    serves on, and its weights. Rows that spans made for the same process become this one. The one
-    write path of such records."""
+    serves on, its weights, and whether it is in maintenance. Rows that spans made for the same process
+    become this one. The one write path of such records."""
     hold_identity_lock(exclusive=True)
     now = timezone.now()
     row, _ = Service.objects.get_or_create(name=service, defaults={"first_seen": now, "last_seen": now})
@@ -246,6 +247,7 @@ def record_instance(
             "port": port,
             "weight_passing": weight_passing,
             "weight_warning": weight_warning,
+            "in_maintenance": in_maintenance,
             "recorded_by_operator": True,
             "deregistered_at": None,
             "merged_into": None,
@@ -255,6 +257,7 @@ def record_instance(
             "port": port,
             "weight_passing": weight_passing,
             "weight_warning": weight_warning,
+            "in_maintenance": in_maintenance,
             "recorded_by_operator": True,
             "first_seen": now,
             "last_seen": now,

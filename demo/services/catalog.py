@@ -1,4 +1,4 @@
-"""Catalog: product pages, with the stock level asked of inventory. Balanced at random."""
+"""Catalog: product pages, with the stock level asked of inventory and the price of pricing. Balanced at random."""
 
 from flask import jsonify
 
@@ -13,6 +13,7 @@ def build(service):
             return jsonify(error="unknown product"), 404
         try:
             stock = service.call("inventory", "GET", f"/stock/{sku}", route="/stock/{sku}").json()
+            price = service.call("pricing", "GET", f"/prices/{sku}", route="/prices/{sku}").json()
         except UpstreamError as error:
             return jsonify(error=str(error)), 502
-        return {"sku": sku, "title": f"Product {sku}", "available": stock["available"]}
+        return {"sku": sku, "title": f"Product {sku}", "available": stock["available"], "cents": price["cents"]}

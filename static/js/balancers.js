@@ -2,10 +2,13 @@
 // fairness figures (χ², Jain's index), with the shares per minute as a chart.
 import { h, qs, clear, getJSON, query, fmtPct, fmtNum, windowSelector, debounce, lineChart, chartBlock, setStatus, throttled, clipped, shorten } from "./util.js";
 import { liveView } from "./page.js";
+import { linkState } from "./navigation.js";
 
 const box = qs("#balancers");
 const params = new URLSearchParams(location.search);
+// The URL holds the filter (service) and the open cards (open, repeated): a link shows the same cards.
 const open = new Set(params.get("service") ? [params.get("service")] : []);
+for (const name of params.getAll("open")) open.add(name);
 let services = [];
 let filter = (params.get("service") || "").toLowerCase();
 const details = new Map();
@@ -100,6 +103,7 @@ function render() {
   const shown = services.filter((s) => !filter || s.service.toLowerCase().includes(filter));
   for (const summary of shown) box.append(card(summary));
   qs("#balancers-empty").hidden = shown.length > 0;
+  linkState({ service: qs("#filter-text").value.trim(), open: Array.from(open).sort() });
 }
 
 async function loadDetail(name) {
@@ -114,7 +118,7 @@ async function loadDetail(name) {
   if (seconds === currentWindow()) details.set(name, { report, shares, weights }); // not a window left meanwhile
 }
 
-let openedFew = false;
+let openedFew = params.has("open"); // a link says which cards are open
 function show(state) {
   // Deltas add new records at the end: keep the server's order (by name).
   services = [...(state.services || [])].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));

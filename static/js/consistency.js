@@ -2,8 +2,10 @@
 // (propagation delay percentiles over time).
 import { h, qs, clear, fmtMs, fmtNum, fmtAgo, windowSelector, lineChart, chartBlock, clipped } from "./util.js";
 import { liveView } from "./page.js";
+import { linkState } from "./navigation.js";
 
-const expanded = new Set();
+// The consumer groups opened to their partitions are in the URL (group, repeated), for a link to them.
+const expanded = new Set(new URLSearchParams(location.search).getAll("group"));
 
 function seconds(value) {
   if (value === null || value === undefined) return "–";
@@ -89,6 +91,7 @@ qs("#lag").addEventListener("click", (event) => {
   const group = button.dataset.group;
   if (expanded.has(group)) expanded.delete(group);
   else expanded.add(group);
+  linkState({ group: Array.from(expanded).sort() });
   if (lastLag) renderLag(lastLag);
 });
 const currentWindow = windowSelector((window) => socket.setWindow(window));

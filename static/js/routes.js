@@ -1,8 +1,16 @@
 import { h, qs, clear, query, fmtRate, fmtPct, fmtMs, windowSelector, debounce, clipped } from "./util.js";
 import { liveView } from "./page.js";
+import { linkState } from "./navigation.js";
 
+// The filter and the sort live in the URL (?q=&sort=-rps), as the window does: a link shows this table.
+const SORT_KEYS = ["service", "operation", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"];
+const params = new URLSearchParams(location.search);
+const linkedSort = (params.get("sort") || "").replace(/^-/, "");
 let rows = [];
-let sortKey = "rps", sortDir = -1, filter = "";
+let sortKey = SORT_KEYS.includes(linkedSort) ? linkedSort : "rps";
+let sortDir = SORT_KEYS.includes(linkedSort) ? (params.get("sort").startsWith("-") ? -1 : 1) : -1;
+let filter = (params.get("q") || "").trim().toLowerCase();
+qs("#filter-text").value = params.get("q") || "";
 const body = qs("#routes-table tbody");
 
 function render() {
@@ -26,6 +34,8 @@ function render() {
     ));
   }
   qs("#routes-empty").hidden = shown.length > 0;
+  const sort = sortKey === "rps" && sortDir < 0 ? "" : `${sortDir < 0 ? "-" : ""}${sortKey}`; // the default says nothing
+  linkState({ q: qs("#filter-text").value.trim(), sort });
 }
 
 const currentWindow = windowSelector((window) => socket.setWindow(window));

@@ -7,6 +7,7 @@ import {
 import { LiveSocket } from "./live.js";
 import { THEME_EVENT } from "./page.js";
 import { graphSvg } from "./graph_svg.js";
+import { linkState, addShortcut } from "./navigation.js";
 
 const COLORS = graphColors(); // the theme's, read again when it changes
 const AUTO_GROUP_ABOVE = 300;
@@ -23,6 +24,7 @@ const ui = {
   hideIdle: false,
   focus: container.dataset.focus || "",
   replayMinutes: 0,
+  replayUntil: "", // the replayed window's end, fixed when chosen (ISO): a link to it shows the same minutes
   selected: null, // {kind: "node"|"edge", id}
 };
 const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null };
@@ -120,6 +122,7 @@ function load(data) {
   draw();
   setUpdated(data.generated_at || data.until);
   setSources(data.sources);
+  openLinkedSelection();
 }
 
 // --- what is visible: filters, focus, grouping ------------------------------------------------
@@ -372,6 +375,7 @@ function draw() {
     });
   });
   cy.forceRender ? cy.forceRender() : null;
+  linkView();
 }
 
 // --- side panel -----------------------------------------------------------------------------------
@@ -380,7 +384,7 @@ const panel = qs("#panel");
 const panelBody = qs("#panel-body");
 
 function windowParams() {
-  const until = ui.replayMinutes ? new Date(Date.now() + ui.replayMinutes * 60000).toISOString() : "";
+  const until = ui.replayMinutes ? replayUntil().toISOString() : "";
   return { window: currentWindow(), until };
 }
 
@@ -394,6 +398,7 @@ function openPanel(content) {
 function closePanel() {
   panel.hidden = true;
   ui.selected = null;
+  linkView();
   cy.elements().unselect();
   keepInView();
 }
@@ -434,6 +439,7 @@ function neighbourRows(list) {
 
 async function showNode(name) {
   ui.selected = { kind: "node", id: name, elementId: name };
+  linkView();
   openPanel(h("p", { class: "muted", text: "Loading…" }));
   let d;
   try {
@@ -487,6 +493,7 @@ async function showNode(name) {
 
 async function showEdge(edge) {
   ui.selected = { kind: "edge", id: edge.id, elementId: `edge:${edge.id}` };
+  linkView();
   openPanel(h("p", { class: "muted", text: "Loading…" }));
   let d;
   try {
@@ -652,7 +659,7 @@ const replayInput = qs("#replay");
 const replayLabel = qs("#replay-label");
 
 async function replay() {
-  const until = new Date(Date.now() + ui.replayMinutes * 60000);
+  const until = replayUntil();
   try {
     const data = await getJSON(`/api/topology/?${query({ window: currentWindow(), until: until.toISOString() })}`);
     if (!ui.replayMinutes) return;
@@ -675,11 +682,10 @@ replayInput.addEventListener("change", () => {
   } else {
     socket.setPaused(false);
     if (socket.state) load(socket.state);
+    else if (!socket.ws) socket.setWindow(currentWindow()); // opened on a replay link: live for the first time
   }
   refreshPanel();
 });
-
-socket.connect();
 
 // --- theme: the graph's colours are the page's CSS custom properties ------------------------------
 
@@ -743,3 +749,71 @@ qs("#export-png").addEventListener("click", exportPng);
 qs("#export-svg").addEventListener("click", exportSvg);
 qs("#export-json").addEventListener("click", (event) => pointExport(event.currentTarget, "json"));
 qs("#export-dot").addEventListener("click", (event) => pointExport(event.currentTarget, "dot"));
+
+// --- deep links and shortcuts: the view in the URL, keys for the graph ----------------------------
+// The URL holds what is on screen: window (windowSelector), replay's end (until), the selected node or
+// edge (node, edge: its panel opens again), the filters (service, health, idle), group and focus. It
+// is rewritten (history.replaceState) on every draw and selection, so a reload or a copied link shows
+// the same view.
+
+let linkedSelection = params.get("edge") ? { kind: "edge", id: params.get("edge") } : params.get("node") ? { kind: "node", id: params.get("node") } : null;
+
+function replayUntil() {
+  return ui.replayUntil ? new Date(ui.replayUntil) : new Date(Date.now() + ui.replayMinutes * 60000);
+}
+
+function linkView() {
+  const selected = ui.selected || linkedSelection || { kind: "" };
+  linkState({
+    service: qs("#filter-text").value.trim(),
+    health: ui.health,
+    idle: ui.hideIdle,
+    group: ui.groupChosen && !ui.autoGrouped ? ui.group || "none" : "",
+    focus: ui.focus,
+    until: ui.replayMinutes ? ui.replayUntil : "",
+    node: selected.kind === "node" ? selected.id : "",
+    edge: selected.kind === "edge" ? selected.id : "",
+  });
+}
+
+// The filters and the replayed window of a link, before the first draw.
+function restoreLink() {
+  const health = params.get("health") || "";
+  if (Array.from(qs("#filter-health").options).some((option) => option.value === health)) {
+    ui.health = health;
+    qs("#filter-health").value = health;
+  }
+  ui.hideIdle = params.get("idle") === "1";
+  qs("#hide-idle").checked = ui.hideIdle;
+  const until = Date.parse(params.get("until") || "");
+  if (Number.isNaN(until)) return;
+  ui.replayUntil = params.get("until"); // as the link says it: reloading does not rewrite it
+  ui.replayMinutes = Math.min(-1, Math.round((until - Date.now()) / 60000));
+  replayInput.value = String(ui.replayMinutes); // the slider stops at its end; the label says how far back
+  replayLabel.textContent = `${-ui.replayMinutes} min ago`;
+  socket.setPaused(true);
+  replay();
+}
+
+// A link's selection opens once the graph it belongs to is loaded; one no longer there is dropped.
+function openLinkedSelection() {
+  const linked = linkedSelection;
+  if (!linked) return;
+  linkedSelection = null;
+  if (linked.kind === "edge" && model.edges.has(linked.id)) showEdge(model.edges.get(linked.id));
+  else if (linked.kind === "node" && model.nodes.has(linked.id)) showNode(linked.id);
+  else linkView();
+  if (ui.selected) cy.getElementById(ui.selected.elementId).select();
+}
+
+// Dragging the slider fixes the end of the replayed window (input comes before change, which replays).
+replayInput.addEventListener("input", () => {
+  ui.replayUntil = ui.replayMinutes ? new Date(Date.now() + ui.replayMinutes * 60000).toISOString() : "";
+});
+qs("#fit").title = "Fit the graph (f)";
+qs("#fit").setAttribute("aria-keyshortcuts", "f");
+addShortcut("f", "Fit the graph", fit);
+addShortcut("Escape", "Clear the selection (close the panel)", () => { if (ui.selected || !panel.hidden) closePanel(); });
+
+restoreLink();
+if (!ui.replayMinutes) socket.connect(); // a replayed link needs no live view until it goes live

@@ -2,7 +2,8 @@
 // the critical path highlighted. The server gives the corrected tree (Zipkin's shared spans placed,
 // clock skew corrected, the critical path marked), so this only draws it. Every string from the spans
 // goes through textContent.
-import { h, qs, clear, getJSON, fmtMs, fmtDateTime, HttpError, setUpdated } from "./util.js";
+import { h, qs, qsa, clear, getJSON, fmtMs, fmtDateTime, HttpError, setUpdated } from "./util.js";
+import { linkState, addShortcut } from "./navigation.js";
 
 const traceId = qs("#trace-head").dataset.traceId;
 const box = qs("#waterfall");
@@ -115,6 +116,7 @@ function showSpan(span) {
       : h("p", { class: "muted", text: "none" }),
   );
   detail.hidden = false;
+  linkState({ span: span.span_id });
 }
 
 box.addEventListener("click", (event) => {
@@ -150,8 +152,44 @@ async function load() {
   qs("#trace-summary").textContent = `${spans.length} spans · ${services.size} services · ${fmtMs(total)}${errors ? ` · ${errors} errors` : ""} · started ${fmtDateTime(spans[0] && spans[0].started_at)}`;
   qs("#trace-empty").hidden = spans.length > 0;
   render();
+  openLinkedSpan();
   setUpdated();
   document.body.dataset.loaded = "1";
 }
+
+// --- deep link and keys: ?span= selects a span; arrows move through the rows as drawn, Esc closes ---
+
+function openLinkedSpan() {
+  const span = spans.find((s) => s.span_id === new URLSearchParams(location.search).get("span"));
+  if (span) focusSpan(span);
+}
+
+// Selects a span and focuses its row: the details show beside it and the row comes into view.
+function focusSpan(span) {
+  showSpan(span);
+  const row = qsa(".span-row", box).find((r) => r.dataset.spanId === span.span_id);
+  if (row) row.focus();
+}
+
+// Up and down follow the rows on screen, which "Group by service" orders differently from the tree.
+function step(by) {
+  const rows = qsa(".span-row", box);
+  if (!rows.length) return;
+  const at = selected ? rows.findIndex((r) => r.dataset.spanId === selected.span_id) : -1;
+  const next = at < 0 ? (by > 0 ? 0 : rows.length - 1) : Math.max(0, Math.min(rows.length - 1, at + by));
+  const span = spans.find((s) => s.span_id === rows[next].dataset.spanId);
+  if (span) focusSpan(span);
+}
+
+function closeSpan() {
+  selected = null;
+  detail.hidden = true;
+  render();
+  linkState({ span: "" });
+}
+
+addShortcut("ArrowDown", "Next span", () => step(1));
+addShortcut("ArrowUp", "Previous span", () => step(-1));
+addShortcut("Escape", "Close the span's details", closeSpan);
 
 load();
