@@ -405,6 +405,14 @@ def test_hostile_names_from_spans_and_consul_are_text_on_every_page_panel_admin_
         page.wait_for_function("name => document.querySelector('.edge-panel h1')?.title.startsWith(name)", arg=name)
         visit.audit(f"edge panel from {name!r}")
     screenshot(page, "hostile-names-topology")
+    # Deep links hold the view in the query string: a hostile filter, focus, node and edge come back as text.
+    edge_link = page.url
+    assert "edge=" in edge_link
+    visit.open(edge_link, ready="() => document.querySelector('.edge-panel h1')")
+    for name in (stored_name(RTL), stored_name(BREAKOUT), stored_name(LONG)):
+        link = "/?" + urlencode({"focus": name, "node": name, "service": name})
+        visit.open(link, ready=f"() => document.querySelector('#panel h1')?.title === {json.dumps(name)}")
+        assert (page.input_value("#filter-text"), page.inner_text("#focus-name")) == (name, name)
 
     visit.open("/services/", shows=stored_name(TEMPLATE))
     for name in names:
