@@ -42,7 +42,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from collectors.consul_client import CONSUL_ERRORS, connect, describe
-from collectors.consul_reconcile import BATCH_SERVICES, mark_absent, reconcile
+from collectors.consul_reconcile import BATCH_SERVICES, is_service_name, log_left_out, mark_absent, reconcile
 from topology.changes import REGISTRY_VIEWS, announce_on_commit
 from topology.models import SourceStatus
 from topology.models.services import ConsulDatacenter
@@ -174,8 +174,11 @@ def _check_digests(checks: Iterable[Any]) -> dict[str, str]:
     for check in checks:
         if not isinstance(check, dict):
             continue
-        service_name = check.get("ServiceName")
-        name = service_name if isinstance(service_name, str) else ""
+        name = check.get("ServiceName")
+        if not isinstance(name, str):
+            name = ""
+        elif name and not is_service_name(name):
+            continue  # a service that is never read: its checks call for no read either
         fields = [check.get(key) for key in ("Node", "CheckID", "ServiceID", "Status", "Output")]
         by_service.setdefault(name, []).append(json.dumps(fields, default=str))
     return {
@@ -269,7 +272,9 @@ class Round:
         resync = index == 0 or index < row.catalog_index
         if index == row.catalog_index and not resync:
             return
-        names = [name for name in services if isinstance(name, str)]
+        names = [name for name in services if is_service_name(name)]
+        for name in services.keys() - set(names):
+            log_left_out(name)
         self.read_and_reconcile(row, names if resync else self.not_read_since(row, names, received_at), force=resync)
         mark_absent(row.name, names, timezone.now())
         row.service_indexes = {name: row.service_indexes[name] for name in names if name in row.service_indexes}

@@ -111,6 +111,13 @@ def _storable(value: str) -> bool:
     return "\x00" not in value and (value.isascii() or not _SURROGATES.search(value))
 
 
+def is_service_name(name: object) -> TypeGuard[str]:
+    """Whether a name from Consul can be a service's. A name is the service's identity: rather than cut or
+    clean it into another service's, one that no column holds (empty, too long, NUL, a lone surrogate) is
+    left out, and so is it from the collector's own JSON state, which PostgreSQL would refuse just the same."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_TEXT and _storable(name)
+
+
 def _weight(weights: object, key: str) -> int:
     value = weights.get(key) if isinstance(weights, dict) else None
     return value if _is_int(value) and 0 <= value <= 2**31 - 1 else 1
@@ -229,19 +236,22 @@ def reconcile(datacenter: str, answers: Mapping[str, list[Any]], now: datetime) 
 
     Returns whether any row changed.
     """
-    # A name is the service's identity: rather than cut or clean it into another service's, leave it out.
-    names = [name for name in answers if isinstance(name, str) and 0 < len(name) <= MAX_TEXT and _storable(name)]
+    names = [name for name in answers if is_service_name(name)]
     for name in set(answers) - set(names):
-        log.warning(
-            "Consul service name not stored (empty, longer than %s characters, or with NUL or a lone surrogate): %.80r",
-            MAX_TEXT,
-            name,
-        )
+        log_left_out(name)
     changed = False
     for start in range(0, len(names), BATCH_SERVICES):
         batch = names[start : start + BATCH_SERVICES]
         changed |= _reconcile_batch(datacenter, {name: answers[name] for name in batch}, now)
     return changed
+
+
+def log_left_out(name: object) -> None:
+    log.warning(
+        "Consul service name not stored (empty, longer than %s characters, or with NUL or a lone surrogate): %.80r",
+        MAX_TEXT,
+        name,
+    )
 
 
 def mark_absent(datacenter: str, present: Iterable[str], now: datetime) -> bool:

@@ -159,6 +159,13 @@ else:
     _ModelAdmin = object
 
 
+class OutsideNames:
+    """Names, tags and meta from spans and Consul come without spaces and up to 512 characters long: the
+    stylesheet keeps the admin's pages that show them in the window."""
+
+    css = {"all": ["css/admin.css"]}
+
+
 class ConsulActionsMixin(_ModelAdmin):
     """Runs an action on each selected object after a confirmation page, reporting Consul's own errors."""
 
@@ -255,6 +262,7 @@ class InstanceInline(admin.TabularInline):
 
 @admin.register(Service)
 class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
+    Media = OutsideNames
     list_display = [
         "name",
         "health_summary",
@@ -397,6 +405,7 @@ class ServiceAdmin(ConsulActionsMixin, admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
+    Media = OutsideNames
     list_display = [INSTANCE_COLUMNS[0], "service", *INSTANCE_COLUMNS[1:]]
     list_filter = [RegisteredFilter, "health", "in_maintenance", "in_consul", "in_traces", "datacenter"]
     list_select_related = ["service"]
@@ -495,6 +504,8 @@ class InstanceAdmin(ConsulActionsMixin, admin.ModelAdmin):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    Media = OutsideNames
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

@@ -430,6 +430,23 @@ def test_hostile_answers_are_stored_as_plain_bounded_data(consul, monkeypatch):
     assert not status().is_stale
 
 
+def test_a_service_name_with_nul_or_too_long_for_its_column_is_left_out_and_the_datacenter_stays_read(consul):
+    """Such a name is no service (reconcile leaves it out), and the round keeps no index or check digest under
+    it: PostgreSQL's jsonb refuses NUL, and the round that saved it failed, and so did every round after it."""
+    for name in ("nul\x00name", "n" * 10_000, "web"):
+        consul.register(name, f"{name[:8]}-1", port=1, checks=[("http", "passing", "")])
+
+    sync_consul()
+    consul.set_check("web-1", "critical")
+    sync_consul()
+
+    assert list(Service.objects.values_list("name", flat=True)) == ["web"]
+    assert Instance.objects.get().health == "critical"
+    datacenter = ConsulDatacenter.objects.get(name="dc1")
+    assert (list(datacenter.service_indexes), list(datacenter.check_digests)) == (["web"], ["", "web"])
+    assert not status().is_stale
+
+
 def test_a_large_first_sync_stores_every_field_as_consul_sent_it(consul):
     tricky = 'tab\tnewline\nback\\slash \\N quote" ü <b>'
     for number in range(250):  # enough new rows in one batch for PostgreSQL's COPY
