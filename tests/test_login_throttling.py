@@ -111,6 +111,13 @@ def test_the_api_token_endpoint_gives_a_token_for_the_right_password(alice):
     assert api.get("/api/services/").status_code == 200
 
 
+def test_the_api_token_endpoint_takes_a_username_of_whitespace_as_a_wrong_username_not_a_blank_field(alice):
+    # "\x1d" is whitespace to Python: trimmed, it would be a 400 "may not be blank" for a valid string.
+    for username in ("\x1d", " ", "alice "):
+        response = APIClient().post("/api/auth/token/", {"username": username, "password": PASSWORD}, format="json")
+        assert response.status_code == 401, (username, response.content)
+
+
 def test_the_api_token_endpoint_locks_out_with_a_json_message(alice):
     api = APIClient(REMOTE_ADDR="10.0.0.1")
     statuses = [

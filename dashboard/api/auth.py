@@ -24,7 +24,8 @@ NO_NUL = RegexValidator(r"^[^\u0000]*$", "Null characters are not allowed.")
 
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(min_length=1, max_length=150, validators=[NO_NUL])
+    # Matched as sent: a username of whitespace is a wrong username (401), not a blank field (400).
+    username = serializers.CharField(min_length=1, max_length=150, trim_whitespace=False, validators=[NO_NUL])
     password = serializers.CharField(
         min_length=1, max_length=4096, trim_whitespace=False, validators=[NO_NUL], style={"input_type": "password"}
     )
