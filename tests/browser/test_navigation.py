@@ -102,7 +102,7 @@ def test_selecting_and_filtering_write_the_url_and_a_reload_restores_them(page, 
     page.select_option("#filter-health", "unknown")
     page.wait_for_function("() => new URLSearchParams(location.search).get('health') === 'unknown'")
     page.wait_for_function("() => new URLSearchParams(location.search).get('service') === 'o'")
-    page.evaluate("() => window.meshscope.cy.getElementById('orders').emit('tap')")
+    page.evaluate("() => { window.meshscope.cy.getElementById('orders').emit('tap'); }")
     page.wait_for_selector(".node-panel")
     assert query_of(page)["node"] == ["orders"]
     # Replaying writes the fixed end of the replayed window (the 15 minutes that hold the older traces).
@@ -133,7 +133,7 @@ def test_copy_link_puts_the_url_on_the_clipboard_and_says_so(page, live):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
     page.goto("/?window=3600&health=unknown")
     page.wait_for_function(GRAPH_READY)
-    page.evaluate("() => window.meshscope.cy.getElementById('payments').emit('tap')")
+    page.evaluate("() => { window.meshscope.cy.getElementById('payments').emit('tap'); }")
     page.wait_for_selector(".node-panel")
     page.click("#copy-link")
     page.wait_for_selector("#copy-link-status:text-is('Link copied')")
@@ -164,7 +164,7 @@ def test_the_topology_shortcuts_focus_the_filter_fit_and_clear_the_selection(pag
     page.wait_for_function("() => window.meshscope.cy.nodes().length === 4")
 
     # Esc in the field clears the selection like anywhere else.
-    page.evaluate("() => window.meshscope.cy.getElementById('orders').emit('tap')")
+    page.evaluate("() => { window.meshscope.cy.getElementById('orders').emit('tap'); }")
     page.wait_for_selector(".node-panel")
     page.keyboard.press("/")
     assert page.input_value("#filter-text") == ""
@@ -172,13 +172,13 @@ def test_the_topology_shortcuts_focus_the_filter_fit_and_clear_the_selection(pag
     assert page.is_hidden("#panel")
 
     # "f" fits the graph again after the user zoomed away.
-    page.evaluate("() => window.meshscope.cy.viewport({zoom: 0.2, pan: {x: 3, y: 4}})")
+    page.evaluate("() => { window.meshscope.cy.viewport({zoom: 0.2, pan: {x: 3, y: 4}}); }")
     page.keyboard.press("f")
     page.wait_for_function(f"() => window.meshscope.cy.zoom() === {fitted['zoom']}")
     assert page.evaluate(viewport) == fitted
 
     # Esc clears a selected edge and closes its panel.
-    page.evaluate(f"() => window.meshscope.cy.getElementById('edge:{PAYMENTS_EDGE}').emit('tap')")
+    page.evaluate(f"() => {{ window.meshscope.cy.getElementById('edge:{PAYMENTS_EDGE}').emit('tap'); }}")
     page.wait_for_selector(".edge-panel")
     assert "edge" in query_of(page)
     page.keyboard.press("Escape")
