@@ -5,6 +5,8 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from topology.balancing import (
@@ -13,8 +15,9 @@ from topology.balancing import (
     TOO_FEW_REQUESTS,
     BalancerWindow,
     BalanceStatistics,
+    expected_weight,
 )
-from topology.chi_square import chi_square_p_value, regularized_upper_gamma
+from topology.chi_square import chi_square_p_value, pearson_chi_square, regularized_upper_gamma
 from topology.models import Instance, InstanceRollup, Service, SourceStatus
 from topology.window import Window
 
@@ -51,6 +54,16 @@ def test_regularized_upper_gamma_rejects_nonsense():
         regularized_upper_gamma(0, 1)
     with pytest.raises(ValueError):
         regularized_upper_gamma(1, -1)
+
+
+@pytest.mark.parametrize("statistic", [0.0, 0.5, 3.0])
+def test_chi_square_with_zero_degrees_of_freedom_is_refused(statistic):
+    with pytest.raises(ValueError):
+        chi_square_p_value(statistic, 0)
+
+
+def test_pearson_chi_square_leaves_out_cells_expected_to_get_nothing():
+    assert pearson_chi_square([5, 3], [4, 0]) == pytest.approx(0.25)
 
 
 # --- Pure statistics ----------------------------------------------------------------------------
@@ -96,6 +109,11 @@ def test_jain_index_is_one_over_n_when_one_instance_gets_everything():
     stats = BalanceStatistics("round_robin", ["a", "b", "c", "d"], [400, 0, 0, 0], [1, 1, 1, 1])
     assert stats.jain_index == pytest.approx(0.25)
     assert stats.verdict == {**stats.verdict, "status": SKEWED, "instance": "a"}
+
+
+def test_expected_shares_are_zero_when_no_instance_is_owed_anything():
+    stats = BalanceStatistics("round_robin", ["a", "b"], [5, 5], [0, 0])
+    assert [row["expected_share"] for row in stats.as_dict()["instances"]] == [0.0, 0.0]
 
 
 def test_few_requests_are_too_few_to_tell():
@@ -166,6 +184,14 @@ def test_too_few_requests_is_judged_on_the_instance_with_the_smallest_expected_s
     # Owed a quarter: 3 √(0.25 × 0.75 / n) ≤ 0.2 × 0.25 from n = 675 on.
     assert verdict("weighted", [168, 504], weights=[1, 3]) == TOO_FEW_REQUESTS
     assert verdict("weighted", [169, 507], weights=[1, 3]) == BALANCED
+    # Wherever that instance stands in the list.
+    assert verdict("weighted", [504, 168], weights=[3, 1]) == TOO_FEW_REQUESTS
+    assert verdict("weighted", [507, 169], weights=[3, 1]) == BALANCED
+
+
+def test_an_instance_weighted_zero_is_owed_nothing_and_says_why():
+    instance = Instance(identity="zero", weight_passing=0, weight_warning=1, first_seen=NOW - timedelta(hours=1))
+    assert expected_weight(instance, "passing", "weighted", NOW - timedelta(minutes=15), NOW) == (0, "zero_weight")
 
 
 # --- Reports built from the database ------------------------------------------------------------------
@@ -258,10 +284,24 @@ def test_traffic_to_a_deregistered_instance_is_flagged():
     assert report["flags"] == [
         {"instance": "payments-2", "reason": "deregistered", "requests": 90, "since": NOW - timedelta(minutes=20)}
     ]
+    assert [row["requests"] for row in report["instances"]] == [600, 600, 90]
     row = report["instances"][2]
     assert (row["expected_share"], row["ineligible_reason"]) == (0, "deregistered")
     # The healthy two still split their part evenly.
     assert report["verdict"]["status"] == BALANCED
+
+
+@pytest.mark.django_db
+def test_requests_in_the_minute_that_starts_at_the_deregistration_count_as_after_it():
+    end = NOW.replace(second=0)
+    service, instances = make_service("refunds", "round_robin", [1, 1])
+    Instance.objects.filter(pk=instances[1].pk).update(deregistered_at=end - timedelta(minutes=5))
+    InstanceRollup.objects.create(minute=end - timedelta(minutes=6), instance=instances[1], count=9)
+    InstanceRollup.objects.create(minute=end - timedelta(minutes=5), instance=instances[1], count=7)
+
+    flags = BalancerWindow(Window.last(900, until=end)).report(service)["flags"]
+
+    assert [(f["reason"], f["requests"]) for f in flags] == [("deregistered", 7)]
 
 
 @pytest.mark.django_db
@@ -304,6 +344,17 @@ def test_per_caller_breakdown_shows_skews_that_cancel_out_overall():
 
 
 @pytest.mark.django_db
+def test_per_caller_reports_list_the_entry_requests_first():
+    service, instances = make_service("search", "round_robin", [1, 1])
+    store_requests(instances, [100, 100], caller=Service.objects.create(name="web"))
+    store_requests(instances, [50, 50])
+
+    report = BalancerWindow(Window.last(900, until=NOW)).report(service)
+
+    assert [(c["caller"], c["requests"]) for c in report["callers"]] == [(None, 100), ("web", 200)]
+
+
+@pytest.mark.django_db
 def test_an_instance_that_joined_mid_window_is_owed_its_part_of_the_window():
     service, instances = make_service("quotes", "round_robin", [1, 1])
     Instance.objects.filter(pk=instances[1].pk).update(first_seen=NOW - timedelta(minutes=5))
@@ -342,6 +393,24 @@ def test_overview_lists_every_callee_with_its_verdict():
     assert overview["services"][0]["chi_square_applies"] is True
 
 
+def overview_queries():
+    with CaptureQueriesContext(connection) as queries:
+        BalancerWindow(Window.last(900, until=NOW)).overview()
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_the_overview_reads_every_service_in_the_same_few_queries():
+    _service, instances = make_service("alpha", "round_robin", [1, 1])
+    store_requests(instances, [10, 10])
+    one_service = overview_queries()
+    for name in ("beta", "gamma"):
+        _service, instances = make_service(name, "round_robin", [1, 1])
+        store_requests(instances, [10, 10])
+
+    assert overview_queries() == one_service
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", ["critical", "in_maintenance"])
 def test_an_unhealthy_instance_is_flagged_for_traffic_in_the_last_two_minutes_only(state):
@@ -357,4 +426,4 @@ def test_an_unhealthy_instance_is_flagged_for_traffic_in_the_last_two_minutes_on
 
     flags = BalancerWindow(Window.last(900, until=end)).report(service)["flags"]
 
-    assert [(f["instance"], f["reason"], f["requests"]) for f in flags] == [(flagged.identity, state, 7)]
+    assert flags == [{"instance": flagged.identity, "reason": state, "requests": 7, "since": None}]

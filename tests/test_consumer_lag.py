@@ -10,6 +10,7 @@ from topology.consumer_lag import (
     OffsetTimeTable,
     Point,
     WindowEntry,
+    group_lag,
     lag_overview,
     lag_trend,
     latest_for_group,
@@ -137,9 +138,15 @@ def test_a_table_without_movement_gives_no_estimate():
     assert OffsetTimeTable([Point(5, 1.0)]).time_of_record(2) == (None, "unavailable")
 
 
-def test_out_of_order_and_decreasing_points_are_ignored():
+def test_a_record_written_before_an_idle_stretch_dates_from_before_it():
+    # Offset 19 exists once the end offset reached 20, at t=10; producers then idled until t=100.
+    table = OffsetTimeTable([Point(10, 0.0), Point(20, 10.0), Point(20, 100.0), Point(30, 110.0)])
+    assert table.time_of_record(19) == (pytest.approx(10.0), "interpolated")
+
+
+def test_out_of_order_simultaneous_and_decreasing_points_are_ignored():
     table = OffsetTimeTable()
-    for point in (Point(10, 1.0), Point(20, 2.0), Point(15, 3.0), Point(30, 1.5)):
+    for point in (Point(10, 1.0), Point(20, 2.0), Point(15, 3.0), Point(30, 1.5), Point(40, 2.0)):
         table.add(point)
     assert table.points == [Point(10, 1.0), Point(20, 2.0)]
 
@@ -155,6 +162,38 @@ def test_trend_and_time_to_catch_up():
     assert seconds_to_catch_up(550, 5.0) is None
     assert seconds_to_catch_up(0, None) == 0.0
     assert lag_trend([(1.0, 5)]) is None
+
+
+def test_two_samples_are_enough_for_a_trend():
+    assert lag_trend([(0.0, 100), (10.0, 50)]) == pytest.approx(-5)
+
+
+def lag_sample(partition, lag):
+    return ConsumerPartitionLag(
+        group="billing",
+        topic="orders",
+        partition=partition,
+        sampled_at=T0,
+        committed_offset=0,
+        end_offset=lag,
+        lag_messages=lag,
+        lag_seconds=None,
+        lag_seconds_method="unavailable",
+        offset_moved_at=T0,
+        commit_window=[],
+        status="OK",
+    )
+
+
+def test_each_partition_and_the_group_catch_up_at_their_own_trend():
+    # Partition 0 sheds 5 messages a second, partition 1 one: the group, summed, sheds 6.
+    recent = {("billing", "orders", 0): [(0.0, 100), (10.0, 50)], ("billing", "orders", 1): [(0.0, 40), (10.0, 30)]}
+
+    lag = group_lag("billing", [lag_sample(0, 50), lag_sample(1, 30)], recent)
+
+    assert [p["seconds_to_catch_up"] for p in lag["partitions"]] == [pytest.approx(10), pytest.approx(30)]
+    assert lag["trend_messages_per_second"] == pytest.approx(-6)
+    assert lag["seconds_to_catch_up"] == pytest.approx(80 / 6)
 
 
 # --- Stored samples --------------------------------------------------------------------------------
@@ -182,6 +221,14 @@ def test_an_unreadable_record_falls_back_to_the_end_offset_table():
     [sample] = record_samples([observation(49, 100)], now=T0 + timedelta(seconds=10))
     # Offset 49 was written when the end offset reached 50, at T0+5 s: 5 s ago.
     assert (sample.lag_seconds, sample.lag_seconds_method) == (pytest.approx(5.0), "interpolated")
+
+
+@pytest.mark.django_db
+def test_end_offsets_sampled_over_fifteen_minutes_ago_do_not_date_a_record():
+    record_samples([observation(0, 0)], now=T0 - timedelta(minutes=20))
+    record_samples([observation(0, 100)], now=T0 - timedelta(minutes=16))
+    [sample] = record_samples([observation(49, 200)], now=T0)
+    assert (sample.lag_seconds, sample.lag_seconds_method) == (None, "unavailable")
 
 
 @pytest.mark.django_db
@@ -236,6 +283,28 @@ def test_long_series_are_averaged_per_minute():
     assert [point["lag_messages"] for point in overview["series"]] == [
         pytest.approx(v, abs=1) for v in (27.5, 87.5, 147.5)
     ]
+
+
+@pytest.mark.django_db
+def test_the_series_holds_no_sample_from_before_the_window():
+    for minutes_ago, lag in ((20, 1000), (10, 10), (0, 20)):
+        record_samples([observation(0, lag)], now=T0 - timedelta(minutes=minutes_ago))
+
+    [overview] = lag_overview(Window.last(900, until=T0))
+
+    assert [point["lag_messages"] for point in overview["series"]] == [10, 20]
+
+
+@pytest.mark.django_db
+def test_series_over_more_than_a_day_are_averaged_per_hour():
+    start = T0.replace(minute=0, second=0)
+    for minutes in range(0, 120, 20):
+        record_samples([observation(0, 10 + minutes // 2)], now=start + timedelta(minutes=minutes))
+
+    [overview] = lag_overview(Window.last(2 * 86400, until=start + timedelta(hours=2)))
+
+    assert [point["at"] for point in overview["series"]] == [start, start + timedelta(hours=1)]
+    assert [point["lag_messages"] for point in overview["series"]] == [20, 50]
 
 
 def least_squares_slope(points):
