@@ -122,7 +122,10 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
             "a periodic task run by the restarted Celery worker",
         )
         # The page's socket, reconnected after daphne's restart, reaches the final counts.
-        live_final = wait_for(lambda: live_edges(page) == expected.edges, 90, "the live page showing the final counts")
+        try:
+            live_final = wait_for(lambda: live_edges(page) == expected.edges, 90, "the live page's final counts")
+        except AssertionError as error:
+            raise AssertionError(f"{error}: it shows {live_edges(page)}, the input {expected.edges}") from None
         seq, view = page.state()
         reading = topology_snapshot(Window.from_params(view["window"], view["until"]))
         assert all(process.alive() for process in (consumer, worker, broadcaster, web))
