@@ -25,7 +25,7 @@ from tests.chaos.harness import (
     span_consumer,
     wait_for,
 )
-from tests.chaos.stream import SPANS_PER_TRACE, build, more_spans_than, observed
+from tests.chaos.stream import SPANS_PER_TRACE, UNPAIRED_PEER, build, more_spans_than, observed
 from tests.chaos.websocket import LivePage
 from topology.graph import topology_snapshot
 from topology.models import IngestRollup, SourceStatus, Span
@@ -43,6 +43,11 @@ SECTIONS = KILLS + 2
 # The longest live window but one: it holds the whole run, whose spans carry the time of the build.
 LIVE_WINDOW = 900
 LIVE = f"/ws/live/topology/?window={LIVE_WINDOW}"
+# One trace in 20 comes with a call only resolve_unpaired_spans counts (tests/chaos/stream.py).
+UNPAIRED_EVERY = 20
+# Longer than the whole run, shorter than the unpaired calls' age: the worker settles those, and never a
+# span of the stream whose partner a kill delayed (its spans carry the time the stream was built).
+PAIRING_GRACE_SECONDS = 600
 
 
 def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every_span_once_and_live(
@@ -51,7 +56,7 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
     chance = rng("kill-restart")
     topics = {f"chaos-otlp-{run_id}": "otlp_proto", f"chaos-zipkin-{run_id}": "zipkin_json"}
     otlp_topic, zipkin_topic = topics
-    stream = build(SPANS // SPANS_PER_TRACE, otlp_topic, zipkin_topic)
+    stream = build(SPANS // SPANS_PER_TRACE, otlp_topic, zipkin_topic, unpaired_every=UNPAIRED_EVERY)
     create_topics(kafka_bootstrap, list(topics))
     group, application = f"chaos-{run_id}", f"chaos-consumer-{run_id}"
     consumer = span_consumer(
@@ -59,10 +64,7 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
     )
     env = {"DATABASE_URL": database_url(), "REDIS_URL": redis_url, "CHANNELS_PREFIX": group}
     worker = celery_worker(kafka_bootstrap, database_url(), redis_url, group, tmp_path)
-    # The stream's spans carry the time it was built, so production's 60-s pairing grace would let
-    # resolve_unpaired_spans settle, alone, a span whose partner a kill delayed late in the run. Every
-    # call of the stream has its partner: none may be settled alone.
-    worker.env["SPAN_PAIRING_GRACE_SECONDS"] = "3600"
+    worker.env["SPAN_PAIRING_GRACE_SECONDS"] = str(PAIRING_GRACE_SECONDS)
     broadcaster = Process("broadcast", ["manage.py", "broadcast"], {**env, "LOG_LEVEL": "WARNING"}, tmp_path)
     web = WebServer(env, tmp_path)
     producer = PacedProducer(kafka_bootstrap, stream.messages, PRODUCE_SECONDS)
@@ -121,15 +123,18 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
             90,
             "a periodic task run by the restarted Celery worker",
         )
-        # The page's socket, reconnected after daphne's restart, reaches the final counts.
+        # Every call without a partner settled, by the worker's beat (a run killed mid-way rolled back).
+        settled = wait_for(lambda: not Span.objects.filter(paired=False).exists(), 120, "every unpaired call settled")
+        # The page's socket, reconnected after daphne's restart, reaches the final counts. The unpaired
+        # calls are older than its window.
+        shown = {edge: figures for edge, figures in expected.edges.items() if edge[1] != UNPAIRED_PEER}
         try:
-            live_final = wait_for(lambda: live_edges(page) == expected.edges, 90, "the live page's final counts")
+            live_final = wait_for(lambda: live_edges(page) == shown, 90, "the live page's final counts")
         except AssertionError as error:
-            raise AssertionError(f"{error}: it shows {live_edges(page)}, the input {expected.edges}") from None
+            raise AssertionError(f"{error}: it shows {live_edges(page)}, the input {shown}") from None
         seq, view = page.state()
         reading = topology_snapshot(Window.from_params(view["window"], view["until"]))
         assert all(process.alive() for process in (consumer, worker, broadcaster, web))
-        unpaired = Span.objects.filter(paired=False).count()
     finally:
         for page in pages:
             page.close()
@@ -147,15 +152,16 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
         if connection.received and connection.received[0].at - started > daphne_at
     ]
     print(f"[kill-restart] in:  {expected.summary()} messages={len(stream.messages)} over {PRODUCE_SECONDS} s")
-    print(f"[kill-restart] out: {result.summary()} redelivered_duplicates={duplicates} unpaired_left={unpaired}")
+    print(f"[kill-restart] out: {result.summary()} redelivered_duplicates={duplicates}")
     for number, (moment, at, stored, back) in enumerate(kills, 1):
         print(
             f"[kill-restart] kill {number} at {at} s ({moment}): {stored} spans stored; "
             f"restarted consumer storing again after {back} s"
         )
     print(
-        f"[kill-restart] Celery worker killed at {strikes['celery'][0]} s and started again; its beat had run "
-        f"the lag collector again {worker_back:.1f} s after every message was committed"
+        f"[kill-restart] Celery worker killed at {strikes['celery'][0]} s with {strikes['celery'][2]} spans "
+        f"unpaired, and started again; once every message was committed, its beat had run the lag collector "
+        f"again {worker_back:.1f} s later, and every unpaired span was settled {settled:.1f} s after that"
     )
     print(
         f"[kill-restart] daphne restarted at {daphne_at} s (listening again after {strikes['daphne'][2]} s); the "
@@ -164,7 +170,6 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
     )
     print(f"[kill-restart] every message committed {finished:.1f} s after the start")
     assert result == expected
-    assert unpaired == 0, "every call of the stream was paired, none left to settle alone"
     assert worker.starts == 2 and web.starts == 2 and consumer.starts == KILLS + 1
     assert reconnected, "the page's socket connected again after daphne's restart"
     # The socket's view, by snapshot and deltas, is the server's reading of the same window.
@@ -177,13 +182,14 @@ def produced(producer, count):
 
 
 def strike(name, worker, web, started):
-    """kill -9 of the Celery worker, or a restart of daphne on its port: (when, the wall clock then,
-    seconds until it was back)."""
+    """kill -9 of the Celery worker, or a restart of daphne on its port: (when, the wall clock then, and
+    the spans unpaired at the kill, or the seconds until daphne listened again)."""
     at, wall = round(time.monotonic() - started, 1), timezone.now()
     if name == "celery":
         worker.kill()
+        unpaired = Span.objects.filter(paired=False).count()
         worker.start()
-        return at, wall, 0.0
+        return at, wall, unpaired
     web.stop()
     begun = time.monotonic()
     web.start()
