@@ -131,6 +131,23 @@ def span_consumer(
     return Process("consume_spans", ["manage.py", "consume_spans"], env, log_dir)
 
 
+def celery_worker(bootstrap: str, db_url: str, redis_url: str, prefix: str, log_dir: Path) -> Process:
+    """The Procfile's ``worker``: a Celery worker on the default queue with beat inside it, running the
+    periodic tasks (resolve_unpaired_spans, sample_consumer_lag, prune, sync_consul). The solo pool
+    keeps its CPU low; beat's schedule file goes to ``log_dir``, not the checkout."""
+    env = {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "CHANNELS_PREFIX": prefix,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "CONSUL_HTTP_ADDR": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    args = ["-m", "celery", "-A", "dashboard", "worker", "--beat", "-Q", "celery", "-P", "solo"]
+    args += ["-s", str(log_dir / "celerybeat-schedule"), "--loglevel", "WARNING"]
+    return Process("celery_worker", args, env, log_dir)
+
+
 def create_topics(bootstrap: str, names: list[str], partitions: int = 3) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -144,6 +161,8 @@ class PacedProducer(threading.Thread):
 
     The producer is the application's: it buffers and retries through an outage of the broker
     (idempotently, kafka-python's default), and the test fails if any message is not acknowledged.
+    It sends no message at or beyond ``limit`` (all of them by default) until the test raises it, so
+    that a scenario can be sure part of the stream is still to come when it strikes.
     """
 
     def __init__(self, bootstrap: str, messages: list[tuple[str, bytes]], seconds: float) -> None:
@@ -152,6 +171,7 @@ class PacedProducer(threading.Thread):
         self.messages = messages
         self.interval = seconds / max(1, len(messages))
         self.sent = 0
+        self.limit = len(messages)
         # Where the broker put each message sent, as it acknowledges them: the partitions' end
         # offsets come from these (Tansu's ListOffsets answers short of the end when a batch holds
         # several records; see collectors/lag.py).
@@ -174,6 +194,9 @@ class PacedProducer(threading.Thread):
             for number, (topic, payload) in enumerate(self.messages):
                 if self.stopping.wait(self.interval):  # pacing, not synchronisation
                     return
+                while number >= self.limit:  # held back until the test raises the limit
+                    if self.stopping.wait(0.05):
+                        return
                 future = producer.send(topic, payload)
                 future.add_callback(self._placed, number)
                 futures.append(future)

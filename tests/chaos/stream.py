@@ -6,6 +6,10 @@ payments' SERVER span sent as Zipkin JSON v2 on another topic, as a service on a
 A trace's spans thus reach meshscope in two messages, on two topics, often on different partitions
 and in either order, so every call edge is paired across messages.
 
+With ``unpaired_every``, every so many traces come with a call of orders' to its database, which sends
+no spans: a CLIENT span alone, in a trace of its own, UNPAIRED_AGE_SECONDS old, that only the beat
+worker's resolve_unpaired_spans counts (as an edge to the peer it names) once the pairing grace is past.
+
 Instances, routes and errors follow the trace's number, so the expected rollups are known exactly:
 ``build`` returns them with the messages, and ``observed()`` reads the same figures from the database.
 """
@@ -25,6 +29,10 @@ ORDERS = ("orders-1", "orders-2", "orders-3")
 PAYMENT_PORTS = (9001, 9002)  # payments' Zipkin localEndpoint: its instance is 10.0.0.1:<port>
 ROUTES = ("GET /api/cart", "POST /api/checkout", "GET /api/orders")
 SPANS_PER_TRACE = 5
+UNPAIRED_PEER = "inventory-db"
+UNPAIRED_ROUTE = "SELECT stock"
+# Older than the pairing grace a scenario gives the worker, and outside the live windows it watches.
+UNPAIRED_AGE_SECONDS = 1800
 TRACES_PER_MESSAGE = 10
 # Messages no decoder accepts, with the dead-letter reason each must be recorded under, per format.
 MALFORMED = {
@@ -57,9 +65,10 @@ class SpanStream:
     expected: Figures
 
 
-def build(traces: int, otlp_topic: str, zipkin_topic: str) -> SpanStream:
+def build(traces: int, otlp_topic: str, zipkin_topic: str, unpaired_every: int = 0) -> SpanStream:
     """``traces`` traces (5 spans each) in messages of ``TRACES_PER_MESSAGE`` traces per topic, with the
-    MALFORMED messages spread through the stream."""
+    MALFORMED messages spread through the stream, and an unpaired call after every ``unpaired_every``-th
+    trace (none with 0)."""
     otel = OtelTraces()
     good: list[tuple[str, bytes]] = []
     edges: Counter[tuple[str, str, bool]] = Counter()
@@ -69,6 +78,8 @@ def build(traces: int, otlp_topic: str, zipkin_topic: str) -> SpanStream:
         payments = []
         for number in range(first, min(first + TRACES_PER_MESSAGE, traces)):
             payments.append(_trace(otel, number, edges, instances, routes))
+            if unpaired_every and number % unpaired_every == 0:
+                _unpaired_call(otel, number, edges, routes)
         otlp_message = (otlp_topic, otlp_protobuf(otel.finished()))
         zipkin_message = (zipkin_topic, zipkin_json(payments))
         # Half the time the callee's spans go first: pairing must not depend on the order.
@@ -83,8 +94,9 @@ def build(traces: int, otlp_topic: str, zipkin_topic: str) -> SpanStream:
     messages = list(good)
     for index, (topic, payload, _) in enumerate(bad):
         messages.insert((index + 1) * len(messages) // (len(bad) + 1), (topic, payload))
+    unpaired = len(range(0, traces, unpaired_every)) if unpaired_every else 0
     expected = Figures(
-        spans=traces * SPANS_PER_TRACE,
+        spans=traces * SPANS_PER_TRACE + unpaired,
         edges={},
         instances=dict(instances),
         routes=dict(routes),
@@ -134,6 +146,15 @@ def _trace(otel: OtelTraces, number: int, edges: Counter, instances: Counter, ro
         port=payments_port,
         tags={"http.method": "POST", **({"error": "card declined"} if failed else {})},
     )
+
+
+def _unpaired_call(otel: OtelTraces, number: int, edges: Counter, routes: Counter) -> None:
+    """Orders queries its database, in a trace of its own: the span's only record of the call."""
+    start = now_ns() - UNPAIRED_AGE_SECONDS * 1_000_000_000
+    attributes = {"db.system": "postgresql", "peer.service": UNPAIRED_PEER}
+    otel.span("orders", ORDERS[number % len(ORDERS)], UNPAIRED_ROUTE, "client", start, 5, attributes=attributes)
+    edges[("orders", UNPAIRED_PEER, False)] += 1
+    routes[("orders", UNPAIRED_ROUTE)] += 1  # a root span is its trace's entry, whatever its kind
 
 
 def observed() -> Figures:

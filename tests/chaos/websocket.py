@@ -2,7 +2,8 @@
 receives with the time it arrived: the chaos tests ask what came, and when.
 
 ``LiveSocket`` is one connection; ``LivePage`` reconnects as static/js/live.js does when its socket
-is lost. Only what meshscope's sockets use: a handshake with the session cookie and an Origin daphne
+is lost, and holds the view as live.js does (a snapshot, then the deltas in sequence, a resync on a
+gap). Only what meshscope's sockets use: a handshake with the session cookie and an Origin daphne
 accepts, text messages (fragmented or not), ping answered with pong, close.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from dashboard.live.protocol import apply
 from tests.chaos.harness import wait_for
 
 
@@ -63,6 +65,9 @@ class LiveSocket:
         found = self.messages(kind, after)
         assert found, f"the socket closed before a {kind} message came"
         return found[0]
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self._send(0x1, json.dumps(message).encode())
 
     def close(self) -> None:
         self.closed.set()
@@ -135,6 +140,7 @@ class LivePage:
         self.cookie = cookie
         self.connections: list[LiveSocket] = []
         self.failed_attempts: list[tuple[float, str]] = []  # (when, why) of handshakes that failed
+        self.resyncs: set[tuple[int, int]] = set()  # (connection, message) of each gap a resync answered
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="chaos-live-page", daemon=True)
         self.thread.start()
@@ -156,6 +162,28 @@ class LivePage:
     def wait_for_message(self, kind: str, timeout: float, after: float = 0.0) -> Received:
         wait_for(lambda: self.messages(kind, after), timeout, f"a {kind} message")
         return self.messages(kind, after)[0]
+
+    def state(self) -> tuple[int, dict[str, Any]] | None:
+        """(seq, view) as live.js holds it on the latest connection: its snapshot with each delta that
+        follows in sequence applied. At a gap it asks for a snapshot (once per gap, as live.js does) and
+        keeps what it held until the snapshot comes. None before the first snapshot."""
+        if not self.connections:
+            return None
+        number, connection = len(self.connections), self.connections[-1]
+        held: tuple[int, dict[str, Any]] | None = None
+        for index, item in enumerate(list(connection.received)):
+            message = item.message
+            if message.get("type") == "snapshot":
+                held = (message["seq"], message["data"])
+            elif message.get("type") == "delta" and held is not None and message["seq"] > held[0]:
+                if message["prev"] != held[0]:
+                    if (number, index) not in self.resyncs and not connection.closed.is_set():
+                        self.resyncs.add((number, index))
+                        with contextlib.suppress(OSError):
+                            connection.send_json({"type": "resync"})
+                    continue
+                held = (message["seq"], apply(held[1], message["changes"]))
+        return held
 
     def close(self) -> None:
         self.stopping.set()
