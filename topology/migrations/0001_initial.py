@@ -6,298 +6,201 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
-    dependencies = []
+    dependencies = [
+    ]
 
     operations = [
         migrations.CreateModel(
-            name="IngestRollup",
+            name='IngestRollup',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("minute", models.DateTimeField(unique=True)),
-                ("messages", models.PositiveBigIntegerField(default=0)),
-                ("spans", models.PositiveBigIntegerField(default=0)),
-                ("duplicate_spans", models.PositiveBigIntegerField(default=0)),
-                ("rejected", models.PositiveBigIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('minute', models.DateTimeField(unique=True)),
+                ('messages', models.PositiveBigIntegerField(default=0)),
+                ('spans', models.PositiveBigIntegerField(default=0)),
+                ('duplicate_spans', models.PositiveBigIntegerField(default=0)),
+                ('rejected', models.PositiveBigIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name="Service",
+            name='Service',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=255, unique=True)),
-                ("in_consul", models.BooleanField(default=False, help_text="Registered in Consul.")),
-                ("in_traces", models.BooleanField(default=False, help_text="Seen in trace spans.")),
-                ("datacenter", models.CharField(blank=True, max_length=128)),
-                ("tags", models.JSONField(blank=True, default=list)),
-                (
-                    "balancing_policy",
-                    models.CharField(
-                        blank=True,
-                        choices=[("round_robin", "Round robin"), ("random", "Random"), ("weighted", "Weighted")],
-                        max_length=16,
-                    ),
-                ),
-                ("first_seen", models.DateTimeField(default=django.utils.timezone.now)),
-                ("last_seen", models.DateTimeField(default=django.utils.timezone.now)),
-                ("deregistered_at", models.DateTimeField(blank=True, null=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255, unique=True)),
+                ('in_consul', models.BooleanField(default=False, help_text='Registered in Consul.')),
+                ('in_traces', models.BooleanField(default=False, help_text='Seen in trace spans.')),
+                ('datacenter', models.CharField(blank=True, max_length=128)),
+                ('tags', models.JSONField(blank=True, default=list)),
+                ('balancing_policy', models.CharField(blank=True, choices=[('round_robin', 'Round robin'), ('random', 'Random'), ('weighted', 'Weighted')], max_length=16)),
+                ('first_seen', models.DateTimeField(default=django.utils.timezone.now)),
+                ('last_seen', models.DateTimeField(default=django.utils.timezone.now)),
+                ('deregistered_at', models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="SourceStatus",
+            name='SourceStatus',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "name",
-                    models.CharField(help_text='For example "consul:dc1" or "kafka".', max_length=128, unique=True),
-                ),
-                ("configured", models.BooleanField(default=True)),
-                ("last_success", models.DateTimeField(blank=True, null=True)),
-                ("stale_since", models.DateTimeField(blank=True, null=True)),
-                ("stale_reason", models.TextField(blank=True)),
-                ("consecutive_failures", models.PositiveIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(help_text='For example "consul:dc1" or "kafka".', max_length=128, unique=True)),
+                ('configured', models.BooleanField(default=True)),
+                ('last_success', models.DateTimeField(blank=True, null=True)),
+                ('stale_since', models.DateTimeField(blank=True, null=True)),
+                ('stale_reason', models.TextField(blank=True)),
+                ('consecutive_failures', models.PositiveIntegerField(default=0)),
             ],
             options={
-                "verbose_name_plural": "source statuses",
-                "ordering": ["name"],
+                'verbose_name_plural': 'source statuses',
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="DeadLetter",
+            name='DeadLetter',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("reason", models.CharField(max_length=64)),
-                ("detail", models.TextField(blank=True)),
-                ("topic", models.CharField(max_length=255)),
-                ("partition", models.IntegerField()),
-                ("offset", models.BigIntegerField()),
-                ("payload_head", models.TextField(blank=True, help_text="The start of the raw payload.")),
-                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('reason', models.CharField(max_length=64)),
+                ('detail', models.TextField(blank=True)),
+                ('topic', models.CharField(max_length=255)),
+                ('partition', models.IntegerField()),
+                ('offset', models.BigIntegerField()),
+                ('payload_head', models.TextField(blank=True, help_text='The start of the raw payload.')),
+                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                "ordering": ["-received_at"],
-                "indexes": [models.Index(fields=["received_at"], name="deadletter_received_idx")],
+                'ordering': ['-received_at'],
+                'indexes': [models.Index(fields=['received_at'], name='deadletter_received_idx')],
             },
         ),
         migrations.CreateModel(
-            name="Instance",
+            name='Instance',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("identity", models.CharField(max_length=255)),
-                ("consul_id", models.CharField(blank=True, help_text="Consul service ID.", max_length=255)),
-                ("node", models.CharField(blank=True, max_length=255)),
-                ("address", models.CharField(blank=True, max_length=255)),
-                ("port", models.PositiveIntegerField(blank=True, null=True)),
-                ("datacenter", models.CharField(blank=True, max_length=128)),
-                ("tags", models.JSONField(blank=True, default=list)),
-                ("meta", models.JSONField(blank=True, default=dict)),
-                ("weight_passing", models.PositiveIntegerField(default=1)),
-                ("weight_warning", models.PositiveIntegerField(default=1)),
-                (
-                    "health",
-                    models.CharField(
-                        choices=[
-                            ("passing", "Passing"),
-                            ("warning", "Warning"),
-                            ("critical", "Critical"),
-                            ("unknown", "Unknown"),
-                        ],
-                        default="unknown",
-                        max_length=16,
-                    ),
-                ),
-                ("checks", models.JSONField(blank=True, default=list)),
-                ("in_maintenance", models.BooleanField(default=False)),
-                ("in_consul", models.BooleanField(default=False)),
-                ("in_traces", models.BooleanField(default=False)),
-                ("first_seen", models.DateTimeField(default=django.utils.timezone.now)),
-                ("last_seen", models.DateTimeField(default=django.utils.timezone.now)),
-                ("deregistered_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "service",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="instances", to="topology.service"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('identity', models.CharField(max_length=255)),
+                ('consul_id', models.CharField(blank=True, help_text='Consul service ID.', max_length=255)),
+                ('node', models.CharField(blank=True, max_length=255)),
+                ('address', models.CharField(blank=True, max_length=255)),
+                ('port', models.PositiveIntegerField(blank=True, null=True)),
+                ('datacenter', models.CharField(blank=True, max_length=128)),
+                ('tags', models.JSONField(blank=True, default=list)),
+                ('meta', models.JSONField(blank=True, default=dict)),
+                ('weight_passing', models.PositiveIntegerField(default=1)),
+                ('weight_warning', models.PositiveIntegerField(default=1)),
+                ('health', models.CharField(choices=[('passing', 'Passing'), ('warning', 'Warning'), ('critical', 'Critical'), ('unknown', 'Unknown')], default='unknown', max_length=16)),
+                ('checks', models.JSONField(blank=True, default=list)),
+                ('in_maintenance', models.BooleanField(default=False)),
+                ('in_consul', models.BooleanField(default=False)),
+                ('in_traces', models.BooleanField(default=False)),
+                ('first_seen', models.DateTimeField(default=django.utils.timezone.now)),
+                ('last_seen', models.DateTimeField(default=django.utils.timezone.now)),
+                ('deregistered_at', models.DateTimeField(blank=True, null=True)),
+                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='instances', to='topology.service')),
             ],
             options={
-                "ordering": ["service__name", "identity"],
+                'ordering': ['service__name', 'identity'],
             },
         ),
         migrations.CreateModel(
-            name="EdgeRollup",
+            name='EdgeRollup',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("minute", models.DateTimeField()),
-                ("count", models.PositiveBigIntegerField(default=0)),
-                ("errors", models.PositiveBigIntegerField(default=0)),
-                ("latency_sum_ms", models.FloatField(default=0)),
-                ("latency_buckets", models.JSONField(default=dict, help_text="LatencyHistogram buckets.")),
-                ("protocol", models.CharField(max_length=10)),
-                ("topic", models.CharField(blank=True, max_length=255)),
-                ("negative_delays", models.PositiveBigIntegerField(default=0)),
-                (
-                    "source",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="topology.service"
-                    ),
-                ),
-                (
-                    "target",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="topology.service"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('minute', models.DateTimeField()),
+                ('count', models.PositiveBigIntegerField(default=0)),
+                ('errors', models.PositiveBigIntegerField(default=0)),
+                ('latency_sum_ms', models.FloatField(default=0)),
+                ('latency_buckets', models.JSONField(default=dict, help_text='LatencyHistogram buckets.')),
+                ('protocol', models.CharField(max_length=10)),
+                ('topic', models.CharField(blank=True, max_length=255)),
+                ('negative_delays', models.PositiveBigIntegerField(default=0)),
+                ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='topology.service')),
+                ('target', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='topology.service')),
             ],
         ),
         migrations.CreateModel(
-            name="Span",
+            name='Span',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("trace_id", models.CharField(max_length=32)),
-                ("span_id", models.CharField(max_length=16)),
-                ("parent_id", models.CharField(blank=True, max_length=16)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("server", "Server"),
-                            ("client", "Client"),
-                            ("producer", "Producer"),
-                            ("consumer", "Consumer"),
-                            ("internal", "Internal"),
-                        ],
-                        max_length=8,
-                    ),
-                ),
-                ("name", models.CharField(help_text="The operation or route.", max_length=255)),
-                (
-                    "protocol",
-                    models.CharField(
-                        choices=[("http", "HTTP"), ("grpc", "gRPC"), ("messaging", "Messaging"), ("other", "Other")],
-                        max_length=10,
-                    ),
-                ),
-                ("started_at", models.DateTimeField()),
-                ("duration_us", models.BigIntegerField()),
-                ("status_code", models.CharField(blank=True, max_length=32)),
-                ("error", models.BooleanField(default=False)),
-                (
-                    "peer",
-                    models.CharField(blank=True, help_text="The callee named by the caller's span.", max_length=255),
-                ),
-                ("topic", models.CharField(blank=True, max_length=255)),
-                ("attributes", models.JSONField(blank=True, default=dict)),
-                ("paired", models.BooleanField(default=False)),
-                (
-                    "instance",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="spans",
-                        to="topology.instance",
-                    ),
-                ),
-                (
-                    "service",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="spans", to="topology.service"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('trace_id', models.CharField(max_length=32)),
+                ('span_id', models.CharField(max_length=16)),
+                ('parent_id', models.CharField(blank=True, max_length=16)),
+                ('kind', models.CharField(choices=[('server', 'Server'), ('client', 'Client'), ('producer', 'Producer'), ('consumer', 'Consumer'), ('internal', 'Internal')], max_length=8)),
+                ('name', models.CharField(help_text='The operation or route.', max_length=255)),
+                ('protocol', models.CharField(choices=[('http', 'HTTP'), ('grpc', 'gRPC'), ('messaging', 'Messaging'), ('other', 'Other')], max_length=10)),
+                ('started_at', models.DateTimeField()),
+                ('duration_us', models.BigIntegerField()),
+                ('status_code', models.CharField(blank=True, max_length=32)),
+                ('error', models.BooleanField(default=False)),
+                ('peer', models.CharField(blank=True, help_text="The callee named by the caller's span.", max_length=255)),
+                ('topic', models.CharField(blank=True, max_length=255)),
+                ('attributes', models.JSONField(blank=True, default=dict)),
+                ('paired', models.BooleanField(default=False)),
+                ('instance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='spans', to='topology.instance')),
+                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='spans', to='topology.service')),
             ],
         ),
         migrations.CreateModel(
-            name="RouteRollup",
+            name='RouteRollup',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("minute", models.DateTimeField()),
-                ("count", models.PositiveBigIntegerField(default=0)),
-                ("errors", models.PositiveBigIntegerField(default=0)),
-                ("latency_sum_ms", models.FloatField(default=0)),
-                ("latency_buckets", models.JSONField(default=dict, help_text="LatencyHistogram buckets.")),
-                ("operation", models.CharField(max_length=255)),
-                (
-                    "service",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="topology.service"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('minute', models.DateTimeField()),
+                ('count', models.PositiveBigIntegerField(default=0)),
+                ('errors', models.PositiveBigIntegerField(default=0)),
+                ('latency_sum_ms', models.FloatField(default=0)),
+                ('latency_buckets', models.JSONField(default=dict, help_text='LatencyHistogram buckets.')),
+                ('operation', models.CharField(max_length=255)),
+                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='topology.service')),
             ],
             options={
-                "indexes": [models.Index(fields=["minute"], name="route_rollup_minute_idx")],
-                "constraints": [
-                    models.UniqueConstraint(fields=("minute", "service", "operation"), name="route_rollup_unique")
-                ],
+                'indexes': [models.Index(fields=['minute'], name='route_rollup_minute_idx')],
+                'constraints': [models.UniqueConstraint(fields=('minute', 'service', 'operation'), name='route_rollup_unique')],
             },
         ),
         migrations.CreateModel(
-            name="InstanceRollup",
+            name='InstanceRollup',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("minute", models.DateTimeField()),
-                ("count", models.PositiveBigIntegerField(default=0)),
-                ("errors", models.PositiveBigIntegerField(default=0)),
-                ("latency_sum_ms", models.FloatField(default=0)),
-                ("latency_buckets", models.JSONField(default=dict, help_text="LatencyHistogram buckets.")),
-                (
-                    "instance",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="topology.instance"
-                    ),
-                ),
-                (
-                    "caller",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="topology.service",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('minute', models.DateTimeField()),
+                ('count', models.PositiveBigIntegerField(default=0)),
+                ('errors', models.PositiveBigIntegerField(default=0)),
+                ('latency_sum_ms', models.FloatField(default=0)),
+                ('latency_buckets', models.JSONField(default=dict, help_text='LatencyHistogram buckets.')),
+                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='topology.instance')),
+                ('caller', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='topology.service')),
             ],
             options={
-                "indexes": [models.Index(fields=["minute"], name="instance_rollup_minute_idx")],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("minute", "instance", "caller"), name="instance_rollup_unique", nulls_distinct=False
-                    )
-                ],
+                'indexes': [models.Index(fields=['minute'], name='instance_rollup_minute_idx')],
+                'constraints': [models.UniqueConstraint(fields=('minute', 'instance', 'caller'), name='instance_rollup_unique', nulls_distinct=False)],
             },
         ),
         migrations.AddConstraint(
-            model_name="instance",
-            constraint=models.UniqueConstraint(fields=("service", "identity"), name="instance_identity_unique"),
+            model_name='instance',
+            constraint=models.UniqueConstraint(fields=('service', 'identity'), name='instance_identity_unique'),
         ),
         migrations.AddIndex(
-            model_name="edgerollup",
-            index=models.Index(fields=["minute"], name="edge_rollup_minute_idx"),
+            model_name='edgerollup',
+            index=models.Index(fields=['minute'], name='edge_rollup_minute_idx'),
         ),
         migrations.AddConstraint(
-            model_name="edgerollup",
-            constraint=models.UniqueConstraint(
-                fields=("minute", "source", "target", "protocol", "topic"), name="edge_rollup_unique"
-            ),
+            model_name='edgerollup',
+            constraint=models.UniqueConstraint(fields=('minute', 'source', 'target', 'protocol', 'topic'), name='edge_rollup_unique'),
         ),
         migrations.AddIndex(
-            model_name="span",
-            index=models.Index(fields=["started_at"], name="span_started_idx"),
+            model_name='span',
+            index=models.Index(fields=['started_at'], name='span_started_idx'),
         ),
         migrations.AddIndex(
-            model_name="span",
-            index=models.Index(fields=["service", "started_at"], name="span_service_started_idx"),
+            model_name='span',
+            index=models.Index(fields=['service', 'started_at'], name='span_service_started_idx'),
         ),
         migrations.AddIndex(
-            model_name="span",
-            index=models.Index(fields=["paired", "started_at"], name="span_unpaired_idx"),
+            model_name='span',
+            index=models.Index(fields=['paired', 'started_at'], name='span_unpaired_idx'),
         ),
         migrations.AddConstraint(
-            model_name="span",
-            constraint=models.UniqueConstraint(fields=("trace_id", "span_id"), name="span_identity_unique"),
+            model_name='span',
+            constraint=models.UniqueConstraint(fields=('trace_id', 'span_id'), name='span_identity_unique'),
         ),
     ]

@@ -4,41 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0001_initial"),
+        ('topology', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ConsulDatacenter",
+            name='ConsulDatacenter',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(max_length=128, unique=True)),
-                ("catalog_index", models.PositiveBigIntegerField(default=0, help_text="Of /v1/catalog/services.")),
-                ("checks_index", models.PositiveBigIntegerField(default=0, help_text="Of /v1/health/state/any.")),
-                ("service_indexes", models.JSONField(blank=True, default=dict)),
-                ("check_digests", models.JSONField(blank=True, default=dict)),
-                ("leased_until", models.DateTimeField(blank=True, null=True)),
-                ("retry_after", models.DateTimeField(blank=True, null=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=128, unique=True)),
+                ('catalog_index', models.PositiveBigIntegerField(default=0, help_text='Of /v1/catalog/services.')),
+                ('checks_index', models.PositiveBigIntegerField(default=0, help_text='Of /v1/health/state/any.')),
+                ('service_indexes', models.JSONField(blank=True, default=dict)),
+                ('check_digests', models.JSONField(blank=True, default=dict)),
+                ('leased_until', models.DateTimeField(blank=True, null=True)),
+                ('retry_after', models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.AlterModelOptions(
-            name="instance",
-            options={
-                "ordering": ["service__name", "identity"],
-                "permissions": [
-                    ("register_in_consul", "Can register an instance in Consul"),
-                    ("deregister_from_consul", "Can deregister an instance from Consul"),
-                    ("set_maintenance_in_consul", "Can enable or disable maintenance mode in Consul"),
-                    ("set_weights_in_consul", "Can change an instance's weights in Consul"),
-                ],
-            },
+            name='instance',
+            options={'ordering': ['service__name', 'identity'], 'permissions': [('register_in_consul', 'Can register an instance in Consul'), ('deregister_from_consul', 'Can deregister an instance from Consul'), ('set_maintenance_in_consul', 'Can enable or disable maintenance mode in Consul'), ('set_weights_in_consul', "Can change an instance's weights in Consul")]},
         ),
         migrations.AlterModelOptions(
-            name="service",
-            options={
-                "ordering": ["name"],
-                "permissions": [("set_balancing_policy", "Can set a service's balancing policy in Consul")],
-            },
+            name='service',
+            options={'ordering': ['name'], 'permissions': [('set_balancing_policy', "Can set a service's balancing policy in Consul")]},
         ),
     ]

@@ -4,68 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0002_consuldatacenter_alter_instance_options_and_more"),
+        ('topology', '0002_consuldatacenter_alter_instance_options_and_more'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ConsumerPartitionLag",
+            name='ConsumerPartitionLag',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("group", models.CharField(max_length=255)),
-                ("topic", models.CharField(max_length=255)),
-                ("partition", models.IntegerField()),
-                ("sampled_at", models.DateTimeField()),
-                ("committed_offset", models.BigIntegerField()),
-                ("end_offset", models.BigIntegerField()),
-                ("lag_messages", models.BigIntegerField()),
-                ("lag_seconds", models.FloatField(blank=True, null=True)),
-                (
-                    "lag_seconds_method",
-                    models.CharField(
-                        choices=[
-                            ("caught_up", "Caught up: nothing to read"),
-                            ("record_timestamp", "Timestamp of the record at the committed offset"),
-                            ("interpolated", "Interpolated from end-offset samples"),
-                            ("extrapolated", "Extrapolated from end-offset samples"),
-                            ("unavailable", "Unavailable"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("offset_moved_at", models.DateTimeField()),
-                (
-                    "commit_window",
-                    models.JSONField(
-                        default=list,
-                        help_text="The commits Burrow's rules judged this sample on, oldest first: [offset, lag, epoch seconds].",
-                    ),
-                ),
-                (
-                    "group_state",
-                    models.CharField(blank=True, help_text="As the coordinator reports it.", max_length=32),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("OK", "OK"),
-                            ("WARN", "Warning: the lag never decreased"),
-                            ("STOP", "Stopped: no commits for longer than the window"),
-                            ("STALL", "Stalled: commits, but the offset does not move"),
-                            ("REWIND", "Rewound: the committed offset went back"),
-                        ],
-                        max_length=8,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('group', models.CharField(max_length=255)),
+                ('topic', models.CharField(max_length=255)),
+                ('partition', models.IntegerField()),
+                ('sampled_at', models.DateTimeField()),
+                ('committed_offset', models.BigIntegerField()),
+                ('end_offset', models.BigIntegerField()),
+                ('lag_messages', models.BigIntegerField()),
+                ('lag_seconds', models.FloatField(blank=True, null=True)),
+                ('lag_seconds_method', models.CharField(choices=[('caught_up', 'Caught up: nothing to read'), ('record_timestamp', 'Timestamp of the record at the committed offset'), ('interpolated', 'Interpolated from end-offset samples'), ('extrapolated', 'Extrapolated from end-offset samples'), ('unavailable', 'Unavailable')], max_length=16)),
+                ('offset_moved_at', models.DateTimeField()),
+                ('commit_window', models.JSONField(default=list, help_text="The commits Burrow's rules judged this sample on, oldest first: [offset, lag, epoch seconds].")),
+                ('group_state', models.CharField(blank=True, help_text='As the coordinator reports it.', max_length=32)),
+                ('status', models.CharField(choices=[('OK', 'OK'), ('WARN', 'Warning: the lag never decreased'), ('STOP', 'Stopped: no commits for longer than the window'), ('STALL', 'Stalled: commits, but the offset does not move'), ('REWIND', 'Rewound: the committed offset went back')], max_length=8)),
             ],
             options={
-                "indexes": [
-                    models.Index(fields=["group", "-sampled_at"], name="lag_group_sampled_idx"),
-                    models.Index(fields=["topic", "partition", "-sampled_at"], name="lag_topic_partition_idx"),
-                    models.Index(fields=["sampled_at"], name="lag_sampled_idx"),
-                ],
+                'indexes': [models.Index(fields=['group', '-sampled_at'], name='lag_group_sampled_idx'), models.Index(fields=['topic', 'partition', '-sampled_at'], name='lag_topic_partition_idx'), models.Index(fields=['sampled_at'], name='lag_sampled_idx')],
             },
         ),
     ]

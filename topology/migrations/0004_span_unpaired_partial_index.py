@@ -4,17 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0003_consumerpartitionlag"),
+        ('topology', '0003_consumerpartitionlag'),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name="span",
-            name="span_unpaired_idx",
+            model_name='span',
+            name='span_unpaired_idx',
         ),
         migrations.AddIndex(
-            model_name="span",
-            index=models.Index(condition=models.Q(("paired", False)), fields=["started_at"], name="span_unpaired_idx"),
+            model_name='span',
+            index=models.Index(condition=models.Q(('paired', False)), fields=['started_at'], name='span_unpaired_idx'),
         ),
     ]

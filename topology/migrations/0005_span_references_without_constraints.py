@@ -5,33 +5,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0004_span_unpaired_partial_index"),
+        ('topology', '0004_span_unpaired_partial_index'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="span",
-            name="instance",
-            field=models.ForeignKey(
-                blank=True,
-                db_constraint=False,
-                db_index=False,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="spans",
-                to="topology.instance",
-            ),
+            model_name='span',
+            name='instance',
+            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='spans', to='topology.instance'),
         ),
         migrations.AlterField(
-            model_name="span",
-            name="service",
-            field=models.ForeignKey(
-                db_constraint=False,
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="spans",
-                to="topology.service",
-            ),
+            model_name='span',
+            name='service',
+            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='spans', to='topology.service'),
         ),
     ]

@@ -4,13 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0005_span_references_without_constraints"),
+        ('topology', '0005_span_references_without_constraints'),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="deadletter",
-            index=models.Index(fields=["topic", "offset", "partition"], name="deadletter_source_idx"),
+            model_name='deadletter',
+            index=models.Index(fields=['topic', 'offset', 'partition'], name='deadletter_source_idx'),
         ),
     ]

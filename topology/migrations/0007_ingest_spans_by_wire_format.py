@@ -4,24 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("topology", "0006_deadletter_source_index"),
+        ('topology', '0006_deadletter_source_index'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="ingestrollup",
-            name="spans_otlp_json",
+            model_name='ingestrollup',
+            name='spans_otlp_json',
             field=models.PositiveBigIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name="ingestrollup",
-            name="spans_otlp_proto",
+            model_name='ingestrollup',
+            name='spans_otlp_proto',
             field=models.PositiveBigIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name="ingestrollup",
-            name="spans_zipkin_json",
+            model_name='ingestrollup',
+            name='spans_zipkin_json',
             field=models.PositiveBigIntegerField(default=0),
         ),
     ]
