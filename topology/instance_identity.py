@@ -239,29 +239,19 @@ def record_instance(
     hold_identity_lock(exclusive=True)
     now = timezone.now()
     row, _ = Service.objects.get_or_create(name=service, defaults={"first_seen": now, "last_seen": now})
+    recorded = {
+        "address": address,
+        "port": port,
+        "weight_passing": weight_passing,
+        "weight_warning": weight_warning,
+        "in_maintenance": in_maintenance,
+        "recorded_by_operator": True,
+    }
     instance, _ = Instance.objects.update_or_create(
         service=row,
         identity=identity,
-        defaults={
-            "address": address,
-            "port": port,
-            "weight_passing": weight_passing,
-            "weight_warning": weight_warning,
-            "in_maintenance": in_maintenance,
-            "recorded_by_operator": True,
-            "deregistered_at": None,
-            "merged_into": None,
-        },
-        create_defaults={
-            "address": address,
-            "port": port,
-            "weight_passing": weight_passing,
-            "weight_warning": weight_warning,
-            "in_maintenance": in_maintenance,
-            "recorded_by_operator": True,
-            "first_seen": now,
-            "last_seen": now,
-        },
+        defaults={**recorded, "deregistered_at": None, "merged_into": None},
+        create_defaults={**recorded, "first_seen": now, "last_seen": now},
     )
     unify_service(row, now)
     announce_on_commit(*REGISTRY_VIEWS, *TRAFFIC_VIEWS)
