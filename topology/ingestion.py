@@ -2,8 +2,9 @@
 
 A message is counted once: the consumer skips what its partition's StreamPosition says was counted.
 A span can still come twice in two messages (an exporter retrying a request that had in fact
-arrived), so a span is unique on (trace id, span id) and only spans newly inserted add to the rollups. A call is counted once, when the second
-span of its CLIENT/SERVER (or PRODUCER/CONSUMER) pair is stored, whichever arrives first.
+arrived), so a span is unique on (trace id, span id) and only spans newly inserted add to the
+rollups. A call is counted once, when the second span of its CLIENT/SERVER (or PRODUCER/CONSUMER)
+pair is stored, whichever arrives first.
 """
 
 import copy
