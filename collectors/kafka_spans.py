@@ -108,7 +108,7 @@ class SpanConsumer:
         except KafkaError as error:
             self._back_off("kafka", error)
             return 0
-        self._skip_to_counted_positions()
+        self._skip_to_counted_positions(polled)
         if not self.pipelined:
             return self._store_and_commit(polled, self._decode_all(polled)) if polled else 0
         ready = self._in_flight
@@ -132,7 +132,7 @@ class SpanConsumer:
                     first[tp] = min(first.get(tp, msgs[0].offset), msgs[0].offset)
                 self._in_flight = None
             for partition, offset in first.items():
-                self.consumer.seek(partition, offset)
+                self._seek(partition, offset)
             self._back_off("database", error)
             return 0
         try:
@@ -146,12 +146,13 @@ class SpanConsumer:
             SourceStatus.record_success("kafka")
         return stored
 
-    def _skip_to_counted_positions(self) -> None:
+    def _skip_to_counted_positions(self, polled: Polled) -> None:
         """Moves newly assigned partitions forward to where counting stopped.
 
         Kafka's committed offset can be behind the stored position (a crash between the two commits):
-        starting there would only read again messages that the claim then skips. Only forward: a
-        position behind what this consumer has fetched was counted by this consumer.
+        starting there would only read again messages that the claim then skips. Only past what this
+        poll returned of the partition, if anything: those messages are claimed or skipped anyway, and
+        asking the client for its position could block through a rebalance.
         """
         assigned = self.assigned.take()
         if not assigned:
@@ -161,10 +162,17 @@ class SpanConsumer:
         except (OperationalError, InterfaceError):
             self.assigned.give_back(assigned)  # the claim still skips what was counted
             return
-        for tp in assigned & self.consumer.assignment():
+        for tp in assigned:
             position = positions.get((tp.topic, tp.partition))
-            if position is not None and self.consumer.position(tp) < position:
-                self.consumer.seek(tp, position)
+            fetched = polled.get(tp)
+            if position is not None and (not fetched or fetched[-1].offset + 1 < position):
+                self._seek(tp, position)
+
+    def _seek(self, partition: TopicPartition, offset: int) -> None:
+        # A rebalance may have taken the partition away (seeking it would raise): its next owner starts
+        # where counting stopped.
+        if partition in self.consumer.assignment():
+            self.consumer.seek(partition, offset)
 
     def process(self, polled: Polled) -> int:
         """Decodes and stores one polled batch, in the calling thread."""

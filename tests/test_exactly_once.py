@@ -164,49 +164,6 @@ def test_two_consumers_claiming_the_same_messages_at_once_count_them_once():
     assert StreamPosition.objects.get(topic="spans", partition=0).next_offset == 20
 
 
-def test_a_rebalance_between_two_consumers_loses_and_double_counts_nothing(kafka_bootstrap, topic_name):
-    messages = 400
-    create_topic(kafka_bootstrap, topic_name, partitions=2)
-    produce(kafka_bootstrap, topic_name, gateway_to_cart(2, messages))
-    group = f"rebalance-{topic_name}"
-    # Small batches, so that the stream is still flowing when the second consumer joins.
-    first = span_consumer(kafka_bootstrap, {topic_name: "otlp_proto"}, group=group, max_poll_records=10)
-    assert consume_until(first, lambda: counts()["messages"] >= 50)
-    second = span_consumer(kafka_bootstrap, {topic_name: "otlp_proto"}, group=group, max_poll_records=10)
-    done = threading.Event()
-    counted_by_second = []
-
-    def second_polls():
-        try:
-            while not done.is_set():
-                counted_by_second.append(second.poll_once(200))
-        finally:
-            second.close()
-            connection.close()
-
-    thread = threading.Thread(target=second_polls)
-    thread.start()
-    try:
-        # The first goes on polling, so that it rejoins the group and gives a partition up.
-        assert consume_until(first, lambda: counts()["messages"] >= messages * 3 // 4, timeout=90)
-        first.close()  # and the group rebalances again when it leaves
-        assert wait_for(lambda: counts()["messages"] == messages, 90)
-    finally:
-        done.set()
-        thread.join(30)
-
-    assert sum(counted_by_second) > 0, "the second consumer never took part"
-    assert counts() == {
-        "edges": 2 * messages,
-        "routes": 2 * messages,
-        "cart instances": 2 * messages,
-        "spans": 6 * messages,
-        "messages": messages,
-        "duplicate spans": 0,
-        "dead letters": 0,
-    }
-
-
 def test_a_run_stores_the_batch_it_decoded_while_storing_the_one_before(kafka_bootstrap, topic_name):
     """Pipelined, a poll's batch is stored by the next poll; the batch still in flight when a run ends is
     stored before the run returns, so a Celery task's run leaves nothing half done."""
