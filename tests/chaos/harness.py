@@ -6,6 +6,7 @@ Sizes are small by default so that the whole chaos suite fits the CI budget on a
 outages: ``CHAOS_OUTAGE_SECONDS=30``). ``CHAOS_SEED`` replays a run's random choices.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -79,8 +80,15 @@ class Process:
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             log.write(f"--- start {self.starts + 1} ---\n".encode())
             log.flush()
+            # A session of its own, so that a kill takes its children too: the Celery worker's embedded
+            # beat is a child process, which would outlive a kill of the worker alone and go on scheduling.
             self.process = subprocess.Popen(
-                [sys.executable, *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.starts += 1
         return self
@@ -96,7 +104,7 @@ class Process:
     def kill(self) -> None:
         """kill -9: no cleanup of any kind, as when the machine or the OOM killer takes the process."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
@@ -108,6 +116,9 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # what it started and left behind
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
