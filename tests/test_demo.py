@@ -118,9 +118,15 @@ def wait_for(what, check, demo, timeout):
     pytest.fail(f"{what} within {timeout} s; last: {last}\n{demo.text}")
 
 
+# How long a request may take before the test gives up on the demo: not a pass mark for speed. The first
+# requests after the start import the admin and compile its templates, which took over 5 s on this
+# 2-core machine while other tests ran beside the demo.
+REQUEST_TIMEOUT = 30
+
+
 def logged_in(base):
     session = requests.Session()
-    session.get(f"{base}/admin/login/", timeout=5).raise_for_status()
+    session.get(f"{base}/admin/login/", timeout=REQUEST_TIMEOUT).raise_for_status()
     response = session.post(
         f"{base}/admin/login/",
         data={
@@ -130,14 +136,14 @@ def logged_in(base):
             "next": "/admin/",
         },
         headers={"Referer": f"{base}/admin/login/"},
-        timeout=10,
+        timeout=REQUEST_TIMEOUT,
     )
     assert response.url.endswith("/admin/"), "the admin could not log in with MESHSCOPE_ADMIN_PASSWORD"
     return session
 
 
 def topology_complete(session, base):
-    topology = session.get(f"{base}/api/topology/", timeout=10).json()
+    topology = session.get(f"{base}/api/topology/", timeout=REQUEST_TIMEOUT).json()
     edges = {(e["source"], e["target"], e["protocol"], e["sync"], e["topic"]) for e in topology["edges"]}
     wanted = {
         ("gateway", "users", "http", "sync", ""),
@@ -163,7 +169,7 @@ def expected_shares(weights, instances):
 def balancers_as_expected(session, base):
     problems = []
     for service, (policy, weights) in EXPECTED_WEIGHTS.items():
-        response = session.get(f"{base}/api/balancers/{service}/", timeout=10)
+        response = session.get(f"{base}/api/balancers/{service}/", timeout=REQUEST_TIMEOUT)
         if response.status_code != 200:
             problems.append(f"{service}: HTTP {response.status_code}")
             continue
@@ -191,7 +197,7 @@ def balancers_as_expected(session, base):
 def skewed_as_meant(session, base):
     """The registry's weights are the expectation, and the balancer that ignores them is skewed."""
     service, instance, shares = SKEWED
-    report = session.get(f"{base}/api/balancers/{service}/", timeout=10).json()
+    report = session.get(f"{base}/api/balancers/{service}/", timeout=REQUEST_TIMEOUT).json()
     expected = {row["instance"]: row["expected_share"] for row in report["instances"]}
     if report["policy"] != "weighted" or expected != pytest.approx(shares, abs=0.01):
         return f"{service}: policy {report['policy']}, expected shares {expected}"
