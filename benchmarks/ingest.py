@@ -347,13 +347,20 @@ def wait_for(condition, what, seconds=120):
 
 
 def bytes_per_span():
-    """PostgreSQL's size of the span table (rows, indexes, TOAST) and of each rollup table, per stored span."""
+    """PostgreSQL's size of the span table (rows, indexes, TOAST, over its partitions) and of each rollup
+    table, per stored span."""
     spans = Span.objects.count()
     with connection.cursor() as cursor:
         sizes = {}
         for model in (Span, *ROLLUP_TABLES):
             table = model._meta.db_table
-            cursor.execute("SELECT pg_total_relation_size(%s), pg_indexes_size(%s)", [table, table])
+            # Over the partitions too: a partitioned table's own size is 0 (and pg_partition_tree lists
+            # nothing for a plain table).
+            cursor.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size(%s)),"
+                " coalesce(sum(pg_indexes_size(relid)), pg_indexes_size(%s)) FROM pg_partition_tree(%s)",
+                [table, table, table],
+            )
             total, indexes = cursor.fetchone()
             sizes[table] = (total, indexes, model.objects.count())
     return spans, sizes

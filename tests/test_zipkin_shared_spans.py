@@ -6,18 +6,20 @@ process, each process sending its own message, as a Zipkin reporter does.
 """
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from collectors.formats import decode
+from tests.test_consumer_restart import wait_for
 from tests.zipkin_processes import OUTSIDE_SPAN_ID, OUTSIDE_TRACE_ID, Process, checkout, messages_of, pause
-from topology.ingestion import store_spans
+from topology.ingestion import resolve_unpaired, store_spans
 from topology.models import EdgeRollup, InstanceRollup, RouteRollup, Span
 from topology.shared_spans import Placement, shared_server_id, tree_parents
 
@@ -31,6 +33,14 @@ def store(*messages):
     records = [span for message in messages for span in decode(message, "zipkin_json", 10**7, 86400).spans]
     with transaction.atomic():
         return store_spans(records, messages=len(messages))
+
+
+def waiting_on_a_lock():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0]
 
 
 def calls(source, target):
@@ -247,6 +257,54 @@ def test_a_shared_server_without_a_parent_becomes_its_root_clients_child_when_th
     )
     assert sorted(child["name"] for child in server["children"]) == ["insert", "validate"]
     # The entry route is the job's call; the api's request was from cron, counted once.
+    assert routes() == {("cron", "post /jobs"): 1}
+    assert edges() == {("cron", "api"): 1, ("api", "db-proxy"): 1}
+    assert served("api") == {"cron": 1}
+    assert not Span.objects.filter(paired=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="SQLite runs one writer at a time: no race")
+def test_a_shared_server_and_its_client_stored_at_the_same_moment_are_joined_when_pairing_settles(api):
+    """Two consumers store the halves at once, neither seeing the other's uncommitted half: both count
+    as roots for a moment, and the pairing of overdue spans joins them into one call counted once."""
+    cron, api_, db = job()
+    (client_message,) = cron.messages
+    servers_stored, release = threading.Event(), threading.Event()
+
+    def store_the_servers_and_hold():
+        try:
+            with transaction.atomic():
+                store(*api_.messages, *db.messages)
+                servers_stored.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def store_the_client():
+        try:
+            store(client_message)
+        finally:
+            connection.close()
+
+    servers = threading.Thread(target=store_the_servers_and_hold)
+    servers.start()
+    assert servers_stored.wait(30)
+    client = threading.Thread(target=store_the_client)
+    client.start()
+    # The client's batch has paired what it could see, and waits on the servers' batch to count its messages.
+    assert wait_for(lambda: waiting_on_a_lock() == 1, 30), "the client's batch did not wait for the servers'"
+    release.set()
+    servers.join(30)
+    client.join(30)
+    assert routes() == {("api", "post /jobs"): 1, ("cron", "post /jobs"): 1}
+
+    resolve_unpaired(grace_seconds=0)
+
+    (root,) = trace(api, Span.objects.get(service__name="cron").trace_id)["spans"]
+    assert [(child["service"], child["kind"], child["shared"]) for child in root["children"]] == [
+        ("api", "server", True)
+    ]
     assert routes() == {("cron", "post /jobs"): 1}
     assert edges() == {("cron", "api"): 1, ("api", "db-proxy"): 1}
     assert served("api") == {"cron": 1}

@@ -2,8 +2,8 @@
 
 A message is counted once: the consumer skips what its partition's StreamPosition says was counted.
 A span can still come twice in two messages (an exporter retrying a request that had in fact
-arrived), so a span is unique on (trace id, span id) and only spans newly inserted add to the
-rollups. A call is counted once, when the second span of its CLIENT/SERVER (or PRODUCER/CONSUMER)
+arrived), so a span is unique on (trace id, span id, start) and only spans newly inserted add to
+the rollups. A call is counted once, when the second span of its CLIENT/SERVER (or PRODUCER/CONSUMER)
 pair is stored, whichever arrives first.
 """
 
@@ -69,7 +69,7 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
     if records:
         # First, before any row is locked: a merge waits for this batch, or this batch for a merge.
         hold_identity_lock(exclusive=False)
-        by_key = {(r.trace_id, r.span_id): r for r in _join_shared_in_batch(list(records))}
+        by_key = {(r.trace_id, r.span_id): r for r in _join_shared_halves(list(records))}
         records = list(by_key.values())
         services = _services(records, now)
         instances = _instances(records, services, now)
@@ -77,12 +77,9 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
         new_rows = _insert(records, services, instances, in_batch)
         batch = RollupBatch()
-        new_rows += _join_shared_with_stored(records, new_rows, services, instances, batch)
         result.new_spans = len(new_rows)
         result.duplicate_spans = len(records) - len(new_rows)
-        # A stored server half that the join gave its own id was counted when it first came.
-        keys = ((row.trace_id, row.span_id) for row in new_rows)
-        result.new_by_format.update(by_key[key].wire_format for key in keys if key in by_key)
+        result.new_by_format.update(by_key[(row.trace_id, row.span_id)].wire_format for row in new_rows)
         _count_roots(new_rows, batch)
         confirmed = _match([row for row in new_rows if row.paired and row.kind in PAIRED_KINDS])
         for parent, child in confirmed:
@@ -127,7 +124,9 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     settled = _pair(candidates, batch)
     # started_at is None only in spans fresh from an insert, never in candidates read back.
     alone = [
-        row for row in candidates if row.id not in settled and row.started_at is not None and row.started_at < cutoff
+        row
+        for row in candidates
+        if not row.paired and row.id not in settled and row.started_at is not None and row.started_at < cutoff
     ]
     peers = _service_ids({row.peer for row in alone if row.kind in PARENT_KINDS and row.peer}, timezone.now())
     for row in alone:
@@ -357,7 +356,7 @@ def _insert(
 def _insert_returning_new(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     table = Span._meta.db_table
     columns = ", ".join(SPAN_COLUMNS)
-    conflict = "ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING id, trace_id, span_id"
+    conflict = "ON CONFLICT (trace_id, span_id, started_at) DO NOTHING RETURNING id, trace_id, span_id"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # COPY into a scratch table, then one INSERT … SELECT: psycopg's COPY is written in C,
@@ -405,96 +404,59 @@ def _with_own_id(record: Any) -> Any:
     return joined
 
 
-def _join_shared_in_batch(records: list[Any]) -> list[Any]:
+def _join_shared_halves(records: list[Any]) -> list[Any]:
     """A shared SERVER span without a parent keeps its id only while no CLIENT span has it: when its
-    client half is in the same batch, it takes its own id and becomes the client's child here, before
-    the two would collide on (trace id, span id)."""
-    if not any(_keeps_client_id(record) for record in records):
+    client half is in the same batch or stored already, it takes its own id and becomes the client's
+    child here. (A client that comes after it is joined by pairing: ``_join_shared_roots``.)"""
+    shared = [record for record in records if _keeps_client_id(record)]
+    if not shared:
         return records
     clients = {(r.trace_id, r.span_id) for r in records if r.kind == "client"}
+    clients.update(
+        Span.objects.filter(
+            trace_id__in={r.trace_id for r in shared}, span_id__in={r.span_id for r in shared}, kind="client"
+        ).values_list("trace_id", "span_id")
+    )
     return [
         _with_own_id(record) if _keeps_client_id(record) and (record.trace_id, record.span_id) in clients else record
         for record in records
     ]
 
 
-def _join_shared_with_stored(
-    records: Sequence[Any],
-    new_rows: Sequence[StoredSpan],
-    services: ServiceIds,
-    instances: InstanceIds,
-    batch: RollupBatch,
-) -> list[StoredSpan]:
-    """The other halves of shared spans, when one half is stored already: the two collided on
-    (trace id, span id), so the insert refused the newcomer. Returns the rows this stores.
+def _join_shared_roots(candidates: Sequence[StoredSpan], batch: RollupBatch) -> None:
+    """A shared SERVER root stored before its CLIENT half came becomes the child of that client, which
+    is among the unpaired ``candidates`` now: it takes its own id, and what it counted as an entry route
+    and as a request from no known caller is taken back, for pairing to count the call instead.
 
-    - A shared SERVER span without a parent whose CLIENT half is stored takes its own id, as the
-      client's child, and is stored after all.
-    - A CLIENT span whose shared SERVER half is stored, as a root with the client's id (it came first):
-      the stored server takes its own id and becomes the client's child; what it counted as an entry
-      route and as a request from no known caller is taken back, and pairing counts the call instead.
-
-    Checked after the insert, not before: a half that another consumer is inserting at the same moment
-    makes this insert wait for it, and then it is committed and seen here.
+    Pairing reads the roots of the traces it pairs (``_pairing_candidates``), so it finds the two
+    whichever came first, and also when two consumers stored them at the same moment, neither seeing
+    the other: then the client waits unpaired, and the pairing of overdue spans (``resolve_unpaired``)
+    joins them. If the root's instance was merged into another
+    since, its request moved there, and it is taken back there.
     """
-    if len(new_rows) == len(records):
-        return []  # nothing refused: the common case, and this runs for every batch
-    inserted = {(row.trace_id, row.span_id) for row in new_rows}
-    refused = [
-        r for r in records if (r.trace_id, r.span_id) not in inserted and (r.kind == "client" or _keeps_client_id(r))
+    clients = {(span.trace_id, span.span_id) for span in candidates if span.kind == "client"}
+    roots = [
+        span
+        for span in candidates
+        if span.kind == "server" and not span.parent_id and (span.trace_id, span.span_id) in clients
     ]
-    if not refused:
-        return []
-    keys = {(r.trace_id, r.span_id) for r in refused}
-    stored = {
-        (row["trace_id"], row["span_id"]): row
-        for row in Span.objects.select_for_update(of=("self",))
-        .filter(trace_id__in={trace_id for trace_id, _ in keys}, span_id__in={span_id for _, span_id in keys})
-        .values(
-            "id",
-            "trace_id",
-            "span_id",
-            "parent_id",
-            "kind",
-            "service_id",
-            "instance_id",
-            "instance__merged_into_id",
-            "name",
-            "started_at",
-            "duration_us",
-            "error",
+    if not roots:
+        return
+    merged: dict[int | None, int | None] = dict(
+        Instance.objects.filter(pk__in={root.instance_id for root in roots}, merged_into__isnull=False).values_list(
+            "pk", "merged_into_id"
         )
-        if (row["trace_id"], row["span_id"]) in keys
-    }
-    again = []
-    for record in refused:
-        row = stored.get((record.trace_id, record.span_id))
-        if row is None:
-            continue
-        if _keeps_client_id(record) and row["kind"] == "client":
-            again.append(_with_own_id(record))
-        elif record.kind == "client" and row["kind"] == "server" and not row["parent_id"]:
-            _demote_stored_root(row, batch)
-            again.append(record)
-    return _insert(again, services, instances, set()) if again else []
-
-
-def _demote_stored_root(row: Mapping[str, Any], batch: RollupBatch) -> None:
-    """A stored shared SERVER root becomes the child of its CLIENT half, which has just come. If its
-    instance was merged into another since, its request moved there, and it waits for pairing there too."""
-    instance_id = row["instance__merged_into_id"] or row["instance_id"]
-    Span.objects.filter(pk=row["id"]).update(
-        span_id=shared_server_id(row["trace_id"], row["span_id"]),
-        parent_id=row["span_id"],
-        paired=False,
-        instance_id=instance_id,
     )
-    # What _count_roots counted for it when it was stored as a root.
-    start_us = (row["started_at"] - EPOCH) // timedelta(microseconds=1)
-    duration_ms = row["duration_us"] / 1000
-    batch.retract_route(start_us, row["service_id"], row["name"], duration_ms, row["error"])
-    if instance_id:
-        batch.retract_instance(start_us, instance_id, None, duration_ms, row["error"])
+    for root in roots:
+        instance_id = merged.get(root.instance_id, root.instance_id)
+        batch.retract_route(root.start_us, root.service_id, root.name, root.duration_ms, root.error)
+        if instance_id:
+            batch.retract_instance(root.start_us, instance_id, None, root.duration_ms, root.error)
+        root.parent_id, root.span_id = root.span_id, shared_server_id(root.trace_id, root.span_id)
+        root.instance_id, root.paired = instance_id, False
+        Span.objects.filter(pk=root.id).update(
+            span_id=root.span_id, parent_id=root.parent_id, instance_id=instance_id, paired=False
+        )
 
 
 def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:
@@ -509,9 +471,13 @@ def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:
 def _pairing_candidates(trace_ids: set[str]) -> list[StoredSpan]:
     if not trace_ids:
         return []
+    # With the unpaired spans, the traces' roots: a shared SERVER root's CLIENT half may be among them.
     rows = (
         Span.objects.select_for_update()
-        .filter(trace_id__in=trace_ids, paired=False, kind__in=PAIRED_KINDS)
+        .filter(
+            Q(paired=False, kind__in=PAIRED_KINDS) | Q(kind="server", parent_id=""),
+            trace_id__in=trace_ids,
+        )
         .order_by("pk")
         .values(*(name for name in StoredSpan.__slots__ if name != "start_us"))
     )
@@ -564,6 +530,7 @@ def _count_pair(parent: StoredSpan, child: StoredSpan, batch: RollupBatch) -> No
 
 def _pair(candidates: Sequence[StoredSpan], batch: RollupBatch) -> set[int]:
     """Counts every pair among stored unpaired spans, marks them paired; returns their ids."""
+    _join_shared_roots(candidates, batch)
     paired: set[int] = set()
     for parent, child in _match(candidates):
         paired.update((parent.id, child.id))

@@ -19,6 +19,7 @@ from topology.models import (
     RouteRollup,
     Span,
 )
+from topology.span_partitions import create_span_partitions, drop_span_partitions_before, span_partitions
 
 DELETE_BATCH = 5000
 # Beat runs prune every minute: a run may spend most of that minute deleting, so retention keeps up
@@ -45,13 +46,23 @@ def delete_older_than(
 
 def prune(now: datetime | None = None, seconds: float = PRUNE_BUDGET_SECONDS) -> dict[str, int]:
     """The one write path of retention: everything older than SPAN_RETENTION_HOURS (spans) and
-    ROLLUP_RETENTION_DAYS (the rest) goes, within ``seconds``; returns how many rows of each kind."""
+    ROLLUP_RETENTION_DAYS (the rest) goes, within ``seconds``; returns how many rows of each kind.
+
+    On PostgreSQL, spans go by the hourly partition (``topology.span_partitions``), whose next hours it
+    makes first; only the rows outside any partition, older than every partition left, are deleted
+    one by one. On SQLite every span is deleted as a row.
+    """
     now = now or timezone.now()
     deadline = time.monotonic() + seconds
     span_cutoff = now - timedelta(hours=settings.SPAN_RETENTION_HOURS)
     rollup_cutoff = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS)
-    spans = Span.objects.filter(started_at__lt=span_cutoff)
-    deleted = {"spans": delete_older_than(spans, deadline, views=TRAFFIC_VIEWS)}
+    create_span_partitions(now)
+    deleted = {"span_partitions": drop_span_partitions_before(span_cutoff)}
+    if deleted["span_partitions"]:
+        announce_on_commit(*TRAFFIC_VIEWS)
+    row_cutoff = min([span_cutoff, *span_partitions()])
+    spans = Span.objects.filter(started_at__lt=row_cutoff)
+    deleted["spans"] = delete_older_than(spans, deadline, views=TRAFFIC_VIEWS)
     for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
         rollups = model.objects.filter(minute__lt=rollup_cutoff)
         # The model's _meta.model_name, which django-stubs types as optional.

@@ -17,7 +17,8 @@ class Protocol(models.TextChoices):
 
 
 class Span(models.Model):
-    """One span, normalised from whichever format it arrived in. Kept for SPAN_RETENTION_HOURS.
+    """One span, normalised from whichever format it arrived in. Kept for SPAN_RETENTION_HOURS, on
+    PostgreSQL in hourly partitions (``topology.span_partitions``).
 
     ``paired`` records that the span's share of the rollups is done: a CLIENT or PRODUCER span is
     paired when its SERVER or CONSUMER child arrives (or, after the grace period, on its own through
@@ -58,7 +59,13 @@ class Span(models.Model):
     paired = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["trace_id", "span_id"], name="span_identity_unique")]
+        # With the start: on PostgreSQL the table is partitioned by it (topology.span_partitions), and a
+        # unique constraint there must hold the partition key. A span sent again is the same span, start
+        # included, so it is still found a duplicate. Indexes on a partitioned table cannot be built
+        # CONCURRENTLY: a migration adding one builds it on each partition, then attaches them.
+        constraints = [
+            models.UniqueConstraint(fields=["trace_id", "span_id", "started_at"], name="span_identity_unique")
+        ]
         indexes = [
             models.Index(fields=["started_at"], name="span_started_idx"),
             models.Index(fields=["service", "started_at"], name="span_service_started_idx"),
