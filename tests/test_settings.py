@@ -70,6 +70,7 @@ def test_without_any_variable_the_settings_are_the_readmes_defaults(tmp_path):
         "SPAN_PAIRING_GRACE_SECONDS",
         "LAG_CONSUMER_GROUPS",
         "SPAN_RETENTION_HOURS",
+        "SPAN_KEEP_RATIO",
         "ROLLUP_RETENTION_DAYS",
         "CONSUL_HTTP_ADDR",
         "CONSUL_DATACENTERS",
@@ -93,6 +94,7 @@ def test_without_any_variable_the_settings_are_the_readmes_defaults(tmp_path):
     assert read["SPAN_PAIRING_GRACE_SECONDS"] == 60
     assert read["LAG_CONSUMER_GROUPS"] == []
     assert (read["SPAN_RETENTION_HOURS"], read["ROLLUP_RETENTION_DAYS"]) == (24, 14)
+    assert read["SPAN_KEEP_RATIO"] == 1.0
     assert (read["CONSUL_HTTP_ADDR"], read["CONSUL_DATACENTERS"]) == ("", [])
     assert read["CONSUL_BLOCKING_WAIT_SECONDS"] == 30
     assert read["LOGGING"]["root"]["level"] == "INFO"
@@ -117,6 +119,7 @@ def test_every_typed_setting_is_read_from_the_environment(tmp_path):
         "SPAN_PAIRING_GRACE_SECONDS",
         "LAG_CONSUMER_GROUPS",
         "SPAN_RETENTION_HOURS",
+        "SPAN_KEEP_RATIO",
         "ROLLUP_RETENTION_DAYS",
         "CONSUL_DATACENTERS",
         "CONSUL_BLOCKING_WAIT_SECONDS",
@@ -134,6 +137,7 @@ def test_every_typed_setting_is_read_from_the_environment(tmp_path):
         SPAN_PAIRING_GRACE_SECONDS="90",
         LAG_CONSUMER_GROUPS="billing, shipping",
         SPAN_RETENTION_HOURS="6.5",
+        SPAN_KEEP_RATIO="0.05",
         ROLLUP_RETENTION_DAYS="3",
         CONSUL_DATACENTERS="dc1,dc2",
         CONSUL_BLOCKING_WAIT_SECONDS="5",
@@ -154,6 +158,7 @@ def test_every_typed_setting_is_read_from_the_environment(tmp_path):
     assert read["SPAN_PAIRING_GRACE_SECONDS"] == 90
     assert read["LAG_CONSUMER_GROUPS"] == ["billing", "shipping"]
     assert (read["SPAN_RETENTION_HOURS"], read["ROLLUP_RETENTION_DAYS"]) == (6.5, 3)
+    assert read["SPAN_KEEP_RATIO"] == 0.05
     assert read["CONSUL_DATACENTERS"] == ["dc1", "dc2"]
     assert read["CONSUL_BLOCKING_WAIT_SECONDS"] == 5
     assert read["LOGGING"]["root"]["level"] == "WARNING"
@@ -235,6 +240,10 @@ def test_the_kafka_sasl_and_tls_variables_become_the_clients_security_settings(t
         ("SPAN_RETENTION_HOURS", "-1"),
         ("SPAN_RETENTION_HOURS", "0"),
         ("SPAN_RETENTION_HOURS", "nan"),
+        ("SPAN_KEEP_RATIO", "0"),
+        ("SPAN_KEEP_RATIO", "1.5"),
+        ("SPAN_KEEP_RATIO", "10%"),
+        ("SPAN_KEEP_RATIO", "nan"),
         ("ROLLUP_RETENTION_DAYS", "-1"),
         ("ROLLUP_RETENTION_DAYS", "inf"),
         ("SPAN_PAIRING_GRACE_SECONDS", "-1"),

@@ -24,6 +24,7 @@ from topology.instance_identity import IDENTITY_FIELDS, canonical, hold_identity
 from topology.models import IngestRollup, Instance, Service, Span
 from topology.rollup_batch import RollupBatch, minute_of
 from topology.shared_spans import shared_server_id
+from topology.span_keeping import keep_ratio, keeps_trace
 from topology.span_record import WIRE_FORMATS, SpanRecord
 
 PARENT_KINDS = {"client": "server", "producer": "consumer"}  # a parent's kind -> its child's kind
@@ -75,31 +76,45 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         instances = _instances(records, services, now)
         # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
         in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
-        new_rows = _insert(records, services, instances, in_batch)
-        batch = RollupBatch()
-        result.new_spans = len(new_rows)
-        result.duplicate_spans = len(records) - len(new_rows)
-        result.new_by_format.update(by_key[(row.trace_id, row.span_id)].wire_format for row in new_rows)
-        _count_roots(new_rows, batch)
-        confirmed = _match([row for row in new_rows if row.paired and row.kind in PAIRED_KINDS])
+        ratio = keep_ratio()
+        stored, dropped = _split_by_keeping(records, in_batch, ratio)
+        # Spans of dropped traces that have nothing to wait for are counted without being stored, so
+        # they are never found duplicates: at a ratio below 1, a span an exporter sent twice counts twice.
+        counted = _insert(stored, services, instances, in_batch)
+        counted += [_unstored(r, services, instances) for r in dropped]
+        batch = RollupBatch(ratio)
+        result.new_spans = len(counted)
+        result.duplicate_spans = len(records) - len(counted)
+        result.new_by_format.update(by_key[(row.trace_id, row.span_id)].wire_format for row in counted)
+        _count_roots(counted, batch)
+        confirmed = _match([row for row in counted if row.paired and row.kind in PAIRED_KINDS])
         for parent, child in confirmed:
             _count_pair(parent, child, batch)
-        # A partner that was a duplicate leaves its new half to be paired with the stored spans.
+        # A partner that was a duplicate leaves its new half to be paired with the stored spans. (Never a
+        # dropped span's: both halves of a pair share their trace's decision, so its partner was dropped
+        # too, not refused.)
         confirmed_ids = {row.id for pair in confirmed for row in pair}
         unconfirmed = {
             row.id
-            for row in new_rows
-            if row.paired
+            for row in counted
+            if row.id is not None
+            and row.paired
             and row.kind in PAIRED_KINDS
             and row.id not in confirmed_ids
             and (row.parent_id or row.kind in PARENT_KINDS)
         }
         if unconfirmed:
             Span.objects.filter(pk__in=unconfirmed).update(paired=False)
-        waiting = {row.trace_id for row in new_rows if not row.paired or row.id in unconfirmed}
-        _pair(_pairing_candidates(waiting), batch)
+        waiting = {row.trace_id for row in counted if not row.paired or row.id in unconfirmed}
+        candidates = _pairing_candidates(waiting)
+        settled = _pair(candidates, batch)
         batch.save()
-        if new_rows:
+        if ratio < 1:
+            _forget_dropped([row for row in candidates if row.id in settled], batch.exemplar_spans, ratio)
+            exemplars = {(span.trace_id, span.span_id) for span in batch.exemplar_spans if span.id is None}
+            unstored = [by_key[key] for key in exemplars]
+            _insert(unstored, services, instances, exemplars)
+        if counted:
             announce_on_commit(*TRAFFIC_VIEWS)
     _count_ingest(now, messages, result, rejected)
     return result
@@ -119,7 +134,8 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     if not overdue:
         return 0
     hold_identity_lock(exclusive=False)
-    batch = RollupBatch()
+    ratio = keep_ratio()
+    batch = RollupBatch(ratio)
     candidates = _pairing_candidates(set(overdue))
     settled = _pair(candidates, batch)
     # started_at is None only in spans fresh from an insert, never in candidates read back.
@@ -132,19 +148,16 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     for row in alone:
         if row.kind in PARENT_KINDS and row.peer:
             protocol = row.protocol if row.kind == "client" else "messaging"
+            topic = row.topic if row.kind == "producer" else ""
             batch.add_edge(
-                row.start_us,
-                row.service_id,
-                peers[row.peer],
-                protocol,
-                row.topic if row.kind == "producer" else "",
-                row.duration_ms,
-                row.error,
+                row.start_us, row.service_id, peers[row.peer], protocol, topic, row.duration_ms, row.error, (row,)
             )
         elif row.kind == "server" and row.instance_id:
             batch.add_instance(row.start_us, row.instance_id, None, row.duration_ms, row.error)
     Span.objects.filter(pk__in=[row.id for row in alone]).update(paired=True)
     batch.save()
+    if ratio < 1:
+        _forget_dropped([row for row in candidates if row.id in settled] + alone, batch.exemplar_spans, ratio)
     if settled or alone:
         announce_on_commit(*TRAFFIC_VIEWS)
     return len(settled) + len(alone)
@@ -175,7 +188,7 @@ class StoredSpan:
     # Named parameters rather than a loop over the slots: this runs for every stored span.
     def __init__(
         self,
-        id: int,
+        id: int | None,
         trace_id: str,
         span_id: str,
         parent_id: str,
@@ -301,11 +314,7 @@ def _insert(
     rows: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
     for r in records:
         service_id = services[r.service]
-        paired = (
-            r.kind not in PAIRED_KINDS
-            or (r.kind in ("server", "consumer") and not r.parent_id)
-            or (r.trace_id, r.span_id) in in_batch_pairs
-        )
+        paired = _settled_on_arrival(r, in_batch_pairs)
         rows[(r.trace_id, r.span_id)] = (
             r,
             (
@@ -351,6 +360,67 @@ def _insert(
             )
         )
     return new_rows
+
+
+def _settled_on_arrival(record: Any, in_batch_pairs: set[tuple[str, str]]) -> bool:
+    """Whether a span's share of the counts is done once its batch is stored: it has no partner to wait
+    for (it is not a CLIENT, SERVER, PRODUCER or CONSUMER span, or it is a root), or that partner is in
+    the batch."""
+    return (
+        record.kind not in PAIRED_KINDS
+        or (record.kind in ("server", "consumer") and not record.parent_id)
+        or (record.trace_id, record.span_id) in in_batch_pairs
+    )
+
+
+def _split_by_keeping(
+    records: list[Any], in_batch_pairs: set[tuple[str, str]], ratio: float
+) -> tuple[list[Any], list[Any]]:
+    """The spans to store and those to count only: a dropped trace's spans are stored while they wait
+    for a partner, as is a shared root, which waits for its client half (``_join_shared_roots``)."""
+    if ratio >= 1:
+        return records, []
+    stored: list[Any] = []
+    dropped: list[Any] = []
+    for r in records:
+        keep = keeps_trace(r.trace_id, ratio) or not _settled_on_arrival(r, in_batch_pairs) or _keeps_client_id(r)
+        (stored if keep else dropped).append(r)
+    return stored, dropped
+
+
+def _unstored(record: Any, services: ServiceIds, instances: InstanceIds) -> "StoredSpan":
+    """A span of a dropped trace as counting reads it, with no row."""
+    service_id = services[record.service]
+    return StoredSpan(
+        None,
+        record.trace_id,
+        record.span_id,
+        record.parent_id,
+        record.kind,
+        service_id,
+        instances.get((service_id, record.instance)),
+        record.name,
+        record.duration_us,
+        record.error,
+        record.protocol,
+        record.topic,
+        record.peer,
+        True,
+        start_us=record.start_us,
+    )
+
+
+def _forget_dropped(settled: Iterable["StoredSpan"], exemplar_spans: Iterable[Any], ratio: float) -> None:
+    """Deletes the stored spans of dropped traces that waited for a partner and are counted now, but
+    for the exemplars."""
+    keep = {(span.trace_id, span.span_id) for span in exemplar_spans}
+    ids = [
+        row.id
+        for row in settled
+        if row.id is not None and not keeps_trace(row.trace_id, ratio) and (row.trace_id, row.span_id) not in keep
+    ]
+    if ids:
+        Span.objects.filter(pk__in=ids).delete()
 
 
 def _insert_returning_new(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -448,6 +518,8 @@ def _join_shared_roots(candidates: Sequence[StoredSpan], batch: RollupBatch) -> 
         )
     )
     for root in roots:
+        if root.id is None:
+            continue  # a span counted without a row has nothing to join
         instance_id = merged.get(root.instance_id, root.instance_id)
         batch.retract_route(root.start_us, root.service_id, root.name, root.duration_ms, root.error)
         if instance_id:
@@ -463,7 +535,7 @@ def _count_roots(new_rows: Iterable[StoredSpan], batch: RollupBatch) -> None:
     for row in new_rows:
         if row.parent_id:
             continue
-        batch.add_route(row.start_us, row.service_id, row.name, row.duration_ms, row.error)
+        batch.add_route(row.start_us, row.service_id, row.name, row.duration_ms, row.error, (row,))
         if row.kind == "server" and row.instance_id:
             batch.add_instance(row.start_us, row.instance_id, None, row.duration_ms, row.error)
 
@@ -501,31 +573,18 @@ def _match(spans: Sequence[_P]) -> list[tuple[_P, _P]]:
 
 
 def _count_pair(parent: StoredSpan, child: StoredSpan, batch: RollupBatch) -> None:
+    error = parent.error or child.error
     if child.kind == "server":
         protocol = child.protocol if child.protocol != "other" else parent.protocol
-        batch.add_edge(
-            parent.start_us,
-            parent.service_id,
-            child.service_id,
-            protocol,
-            "",
-            parent.duration_ms,
-            parent.error or child.error,
-        )
+        topic, latency_ms = "", parent.duration_ms
         if child.instance_id:
             batch.add_instance(child.start_us, child.instance_id, parent.service_id, child.duration_ms, child.error)
     else:
-        delay_ms = (child.start_us - parent.start_us) / 1000
-        topic = child.topic or parent.topic
-        batch.add_edge(
-            parent.start_us,
-            parent.service_id,
-            child.service_id,
-            "messaging",
-            topic,
-            delay_ms,
-            parent.error or child.error,
-        )
+        protocol, topic = "messaging", child.topic or parent.topic
+        latency_ms = (child.start_us - parent.start_us) / 1000  # the propagation delay
+    batch.add_edge(
+        parent.start_us, parent.service_id, child.service_id, protocol, topic, latency_ms, error, (parent, child)
+    )
 
 
 def _pair(candidates: Sequence[StoredSpan], batch: RollupBatch) -> set[int]:
@@ -533,7 +592,7 @@ def _pair(candidates: Sequence[StoredSpan], batch: RollupBatch) -> set[int]:
     _join_shared_roots(candidates, batch)
     paired: set[int] = set()
     for parent, child in _match(candidates):
-        paired.update((parent.id, child.id))
+        paired.update(span.id for span in (parent, child) if span.id is not None)
         _count_pair(parent, child, batch)
     if paired:
         Span.objects.filter(pk__in=paired).update(paired=True)

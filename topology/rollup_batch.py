@@ -2,6 +2,13 @@
 
 Rows are created when missing, then locked in primary-key order and updated, so that several
 workers adding to the same minute neither lose an increment nor deadlock.
+
+Edges and routes also name their exemplar traces (``RollupWithExemplars``). A batch offers its own
+candidates; the locked row keeps what it has unless the batch's is better (slower, or the first
+failed one, or an example from a kept trace instead of a dropped one), so across every batch and
+worker a minute's slowest call is its exemplar. The spans of the candidates that won are what
+``exemplar_spans`` returns, for ingestion to keep whatever SPAN_KEEP_RATIO drops: a minute keeps a
+few, not one set per batch.
 """
 
 from collections import defaultdict
@@ -16,7 +23,8 @@ from django.db.models import Q
 
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, InstanceRollup, RouteRollup
-from topology.models.rollups import Rollup
+from topology.models.rollups import Rollup, RollupWithExemplars
+from topology.span_keeping import keeps_trace
 
 # A rollup's key: its values of the fields that KEYS names for its model.
 Key = tuple[Any, ...]
@@ -32,6 +40,15 @@ def minute_of(start_us: int) -> datetime:
     return datetime.fromtimestamp(start_us // 60_000_000 * 60, UTC)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A trace offered as an exemplar: its latency by the rollup's measure, and the spans counted for it."""
+
+    latency_ms: float
+    trace_id: str
+    spans: tuple[Any, ...]
+
+
 @dataclass
 class Delta:
     count: int = 0
@@ -39,6 +56,20 @@ class Delta:
     latency_sum_ms: float = 0.0
     negative_delays: int = 0
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Exemplar candidates, edges and routes only; the example is the batch's first kept one, if any.
+    example: Candidate | None = None
+    example_kept: bool = False
+    failed: Candidate | None = None
+    failed_kept: bool = False
+    slowest: Candidate | None = None
+
+    def offer(self, candidate: Candidate, error: bool, kept: bool) -> None:
+        if self.example is None or (kept and not self.example_kept):
+            self.example, self.example_kept = candidate, kept
+        if error and (self.failed is None or (kept and not self.failed_kept)):
+            self.failed, self.failed_kept = candidate, kept
+        if self.slowest is None or candidate.latency_ms > self.slowest.latency_ms:
+            self.slowest = candidate
 
     def add(self, latency_ms: float, error: bool) -> None:
         self.count += 1
@@ -69,8 +100,16 @@ class Delta:
 
 
 class RollupBatch:
-    def __init__(self) -> None:
+    def __init__(self, keep_ratio: float = 1.0) -> None:
         self.deltas: dict[type[Rollup], defaultdict[Key, Delta]] = {model: defaultdict(Delta) for model in KEYS}
+        self.keep_ratio = keep_ratio
+        self.exemplar_spans: list[Any] = []  # filled by save()
+
+    def _offer(self, delta: Delta, latency_ms: float, error: bool, spans: tuple[Any, ...]) -> None:
+        if spans:
+            trace_id = spans[0].trace_id
+            candidate = Candidate(latency_ms, trace_id, spans)
+            delta.offer(candidate, error, keeps_trace(trace_id, self.keep_ratio))
 
     def add_edge(
         self,
@@ -81,16 +120,30 @@ class RollupBatch:
         topic: str,
         latency_ms: float,
         error: bool,
+        spans: tuple[Any, ...] = (),
     ) -> None:
-        self.deltas[EdgeRollup][(minute_of(start_us), source_id, target_id, protocol, topic)].add(latency_ms, error)
+        """``spans``: those counted for this call, which keep its trace as an exemplar if it wins."""
+        delta = self.deltas[EdgeRollup][(minute_of(start_us), source_id, target_id, protocol, topic)]
+        delta.add(latency_ms, error)
+        self._offer(delta, latency_ms, error, spans)
 
     def add_instance(
         self, start_us: int, instance_id: int, caller_id: int | None, latency_ms: float, error: bool
     ) -> None:
         self.deltas[InstanceRollup][(minute_of(start_us), instance_id, caller_id)].add(latency_ms, error)
 
-    def add_route(self, start_us: int, service_id: int, operation: str, latency_ms: float, error: bool) -> None:
-        self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)].add(latency_ms, error)
+    def add_route(
+        self,
+        start_us: int,
+        service_id: int,
+        operation: str,
+        latency_ms: float,
+        error: bool,
+        spans: tuple[Any, ...] = (),
+    ) -> None:
+        delta = self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)]
+        delta.add(latency_ms, error)
+        self._offer(delta, latency_ms, error, spans)
 
     def retract_instance(
         self, start_us: int, instance_id: int, caller_id: int | None, latency_ms: float, error: bool
@@ -121,7 +174,7 @@ class RollupBatch:
         """Call inside the transaction that inserted the spans these observations came from."""
         for model, deltas in self.deltas.items():
             if deltas:
-                _apply(model, KEYS[model], deltas)
+                self.exemplar_spans += _apply(model, KEYS[model], deltas, self.keep_ratio)
 
 
 def _lookup(model: type[Rollup], fields: tuple[str, ...], keys: Sequence[Key]) -> dict[Key, Rollup]:
@@ -134,7 +187,25 @@ def _lookup(model: type[Rollup], fields: tuple[str, ...], keys: Sequence[Key]) -
     return found
 
 
-def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta]) -> None:
+def _take_exemplars(row: RollupWithExemplars, delta: Delta, keep_ratio: float) -> list[Any]:
+    """Sets the row's exemplars where the batch's candidates are better; returns the winners' spans."""
+    won: list[Any] = []
+    example_kept = bool(row.example_trace_id) and keeps_trace(row.example_trace_id, keep_ratio)
+    if delta.example is not None and (not row.example_trace_id or (delta.example_kept and not example_kept)):
+        row.example_trace_id = delta.example.trace_id
+        won += delta.example.spans
+    if delta.failed is not None and not row.error_trace_id:
+        row.error_trace_id = delta.failed.trace_id
+        won += delta.failed.spans
+    slowest = delta.slowest
+    if slowest is not None and (row.slowest_ms is None or slowest.latency_ms > row.slowest_ms):
+        row.slowest_trace_id, row.slowest_ms = slowest.trace_id, slowest.latency_ms
+        won += slowest.spans
+    return won
+
+
+def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta], keep_ratio: float) -> list[Any]:
+    """Adds the deltas to their rows; returns the spans of the exemplars that won."""
     keys = sorted(deltas, key=repr)
     rows = _lookup(model, fields, keys)
     missing = [key for key in keys if key not in rows]
@@ -142,6 +213,7 @@ def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta
         model._default_manager.bulk_create([model(**dict(zip(fields, key))) for key in missing], ignore_conflicts=True)
         rows.update(_lookup(model, fields, missing))
     changed = []
+    won: list[Any] = []
     for key, delta in deltas.items():
         row = rows[key]
         row.count += delta.count
@@ -151,8 +223,13 @@ def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta
         row.latency_buckets = {key: n for key, n in row.histogram.merge(delta.histogram).to_json().items() if n}
         if delta.negative_delays and isinstance(row, EdgeRollup):
             row.negative_delays += delta.negative_delays
+        if isinstance(row, RollupWithExemplars):
+            won += _take_exemplars(row, delta, keep_ratio)
         changed.append(row)
     update_fields = ["count", "errors", "latency_sum_ms", "latency_buckets"]
     if model is EdgeRollup:
         update_fields.append("negative_delays")
+    if issubclass(model, RollupWithExemplars):
+        update_fields += ["example_trace_id", "error_trace_id", "slowest_trace_id", "slowest_ms"]
     model._default_manager.bulk_update(changed, update_fields)
+    return won

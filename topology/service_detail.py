@@ -183,14 +183,22 @@ def edge_detail(source: str, target: str, window: Window, protocol: str = "", to
         "until": until,
         "totals": totals,
         "series": series,
-        "samples": edge_samples(services[source], services[target], topic, start, until),
+        "samples": edge_samples(services[source], services[target], topic, start, until, exemplars=rollups),
     }
 
 
 def edge_samples(
-    source_id: int, target_id: int, topic: str, start: datetime, until: datetime, limit: int = SAMPLE_TRACES
+    source_id: int,
+    target_id: int,
+    topic: str,
+    start: datetime,
+    until: datetime,
+    limit: int = SAMPLE_TRACES,
+    exemplars: QuerySet[EdgeRollup] | None = None,
 ) -> list[dict[str, Any]]:
-    """Traces in which ``source`` called ``target``: recent ones, then the slowest and failed ones."""
+    """Traces in which ``source`` called ``target``: first the exemplars of the window's minutes (its
+    slowest call, the latest failed one and the latest example, kept whatever SPAN_KEEP_RATIO drops),
+    then recent, slow and failed ones among the stored spans."""
     child_kind = "consumer" if topic else "server"
     parents = Span.objects.filter(trace_id=OuterRef("trace_id"), span_id=OuterRef("parent_id"), service_id=source_id)
     calls = Span.objects.filter(
@@ -198,6 +206,9 @@ def edge_samples(
     ).filter(Exists(parents))
     fields = ("trace_id", "span_id", "name", "started_at", "duration_us", "error")
     picked: dict[str, dict[str, Any]] = {}
+    chosen = _exemplar_traces(exemplars) if exemplars is not None else {}
+    for row in calls.filter(trace_id__in=chosen).values(*fields):
+        picked.setdefault(row["trace_id"], {**row, "why": chosen[row["trace_id"]]})
     for label, queryset in (
         ("failed", calls.filter(error=True).order_by("-started_at")),
         ("slow", calls.order_by("-duration_us")),
@@ -216,8 +227,30 @@ def edge_samples(
         }
         for row in picked.values()
     ]
-    samples.sort(key=lambda item: item["started_at"], reverse=True)
+    # The exemplars (and failed calls) first, then the most recent: a long list never pushes out the
+    # slowest call.
+    samples.sort(key=lambda item: (item["why"] in EXEMPLAR_LABELS, item["started_at"]), reverse=True)
     return samples[: limit * 2]
+
+
+EXEMPLAR_LABELS = ("slowest", "failed", "example")
+
+
+def _exemplar_traces(rollups: QuerySet[EdgeRollup]) -> dict[str, str]:
+    """trace id -> why it is an exemplar: the latest failed one, the slowest over the minutes and the
+    latest example. A failed trace is said to be failed first, as the failed stored calls are."""
+    chosen: dict[str, str] = {}
+    latest = rollups.order_by("-minute")
+    failed = latest.exclude(error_trace_id="").values_list("error_trace_id", flat=True).first()
+    if failed:
+        chosen[failed] = "failed"
+    slowest = rollups.filter(slowest_ms__isnull=False).exclude(slowest_trace_id="").order_by("-slowest_ms").first()
+    if slowest is not None:
+        chosen.setdefault(slowest.slowest_trace_id, "slowest")
+    example = latest.exclude(example_trace_id="").values_list("example_trace_id", flat=True).first()
+    if example:
+        chosen.setdefault(example, "example")
+    return chosen
 
 
 def admin_url(pk: int) -> str:

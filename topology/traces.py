@@ -9,6 +9,7 @@ from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
 from topology.latency import LatencyHistogram
 from topology.models import RouteRollup, Span
 from topology.shared_spans import Placement, is_shared_server, tree_parents
+from topology.span_keeping import keep_ratio, keeps_trace
 from topology.window import Window
 
 if TYPE_CHECKING:
@@ -237,7 +238,13 @@ def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     roots = Span.objects.filter(
         parent_id="", service__name=service, name=operation, started_at__gte=window.since, started_at__lte=window.until
     )
-    trace_ids = list(roots.order_by("-started_at").values_list("trace_id", flat=True)[:ROUTE_TREE_SAMPLE])
+    ratio = keep_ratio()
+    # Below a keep ratio of 1, the kept traces only: whole, and as likely as any other to be kept. The
+    # exemplars, kept for being slow or failed, would weigh the tree towards slow and failed calls.
+    recent = roots.order_by("-started_at").values_list("trace_id", flat=True)
+    if ratio < 1:
+        recent = recent[: ROUTE_TREE_SAMPLE * 4]
+    trace_ids = [trace_id for trace_id in recent if keeps_trace(trace_id, ratio)][:ROUTE_TREE_SAMPLE]
     spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
         "trace_id", "span_id", "parent_id", "kind", "service__name", "instance_id", "name", "duration_us", "error"
     )

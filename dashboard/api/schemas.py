@@ -347,7 +347,7 @@ class EdgeSampleSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField()
     duration_ms = serializers.FloatField()
     error = serializers.BooleanField()
-    why = serializers.ChoiceField(["failed", "slow", "recent"])
+    why = serializers.ChoiceField(["slowest", "example", "failed", "slow", "recent"])
 
 
 class EdgeDetailSerializer(serializers.Serializer):

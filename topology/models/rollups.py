@@ -23,7 +23,21 @@ class Rollup(models.Model):
         return LatencyHistogram(self.latency_buckets)
 
 
-class EdgeRollup(Rollup):
+class RollupWithExemplars(Rollup):
+    """A rollup that names example traces of its minute: one (from a kept trace when there is one), one
+    that failed, and the slowest, whose spans stay stored whatever SPAN_KEEP_RATIO drops
+    (``topology.rollup_batch``). The latency of the slowest is the rollup's own measure."""
+
+    example_trace_id = models.CharField(max_length=32, blank=True)
+    error_trace_id = models.CharField(max_length=32, blank=True)
+    slowest_trace_id = models.CharField(max_length=32, blank=True)
+    slowest_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class EdgeRollup(RollupWithExemplars):
     """Calls from one service to another in one minute.
 
     A synchronous edge (``topic`` empty) measures the caller's CLIENT span duration; an asynchronous
@@ -68,7 +82,7 @@ class InstanceRollup(Rollup):
         indexes = [models.Index(fields=["minute"], name="instance_rollup_minute_idx")]
 
 
-class RouteRollup(Rollup):
+class RouteRollup(RollupWithExemplars):
     """Entry routes: root spans, by service and operation."""
 
     service = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="+")

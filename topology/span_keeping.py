@@ -1,0 +1,27 @@
+"""Which traces keep their raw spans: SPAN_KEEP_RATIO of them, decided from the trace id alone.
+
+Every worker decides the same for a trace without asking any other, and decides as OpenTelemetry's
+TraceIdRatioBased sampler does at the same ratio: the trace is kept when the low 64 bits of its id are
+below ratio × 2⁶⁴ (opentelemetry-sdk, ``sampling.TraceIdRatioBased``; the W3C trace context makes
+those bits random). A fleet that samples at the source with that sampler and keeps a lower ratio
+here keeps a subset of what it sends.
+
+The ratio thins what is stored, never what is counted: rollups, pairing and the exemplars of every
+edge and route are computed from every span (``topology.ingestion``, ``topology.rollup_batch``). A
+span of a dropped trace is still stored while it waits for its partner, and when it is an exemplar.
+"""
+
+from django.conf import settings
+
+_LOW_64_BITS = 16  # hex digits
+
+
+def keep_ratio() -> float:
+    return float(settings.SPAN_KEEP_RATIO)
+
+
+def keeps_trace(trace_id: str, ratio: float) -> bool:
+    """Whether the spans of ``trace_id`` (lower-case hex) are kept at ``ratio``."""
+    if ratio >= 1:
+        return True
+    return int(trace_id[-_LOW_64_BITS:], 16) < round(ratio * (1 << 64))
