@@ -28,7 +28,9 @@ def database_url():
     return f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_consumer(bootstrap, topic):
+def start_consumer(bootstrap, topic, output=None):
+    """``manage.py consume_spans``, its logs to the file ``output`` when given, in a session of its own so
+    that a test can end it and whatever it started with one kill of its process group."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -37,8 +39,16 @@ def start_consumer(bootstrap, topic):
         "KAFKA_CONSUMER_GROUP": f"restart-{topic}",
         "KAFKA_MAX_POLL_INTERVAL_MS": "3000",
         "KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "LOG_LEVEL": "INFO",  # its partition assignments, which a test may read
     }
-    return subprocess.Popen([sys.executable, "manage.py", "consume_spans"], cwd=ROOT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "consume_spans"],
+        cwd=ROOT,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, timeout):
