@@ -274,7 +274,7 @@ class AssignedPartitions(ConsumerRebalanceListener):
             self._pending.difference_update(revoked)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        # Which process counts which partitions, for whoever follows a rebalance (and for its test).
+        # Which process counts which partitions: what an operator following a rebalance needs to see.
         log.info(
             "Span consumer: assigned %s",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing",
