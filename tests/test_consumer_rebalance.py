@@ -110,9 +110,11 @@ def test_a_rebalance_between_two_consumers_loses_and_double_counts_nothing(kafka
         stream.send(100)
         assert wait_for(stream.counted, 60), "not counted after the two claimed the same batch"
 
-        # The first leaves mid-stream, as on Ctrl-C (leaving the group): all partitions go to the second.
+        # The first is stopped mid-stream as docker stop does, and leaves the group: all partitions go to
+        # the second.
         stream.send(200)
-        consumers["first"].send_signal(signal.SIGINT)
+        consumers["first"].send_signal(signal.SIGTERM)
+        assert consumers["first"].wait(30) == 0, "SIGTERM did not stop the consumer as Ctrl-C does"
         assert wait_for(lambda: stream.send(1) or assignments(logs["second"])[-1] == EVERY, 60), "never took over"
         stream.send(100)
         assert wait_for(stream.counted, 60), "not counted after the first left"
