@@ -4,12 +4,17 @@ The messages are ``benchmarks.ingest``'s: ten five-span traces (50 spans) record
 SDK and serialised by its OTLP encoder, each copy with fresh trace ids. The same messages are given in
 OTLP JSON (the encoder's message as protobuf JSON, with hex ids, as ``tests/trace_payloads.otlp_json``
 writes it) and in Zipkin JSON v2 (the same spans through py_zipkin's encoder, attributes as tags).
-Prints (never asserts) the median and best spans per second of each format over ``--rounds`` rounds.
+Prints (never asserts) the median and best spans per second of each format over ``--rounds`` rounds,
+per second of CPU time of this process (time.process_time), not of the clock: on this shared 2-core
+machine the wall clock also counts the time other processes had the core, which varied a run's rate
+2-fold between runs a few milliseconds apart.
 
 ``--compare-with REF`` also decodes with the decoders as they were at a git ref: collectors/formats at
 REF is copied into a package of its own in a temporary directory, its imports of itself renamed, and
 each round runs the two one after the other, in turns (old first in one round, new first in the next),
-so that a noisy machine slows both alike. It prints each format's ratio new/old of the medians. The old
+so that a noisy machine slows both alike. It prints each format's ratio new/old: the median of the
+rounds' ratios, each of two runs a few milliseconds apart, which a burst of load on a shared machine
+skews less than it skews either median. The old
 decoders fill today's ``topology.span_record.SpanRecord``. ``--profile`` prints cProfile's busiest
 functions of today's decoders for each format.
 
@@ -19,6 +24,7 @@ functions of today's decoders for each format.
 import argparse
 import base64
 import cProfile
+import gc
 import importlib
 import io
 import json
@@ -127,10 +133,11 @@ def decoders_at(ref, directory):
 def spans_per_second(decoders, message_format, batch):
     decode = decoders.decode
     spans = 0
-    started = time.perf_counter()
+    gc.collect()  # not the garbage of the run before: each run pays for the collections its own objects cause
+    started = time.process_time()
     for payload in batch:
         spans += len(decode(payload, message_format, MAX_BYTES, MAX_AGE_SECONDS).spans)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     if spans != len(batch) * SPANS_PER_MESSAGE:
         raise RuntimeError(f"{message_format}: {spans} spans decoded of {len(batch) * SPANS_PER_MESSAGE}")
     return spans / elapsed
@@ -150,8 +157,8 @@ def profile(message_format, batch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=200, help="messages of 50 spans a round decodes, per format")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--messages", type=int, default=100, help="messages of 50 spans a round decodes, per format")
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--compare-with", metavar="REF", help="a git ref whose decoders to run beside today's")
     parser.add_argument("--profile", action="store_true", help="print cProfile's busiest functions per format")
     args = parser.parse_args()
@@ -172,7 +179,7 @@ def main():
     load_after = os.getloadavg()
     spans = args.messages * SPANS_PER_MESSAGE
     print(f"spans         {spans:,} per round and format, in {args.messages} messages of {SPANS_PER_MESSAGE}")
-    print(f"rounds        {args.rounds}; median and best spans/s of one process")
+    print(f"rounds        {args.rounds}; median and best spans per CPU second of one process")
     print(f"load average  {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end ({os.cpu_count()} cores)")
     if args.compare_with:
         print(f"old           collectors/formats at {args.compare_with} ({contenders['old'].__name__})")
@@ -181,7 +188,10 @@ def main():
         figures = "; ".join(
             f"{name} {medians[name]:>8,.0f} (best {max(rates[name, message_format]):,.0f})" for name in contenders
         )
-        ratio = f"; new/old {medians['new'] / medians['old']:.2f}" if "old" in medians else ""
+        ratio = ""
+        if "old" in medians:
+            ratios = [new / old for new, old in zip(rates["new", message_format], rates["old", message_format])]
+            ratio = f"; new/old {statistics.median(ratios):.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f})"
         print(f"{message_format:<13} {figures}{ratio}")
     if args.profile:
         for message_format in FORMATS:

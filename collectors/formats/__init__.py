@@ -1,6 +1,5 @@
 """Decoding of trace messages from Kafka: one message in, spans and rejected spans out."""
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from collectors.formats import otlp, zipkin
@@ -35,20 +34,13 @@ def decode(payload: bytes | None, message_format: str, max_bytes: int, max_age_s
         raise SpanRejected("too_large", f"{len(payload)} bytes (at most {max_bytes})")
     if message_format == "auto":
         message_format = detect_format(payload)
-    items: Iterator[SpanRecord | SpanRejected]
+    decoded = Decoded()
     if message_format == "zipkin_json":
-        items = zipkin.records(zipkin.parse(payload), max_age_seconds)
+        zipkin.records(zipkin.parse(payload), max_age_seconds, decoded.spans, decoded.rejected)
     elif message_format == "otlp_json":
-        items = otlp.records(otlp.parse_json(payload), max_age_seconds)
+        otlp.records(otlp.parse_json(payload), message_format, max_age_seconds, decoded.spans, decoded.rejected)
     elif message_format == "otlp_proto":
-        items = otlp.records(otlp.parse_protobuf(payload), max_age_seconds)
+        otlp.records(otlp.parse_protobuf(payload), message_format, max_age_seconds, decoded.spans, decoded.rejected)
     else:
         raise SpanRejected("unknown_format", f"no decoder for format {message_format!r}")
-    decoded = Decoded()
-    for item in items:
-        if isinstance(item, SpanRejected):
-            decoded.rejected.append(item)
-        else:
-            item.wire_format = message_format
-            decoded.spans.append(item)
     return decoded

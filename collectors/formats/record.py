@@ -3,7 +3,10 @@
 import math
 import re
 import time
+from dataclasses import fields
 from typing import Any
+
+from topology.span_record import SpanRecord
 
 MAX_ATTRIBUTES = 64  # kept per span; the rest are dropped and counted in "meshscope.dropped_attributes"
 MAX_ATTRIBUTE_VALUE_CHARS = 1024
@@ -14,9 +17,38 @@ MAX_ATTRIBUTES_ACCEPTED = 1000  # beyond this a span is not trace data but abuse
 MAX_NAME_CHARS = 255
 CUT_MARK = "…"
 MAX_FUTURE_SECONDS = 10 * 60  # clock skew we tolerate
+MAX_DURATION_US = 86_400_000_000
 _HEX = re.compile(r"^[0-9a-f]+$")
+_HEX_DIGITS = re.compile("[0-9a-f]+")
 # A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: psycopg cannot encode it.
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+# The decoders make a SpanRecord with positional arguments, in this order. With keywords, type.__call__
+# gathers them into a dict for __init__, a dict a span: measured 1.3 µs a record with keywords, 0.45 µs
+# without. So the order of SpanRecord's fields matters here, and is checked once, when this is imported:
+# a field added in between, or a change of order, stops every decoder rather than filling the wrong field.
+SPAN_RECORD_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "service",
+    "instance",
+    "kind",
+    "name",
+    "protocol",
+    "start_us",
+    "duration_us",
+    "status_code",
+    "error",
+    "peer",
+    "topic",
+    "attributes",
+    "wire_format",
+    "shares_client_id",
+)
+if tuple(field.name for field in fields(SpanRecord))[: len(SPAN_RECORD_FIELDS)] != SPAN_RECORD_FIELDS:
+    raise ImportError(f"The span decoders give a SpanRecord's fields in this order: {SPAN_RECORD_FIELDS}")
 
 
 class SpanRejected(ValueError):
@@ -37,6 +69,8 @@ def id_from_bytes(raw: bytes, size: int, what: str) -> str:
 
 def normalise_id(value: Any, length: int, what: str) -> str:
     """Lower-case hex, left-padded to ``length`` (Zipkin allows 64-bit trace ids beside 128-bit ones)."""
+    if value.__class__ is str and len(value) == length and _HEX_DIGITS.fullmatch(value) and value.count("0") != length:
+        return value  # already what the steps below make of it, as tracers write ids: one test instead of five
     text = (value or "").strip().lower()
     if not text or len(text) > length or not _HEX.match(text) or not text.strip("0"):
         raise SpanRejected("bad_id", f"{what} {str(value)[:64]!r} is not a non-zero hex id of {length} digits")
@@ -49,8 +83,9 @@ def check_attribute_count(count: int) -> None:
 
 
 def bounded_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    check_attribute_count(len(attributes))
-    if len(attributes) <= MAX_ATTRIBUTES and all(map(_within_bounds, attributes.items())):
+    """The attributes as stored: at most MAX_ATTRIBUTES, text cleaned and cut. The caller has counted them
+    (check_attribute_count) at the point of its checks where a too_many_attributes rejection belongs."""
+    if len(attributes) <= MAX_ATTRIBUTES and _within_bounds(attributes):
         return attributes  # the common case, and this runs for every span: nothing to copy
     kept: dict[str, Any] = {}
     for key, value in attributes.items():
@@ -70,35 +105,53 @@ def bounded_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _within_bounds(item: tuple[str, Any]) -> bool:
-    """Whether an attribute would be kept exactly as it is."""
-    key, value = item
-    # What _printable would change, tested inline: a call per key and value would cost more than the test.
-    if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
-        return False
-    if not key.isascii() and _SURROGATES.search(key):
-        return False
-    if value.__class__ is str:
-        return (
-            len(value) <= MAX_ATTRIBUTE_VALUE_CHARS
-            and "\x00" not in value
-            and (value.isascii() or not _SURROGATES.search(value))
-        )
-    if value.__class__ is float:
-        return math.isfinite(value)
-    return value is None or isinstance(value, (int, float, bool))
+def _within_bounds(attributes: dict[str, Any]) -> bool:
+    """Whether every attribute would be kept exactly as it is.
+
+    One loop, with what _printable would change tested inline: a call per attribute (all() over a
+    map of a per-item test, as before) took 40 % more of this test's time on spans of two attributes.
+    """
+    for key, value in attributes.items():
+        if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
+            return False
+        if not key.isascii() and _SURROGATES.search(key):
+            return False
+        if value.__class__ is str:
+            if (
+                len(value) > MAX_ATTRIBUTE_VALUE_CHARS
+                or "\x00" in value
+                or (not value.isascii() and _SURROGATES.search(value))
+            ):
+                return False
+        elif value.__class__ is float:
+            if not math.isfinite(value):
+                return False
+        elif value is not None and not isinstance(value, (int, float, bool)):
+            return False
+    return True
 
 
-def check_times(start_us: Any, duration_us: Any, max_age_seconds: float) -> None:
+def time_bounds(max_age_seconds: float) -> tuple[float, float]:
+    """The oldest and the newest start a span may have, in µs.
+
+    Worked out once per message, not once per span as before: the spans of a message are judged by one
+    reading of the clock, which decoding them moved on by microseconds only.
+    """
     now_us = time.time() * 1_000_000
+    return now_us - max_age_seconds * 1_000_000, now_us + MAX_FUTURE_SECONDS * 1_000_000
+
+
+def check_times(start_us: Any, duration_us: Any, bounds: tuple[float, float]) -> None:
+    """``bounds`` from time_bounds."""
+    oldest_us, newest_us = bounds
     # Exactly int: JSON true is an int to isinstance, and would be stored as 1.
     if start_us.__class__ is not int or start_us <= 0:
         raise SpanRejected("bad_timestamp", f"start {start_us!r} is not a positive integer")
-    if start_us > now_us + MAX_FUTURE_SECONDS * 1_000_000:
+    if start_us > newest_us:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is more than {MAX_FUTURE_SECONDS} s in the future")
-    if start_us < now_us - max_age_seconds * 1_000_000:
+    if start_us < oldest_us:
         raise SpanRejected("bad_timestamp", f"start {start_us} µs is older than the span retention")
-    if duration_us.__class__ is not int or duration_us < 0 or duration_us > 86_400_000_000:
+    if duration_us.__class__ is not int or duration_us < 0 or duration_us > MAX_DURATION_US:
         raise SpanRejected("bad_timestamp", f"duration {duration_us!r} µs is negative or over a day")
 
 
