@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from collectors.formats.otlp_json import request_from_json
 from collectors.formats.record import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_ATTRIBUTES,
@@ -62,6 +63,9 @@ def parse_json(payload: bytes) -> ExportTraceServiceRequest:
         raise SpanRejected("not_decodable", f"not JSON: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
         raise SpanRejected("wrong_shape", "OTLP JSON needs an object with a resourceSpans list")
+    request = request_from_json(document)
+    if request is not None:
+        return request  # see otlp_json: the request in the form OTLP exporters write it, without ParseDict
     for resource_spans in document["resourceSpans"]:
         for scope_spans in _list(resource_spans, "scopeSpans"):
             for span in _list(scope_spans, "spans"):

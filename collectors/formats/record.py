@@ -21,7 +21,7 @@ MAX_DURATION_US = 86_400_000_000
 _HEX = re.compile(r"^[0-9a-f]+$")
 _HEX_DIGITS = re.compile("[0-9a-f]+")
 # A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: psycopg cannot encode it.
-_SURROGATES = re.compile("[\ud800-\udfff]")
+SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 # The decoders make a SpanRecord with positional arguments, in this order. With keywords, type.__call__
@@ -114,13 +114,13 @@ def _within_bounds(attributes: dict[str, Any]) -> bool:
     for key, value in attributes.items():
         if key.__class__ is not str or len(key) > MAX_NAME_CHARS or "\x00" in key:
             return False
-        if not key.isascii() and _SURROGATES.search(key):
+        if not key.isascii() and SURROGATES.search(key):
             return False
         if value.__class__ is str:
             if (
                 len(value) > MAX_ATTRIBUTE_VALUE_CHARS
                 or "\x00" in value
-                or (not value.isascii() and _SURROGATES.search(value))
+                or (not value.isascii() and SURROGATES.search(value))
             ):
                 return False
         elif value.__class__ is float:
@@ -159,7 +159,7 @@ def _printable(value: str) -> str:
     # PostgreSQL refuses NUL in text and in jsonb; a hostile span must not fail its whole batch. A lone
     # surrogate is worse: psycopg raises UnicodeEncodeError, not a DatabaseError, and the consumer stops.
     value = value.replace("\x00", "")
-    return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+    return value if value.isascii() else SURROGATES.sub("\ufffd", value)
 
 
 def text(value: Any, what: str, required: bool = False) -> str:
@@ -168,7 +168,7 @@ def text(value: Any, what: str, required: bool = False) -> str:
     elif (
         value.__class__ is not str
         or "\x00" in value
-        or (not value.isascii() and _SURROGATES.search(value))  # isascii() is O(1): plain text costs little
+        or (not value.isascii() and SURROGATES.search(value))  # isascii() is O(1): plain text costs little
         or value[:1].isspace()
         or value[-1:].isspace()
     ):
