@@ -14,9 +14,8 @@ REF is copied into a package of its own in a temporary directory, its imports of
 each round runs the two one after the other, in turns (old first in one round, new first in the next),
 so that a noisy machine slows both alike. It prints each format's ratio new/old: the median of the
 rounds' ratios, each of two runs a few milliseconds apart, which a burst of load on a shared machine
-skews less than it skews either median. The old
-decoders fill today's ``topology.span_record.SpanRecord``. ``--profile`` prints cProfile's busiest
-functions of today's decoders for each format.
+skews less than it skews either median. The old decoders fill today's ``topology.span_record.SpanRecord``.
+``--profile`` prints cProfile's busiest functions of today's decoders for each format.
 
     SECRET_KEY=x .venv/bin/python -m benchmarks.decode --compare-with 0bc85d2
 """
