@@ -241,9 +241,8 @@ def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     ratio = keep_ratio()
     # Below a keep ratio of 1, the kept traces only: whole, and as likely as any other to be kept. The
     # exemplars, kept for being slow or failed, would weigh the tree towards slow and failed calls.
-    recent = roots.order_by("-started_at").values_list("trace_id", flat=True)
-    if ratio < 1:
-        recent = recent[: ROUTE_TREE_SAMPLE * 4]
+    read = ROUTE_TREE_SAMPLE if ratio >= 1 else ROUTE_TREE_SAMPLE * 4
+    recent = roots.order_by("-started_at").values_list("trace_id", flat=True)[:read]
     trace_ids = [trace_id for trace_id in recent if keeps_trace(trace_id, ratio)][:ROUTE_TREE_SAMPLE]
     spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
         "trace_id", "span_id", "parent_id", "kind", "service__name", "instance_id", "name", "duration_us", "error"
