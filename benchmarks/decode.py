@@ -21,12 +21,10 @@ skews less than it skews either median. The old decoders fill today's ``topology
 """
 
 import argparse
-import base64
 import cProfile
 import gc
 import importlib
 import io
-import json
 import os
 import pstats
 import statistics
@@ -49,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 import collectors.formats  # noqa: E402
 from benchmarks.ingest import SPANS_PER_MESSAGE, messages  # noqa: E402
 from collectors.formats.otlp import KINDS  # noqa: E402
-from tests.trace_payloads import zipkin_json, zipkin_span  # noqa: E402
+from tests.trace_payloads import request_as_otlp_json, zipkin_json, zipkin_span  # noqa: E402
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_AGE_SECONDS = 24 * 3600
@@ -60,14 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def otlp_json(payload):
     request = ExportTraceServiceRequest()
     request.ParseFromString(payload)
-    document = json_format.MessageToDict(request)
-    for resource_spans in document["resourceSpans"]:
-        for scope_spans in resource_spans["scopeSpans"]:
-            for span in scope_spans["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64decode(span[key]).hex()
-    return json.dumps(document).encode()
+    return request_as_otlp_json(request)
 
 
 def zipkin(payload):

@@ -9,12 +9,12 @@ import signal
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, transaction  # noqa: F401 (the skipif condition names connection)
 from django.db.models import Sum
 from kafka import KafkaProducer
 
 from tests.kafka_helpers import create_topic
-from tests.test_consumer_restart import start_consumer, wait_for
+from tests.test_consumer_restart import sessions_waiting_on_a_lock, start_consumer, wait_for
 from tests.test_exactly_once import counts, gateway_to_cart
 from topology.models import IngestRollup, StreamPosition
 
@@ -67,15 +67,6 @@ def owns_a_share(log, rebalances=1):
     return len(given) >= rebalances and set() < given[-1] < EVERY
 
 
-def claims_waiting():
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else taken once a transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0]
-
-
 def test_a_rebalance_between_two_consumers_loses_and_double_counts_nothing(kafka_bootstrap, topic_name, tmp_path):
     create_topic(kafka_bootstrap, topic_name, partitions=PARTITIONS)
     stream = Stream(kafka_bootstrap, topic_name)
@@ -105,7 +96,9 @@ def test_a_rebalance_between_two_consumers_loses_and_double_counts_nothing(kafka
             held = assignments(logs["first"])[-1]
             list(StreamPosition.objects.select_for_update().filter(topic=topic_name, partition__in=held))
             stream.send(100)
-            assert wait_for(lambda: claims_waiting() == 2, 60), "the two consumers never claimed the same batch"
+            assert wait_for(lambda: sessions_waiting_on_a_lock() == 2, 60), (
+                "the two consumers never claimed the same batch"
+            )
         assert wait_for(lambda: stream.send(1) or owns_a_share(logs["first"], rebalances + 1), 60), "no rejoin"
         stream.send(100)
         assert wait_for(stream.counted, 60), "not counted after the two claimed the same batch"

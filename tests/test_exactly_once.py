@@ -11,7 +11,7 @@ from kafka import TopicPartition
 
 from tests.kafka_helpers import consume_until, create_topic, produce, span_consumer
 from tests.test_bad_span_messages import BAD_MESSAGES
-from tests.test_consumer_restart import wait_for
+from tests.test_consumer_restart import sessions_waiting_on_a_lock, wait_for
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
 from topology.models import DeadLetter, EdgeRollup, IngestRollup, InstanceRollup, RouteRollup, Span, StreamPosition
 
@@ -148,14 +148,7 @@ def test_two_consumers_claiming_the_same_messages_at_once_count_them_once():
     second = threading.Thread(target=second_owner)
     second.start()
 
-    def second_waits_for_the_lock():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            return cursor.fetchone()[0] == 1
-
-    assert wait_for(second_waits_for_the_lock, 30), "the second claim did not wait for the first"
+    assert wait_for(lambda: sessions_waiting_on_a_lock() == 1, 30), "the second claim did not wait for the first"
     release.set()
     first.join(30)
     second.join(30)

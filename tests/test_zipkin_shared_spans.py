@@ -17,7 +17,7 @@ from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from collectors.formats import decode
-from tests.test_consumer_restart import wait_for
+from tests.test_consumer_restart import sessions_waiting_on_a_lock, wait_for
 from tests.zipkin_processes import OUTSIDE_SPAN_ID, OUTSIDE_TRACE_ID, Process, checkout, messages_of, pause
 from topology.ingestion import resolve_unpaired, store_spans
 from topology.models import EdgeRollup, InstanceRollup, RouteRollup, Span
@@ -33,14 +33,6 @@ def store(*messages):
     records = [span for message in messages for span in decode(message, "zipkin_json", 10**7, 86400).spans]
     with transaction.atomic():
         return store_spans(records, messages=len(messages))
-
-
-def waiting_on_a_lock():
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return cursor.fetchone()[0]
 
 
 def calls(source, target):
@@ -293,7 +285,7 @@ def test_a_shared_server_and_its_client_stored_at_the_same_moment_are_joined_whe
     client = threading.Thread(target=store_the_client)
     client.start()
     # The client's batch has paired what it could see, and waits on the servers' batch to count its messages.
-    assert wait_for(lambda: waiting_on_a_lock() == 1, 30), "the client's batch did not wait for the servers'"
+    assert wait_for(lambda: sessions_waiting_on_a_lock() == 1, 30), "the client's batch did not wait for the servers'"
     release.set()
     servers.join(30)
     client.join(30)

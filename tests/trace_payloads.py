@@ -68,7 +68,12 @@ def otlp_protobuf(spans):
 
 def otlp_json(spans):
     """OTLP's JSON encoding: protobuf JSON, but with hex trace and span ids."""
-    document = json_format.MessageToDict(encode_spans(spans))
+    return request_as_otlp_json(encode_spans(spans))
+
+
+def request_as_otlp_json(request):
+    """An ExportTraceServiceRequest in OTLP's JSON encoding."""
+    document = json_format.MessageToDict(request)
     for resource_spans in document["resourceSpans"]:
         for scope_spans in resource_spans["scopeSpans"]:
             for span in scope_spans["spans"]:
