@@ -231,6 +231,102 @@ def figures(times):
     return f"median {statistics.median(times):7.1f} ms   best {min(times):7.1f} ms   worst {max(times):7.1f} ms   (n={len(times)})"
 
 
+def change_one_percent(rng, keys, window):
+    """1 % of the edges get calls in the current minute, through the write path ingestion uses."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from topology.changes import TRAFFIC_VIEWS, announce_on_commit
+    from topology.rollup_batch import RollupBatch
+
+    batch = RollupBatch()
+    now_us = int(timezone.now().timestamp() * 1_000_000)
+    for source, target, protocol, topic in rng.sample(keys, max(1, len(keys) // 100)):
+        for _ in range(rng.randint(1, 5)):
+            batch.add_edge(now_us, source, target, protocol, topic, rng.lognormvariate(3, 0.8), rng.random() < 0.02)
+    with transaction.atomic():
+        batch.save()
+        announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
+
+
+def live_figures(window, runs):
+    """A live update when 1 % of the edges changed: the incremental broadcast next to today's path (the
+    whole view read, diffed and stored), the same changes before each; then what a new client waits for,
+    the window's slide and a rebuild."""
+    import json
+
+    from django.utils import timezone
+
+    from dashboard.live import broadcast
+    from dashboard.live.protocol import diff, encode, plain
+    from topology.changes import ChangedRows
+    from topology.graph import topology_snapshot
+    from topology.live_topology import LiveTopology
+    from topology.models import EdgeRollup
+    from topology.window import Window
+
+    rng = random.Random(11)
+    keys = list(EdgeRollup.objects.values_list("source_id", "target_id", "protocol", "topic").distinct().order_by())
+    client = broadcast.redis_client()
+    whole_key = broadcast.key("benchmark-whole-state", window)
+
+    def whole_view_path():
+        data = plain({"generated_at": timezone.now(), **topology_snapshot(Window.live(window))})
+        raw = client.get(whole_key)
+        before = json.loads(raw)["data"] if raw else {}
+        changes = diff(before, data)
+        client.set(whole_key, encode({"seq": 1, "data": data}))
+        return {"changes": changes}
+
+    broadcast.watch("topology", window)
+    broadcast.broadcast("topology")
+    whole_view_path()
+    incremental, whole, incremental_cpu, whole_cpu, sizes, whole_sizes = [], [], [], [], [], []
+    # One path after the other: the incremental broadcast would also carry the other path's changes.
+    for path, wall, cpu, size in (
+        (lambda: broadcast.broadcast("topology")[0], incremental, incremental_cpu, sizes),
+        (whole_view_path, whole, whole_cpu, whole_sizes),
+    ):
+        for _ in range(runs):
+            change_one_percent(rng, keys, window)
+            started, started_cpu = time.perf_counter(), time.process_time()
+            message = path()
+            wall.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+            size.append(len(encode(message["changes"])) / 1024)
+            if size is sizes:
+                upserted = {name: len(change.get("upsert", ())) for name, change in message["changes"].items()}
+    print(
+        f"live    update, 1% of edges changed        {figures(incremental)}   CPU {statistics.median(incremental_cpu):.1f} ms, delta {statistics.median(sizes):.1f} KiB"
+    )
+    print(f"live    ... records in the last delta      {upserted}")
+    print(
+        f"live    ... today's path: read, diff, store {figures(whole)}   CPU {statistics.median(whole_cpu):.1f} ms, delta {statistics.median(whole_sizes):.1f} KiB"
+    )
+    print(
+        f"live    ... today's / incremental          {statistics.median(whole) / statistics.median(incremental):.1f}x wall"
+    )
+
+    def whole_snapshot():
+        return encode({"type": "snapshot", "data": json.loads(client.get(whole_key))["data"]})
+
+    text, times = timed(lambda: broadcast.snapshot("topology", window), runs)
+    _, whole_times = timed(whole_snapshot, runs)
+    print(f"live    snapshot for a new client          {figures(times)}   {len(text) / 1024:.0f} KiB of JSON")
+    print(f"live    ... today's (one stored document)  {figures(whole_times)}")
+
+    keeper = LiveTopology((window,))
+    now = timezone.now()
+    _, times = timed(lambda: keeper.rebuild(now), max(1, runs // 3))
+    print(f"live    rebuild (first update, every {broadcast.REBUILD_SECONDS / 60:.0f} min) {figures(times)}")
+    slides = []
+    for minute in range(1, max(2, runs // 3) + 1):
+        started = time.perf_counter()
+        keeper.update(now + timedelta(minutes=minute), ChangedRows())
+        slides.append((time.perf_counter() - started) * 1000)
+    print(f"live    window slide (once a minute)       {figures(slides)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=1000)
@@ -249,8 +345,6 @@ def main():
     from django.core.serializers.json import DjangoJSONEncoder
     from django.test import Client
 
-    from dashboard.live import broadcast
-    from dashboard.live.protocol import encode
     from topology import edge_totals
     from topology.graph import topology_snapshot
     from topology.window import Window
@@ -286,15 +380,7 @@ def main():
         )
         _, times = timed(lambda: client.get(f"/api/topology/?window={window}"), args.runs)
         print(f"server  GET /api/topology/ (in process)    {figures(times)}")
-        message, times = timed(lambda: broadcast.refresh_state("topology", window), args.runs)
-        print(
-            f"live    broadcast compute + diff + store   {figures(times)}   steady-state delta {len(encode(message)) / 1024:.1f} KiB"
-        )
-
-        _, times = timed(lambda: encode(broadcast.snapshot("topology", window)), args.runs)
-        print(
-            f"live    websocket snapshot (stored state)  {figures(times)}   what a new client waits for on the server"
-        )
+        live_figures(window, args.runs)
 
         cookie = session_cookie()
         with daphne(db) as url:

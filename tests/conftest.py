@@ -63,13 +63,17 @@ def topic_name():
 
 
 @pytest.fixture(autouse=True)
-def _forget_remembered_edge_totals():
-    """A rolled-back SQLite test reuses ids, so a later test's rollups could match an earlier fingerprint."""
+def _forget_remembered_views():
+    """A rolled-back SQLite test reuses ids, so a later test's rollups could match an earlier fingerprint;
+    and the live views this process keeps were read from an earlier test's database."""
+    from dashboard.live import broadcast
     from topology import edge_totals
 
     edge_totals.forget()
+    broadcast.forget()
     yield
     edge_totals.forget()
+    broadcast.forget()
 
 
 @pytest.fixture

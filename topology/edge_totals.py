@@ -11,7 +11,6 @@ read again. A live hour's window then reads two minutes of rollups a second, not
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,23 +20,14 @@ from django.utils import timezone
 from topology.json_list import JSONList
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup
+from topology.sliding_sums import UNSETTLED_MINUTES, RollupSums
 from topology.window import Window
 
-UNSETTLED_MINUTES = 2  # the current minute and the one before it still receive spans
 REMEMBERED_RANGES = 8  # a few windows (5 min, 15 min, 1 h) and replays, each a few MB at most
 
 
-# A frozen dataclass, not a NamedTuple, whose field ``count`` would shadow tuple.count.
-@dataclass(frozen=True, slots=True)
-class EdgeTotal:
-    count: int
-    errors: int
-    negative_delays: int
-    histogram: LatencyHistogram
-
-
 EdgeKey = tuple[int, int, str, str]  # (source id, target id, protocol, topic)
-Totals = dict[EdgeKey, EdgeTotal]
+Totals = dict[EdgeKey, RollupSums]
 
 # (first minute, end) -> (fingerprint, totals)
 _remembered: OrderedDict[tuple[datetime, datetime], tuple[tuple[Any, ...], Totals]] = OrderedDict()
@@ -45,7 +35,7 @@ _lock = threading.Lock()
 
 
 def edge_totals(window: Window) -> Totals:
-    """``{(source_id, target_id, protocol, topic): EdgeTotal}`` over every minute of ``window``."""
+    """``{(source_id, target_id, protocol, topic): RollupSums}`` over every minute of ``window``."""
     first = window.first_minute
     current = min(window.until, timezone.now()).replace(second=0, microsecond=0)
     settled_end = max(first, current - timedelta(minutes=UNSETTLED_MINUTES - 1))
@@ -79,19 +69,20 @@ def _settled_totals(first: datetime, end: datetime) -> Totals:
 def _add(totals: Totals, rollups: QuerySet[EdgeRollup]) -> None:
     rows = (
         rollups.values_list("source_id", "target_id", "protocol", "topic")
-        .annotate(Sum("count"), Sum("errors"), Sum("negative_delays"), JSONList("latency_buckets"))
+        .annotate(Count("id"), Sum("count"), Sum("errors"), Sum("negative_delays"), JSONList("latency_buckets"))
         .order_by()
     )
-    for source, target, protocol, topic, count, errors, negative_delays, histograms in rows:
+    for source, target, protocol, topic, rows_count, count, errors, negative_delays, histograms in rows:
         key = (source, target, protocol, topic)
         earlier = totals.get(key)
         if earlier is None:
-            totals[key] = EdgeTotal(
-                count, errors, negative_delays, LatencyHistogram().merge_all(json.loads(histograms))
+            totals[key] = RollupSums(
+                rows_count, count, errors, negative_delays, LatencyHistogram().merge_all(json.loads(histograms))
             )
         else:
             # A copy: the earlier total may be remembered, and shared by every view of its minutes.
-            totals[key] = EdgeTotal(
+            totals[key] = RollupSums(
+                earlier.rows + rows_count,
                 earlier.count + count,
                 earlier.errors + errors,
                 earlier.negative_delays + negative_delays,

@@ -115,7 +115,7 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
             unstored = [by_key[key] for key in exemplars]
             _insert(unstored, services, instances, exemplars)
         if counted:
-            announce_on_commit(*TRAFFIC_VIEWS)
+            announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
     _count_ingest(now, messages, result, rejected)
     return result
 
@@ -159,7 +159,7 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     if ratio < 1:
         _forget_dropped([row for row in candidates if row.id in settled] + alone, batch.exemplar_spans, ratio)
     if settled or alone:
-        announce_on_commit(*TRAFFIC_VIEWS)
+        announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
     return len(settled) + len(alone)
 
 

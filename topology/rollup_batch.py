@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db.models import Q
 
+from topology.changes import ChangedRows
 from topology.latency import LatencyHistogram
 from topology.models import EdgeRollup, InstanceRollup, RouteRollup
 from topology.models.rollups import Rollup, RollupWithExemplars
@@ -104,6 +105,7 @@ class RollupBatch:
         self.deltas: dict[type[Rollup], defaultdict[Key, Delta]] = {model: defaultdict(Delta) for model in KEYS}
         self.keep_ratio = keep_ratio
         self.exemplar_spans: list[Any] = []  # filled by save()
+        self.saved: dict[type[Rollup], set[int]] = {model: set() for model in KEYS}  # row ids, by save()
 
     def _offer(self, delta: Delta, latency_ms: float, error: bool, spans: tuple[Any, ...]) -> None:
         if spans:
@@ -174,7 +176,16 @@ class RollupBatch:
         """Call inside the transaction that inserted the spans these observations came from."""
         for model, deltas in self.deltas.items():
             if deltas:
-                self.exemplar_spans += _apply(model, KEYS[model], deltas, self.keep_ratio)
+                self.exemplar_spans += _apply(model, KEYS[model], deltas, self.keep_ratio, self.saved[model])
+
+    @property
+    def changed_rows(self) -> ChangedRows:
+        """The rollup rows that save() added to (or moved rows' targets), for the live views."""
+        return ChangedRows(
+            edge_rollups=frozenset(self.saved[EdgeRollup]),
+            instance_rollups=frozenset(self.saved[InstanceRollup]),
+            route_rollups=frozenset(self.saved[RouteRollup]),
+        )
 
 
 def _lookup(model: type[Rollup], fields: tuple[str, ...], keys: Sequence[Key]) -> dict[Key, Rollup]:
@@ -204,8 +215,10 @@ def _take_exemplars(row: RollupWithExemplars, delta: Delta, keep_ratio: float) -
     return won
 
 
-def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta], keep_ratio: float) -> list[Any]:
-    """Adds the deltas to their rows; returns the spans of the exemplars that won."""
+def _apply(
+    model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta], keep_ratio: float, saved: set[int]
+) -> list[Any]:
+    """Adds the deltas to their rows, whose ids go into ``saved``; returns the spans of the exemplars that won."""
     keys = sorted(deltas, key=repr)
     rows = _lookup(model, fields, keys)
     missing = [key for key in keys if key not in rows]
@@ -226,6 +239,7 @@ def _apply(model: type[Rollup], fields: tuple[str, ...], deltas: dict[Key, Delta
         if isinstance(row, RollupWithExemplars):
             won += _take_exemplars(row, delta, keep_ratio)
         changed.append(row)
+        saved.add(row.pk)
     update_fields = ["count", "errors", "latency_sum_ms", "latency_buckets"]
     if model is EdgeRollup:
         update_fields.append("negative_delays")

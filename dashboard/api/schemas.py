@@ -58,6 +58,7 @@ class SourceListSerializer(serializers.Serializer):
 class NodeSerializer(serializers.Serializer):
     id = serializers.CharField()
     name = serializers.CharField()
+    count = serializers.IntegerField(help_text="Requests served in the window.")
     rps = serializers.FloatField(help_text="Requests served per second.")
     error_rate = serializers.FloatField(help_text="The part of them that failed, 0 to 1.")
     health = serializers.ChoiceField(
@@ -80,6 +81,7 @@ class EdgeSerializer(PercentilesMixin):
     protocol = serializers.CharField()
     sync = serializers.ChoiceField(SYNC)
     topic = serializers.CharField(allow_blank=True, help_text="The topic of an asynchronous edge, else empty.")
+    count = serializers.IntegerField(help_text="Calls in the window.")
     rps = serializers.FloatField()
     error_rate = serializers.FloatField()
     negative_delays = serializers.IntegerField()
@@ -88,6 +90,10 @@ class EdgeSerializer(PercentilesMixin):
 class TopologySerializer(serializers.Serializer):
     window = serializers.IntegerField(help_text="Seconds.")
     until = serializers.DateTimeField()
+    covered_seconds = serializers.IntegerField(
+        help_text="What the window's rollups span (the window plus the part of its first minute before it): "
+        "rps is count divided by it."
+    )
     generated_at = serializers.DateTimeField()
     nodes = NodeSerializer(many=True)
     edges = EdgeSerializer(many=True)

@@ -6,7 +6,7 @@ from typing import Any
 from topology.balancing import BalancerWindow
 from topology.changes import BALANCERS, LAG, ROUTES, TOPOLOGY
 from topology.consumer_lag import lag_overview
-from topology.graph import topology_snapshot
+from topology.graph import topology_view
 from topology.models import SourceStatus
 from topology.propagation import flows
 from topology.traces import routes
@@ -14,7 +14,7 @@ from topology.window import Window
 
 
 def _topology(window: Window) -> dict[str, Any]:
-    return topology_snapshot(window)
+    return topology_view(window)
 
 
 def _routes(window: Window) -> dict[str, Any]:

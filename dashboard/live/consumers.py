@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard.live import broadcast
-from dashboard.live.protocol import encode, frames
+from dashboard.live.protocol import frames
 from topology.changes import VIEWS
 from topology.window import Window, WindowError
 
@@ -62,12 +62,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def send_snapshot(self) -> None:
         try:
             await database_sync_to_async(broadcast.watch)(self.view, self.window)
-            message = await database_sync_to_async(broadcast.snapshot)(self.view, self.window)
+            text = await database_sync_to_async(broadcast.snapshot)(self.view, self.window)
         except Exception:
             logger.exception("snapshot of %s failed", self.view)
             await self.send_json({"type": "error", "message": "The snapshot could not be computed."})
             return
-        await self.send_text(encode(message))
+        await self.send_text(text)
 
     async def send_text(self, text: str) -> None:
         """Sends a message, split into ``chunk`` frames when it is larger than daphne's 1 MiB frame limit

@@ -108,8 +108,14 @@ function graphStyle() {
 
 // --- the model: snapshot and deltas -------------------------------------------------------------
 
+// The live view carries each record's calls in the window and the seconds the window covers; the API
+// (replay) gives rates. Either way a record leaves here with its rps.
+function withRate(record, covered) {
+  return record.rps === undefined ? { ...record, rps: covered ? Math.round((record.count / covered) * 1000) / 1000 : 0 } : record;
+}
+
 function load(data) {
-  model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), n]));
+  model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), withRate(n, data.covered_seconds)]));
   if (!ui.groupChosen && !ui.focus && !ui.text && model.nodes.size > AUTO_GROUP_ABOVE) {
     // Hundreds of services are a hairball: start with one node per group (click a group to open it).
     ui.group = "prefix";
@@ -117,7 +123,7 @@ function load(data) {
     ui.autoGrouped = true;
     qs("#group-by").value = "prefix";
   }
-  model.edges = new Map((data.edges || []).map((e) => [String(e.id), e]));
+  model.edges = new Map((data.edges || []).map((e) => [String(e.id), withRate(e, data.covered_seconds)]));
   model.meta = { window: data.window, until: data.until, generated_at: data.generated_at, sources: data.sources };
   draw();
   setUpdated(data.generated_at || data.until);

@@ -27,7 +27,7 @@ from tests.chaos.harness import (
 )
 from tests.chaos.stream import SPANS_PER_TRACE, UNPAIRED_PEER, build, more_spans_than, observed
 from tests.chaos.websocket import LivePage
-from topology.graph import topology_snapshot
+from topology.graph import topology_view
 from topology.models import IngestRollup, SourceStatus, Span
 from topology.window import Window
 
@@ -133,7 +133,7 @@ def test_span_consumer_celery_worker_and_daphne_restarted_mid_stream_count_every
         except AssertionError as error:
             raise AssertionError(f"{error}: it shows {live_edges(page)}, the input {shown}") from None
         seq, view = page.state()
-        reading = topology_snapshot(Window.from_params(view["window"], view["until"]))
+        reading = topology_view(Window.from_params(view["window"], view["until"]))
         assert all(process.alive() for process in (consumer, worker, broadcaster, web))
     finally:
         for page in pages:
@@ -197,15 +197,14 @@ def strike(name, worker, web, started):
 
 
 def live_edges(page):
-    """The edges' (calls, errors) as the page's view holds them: its rates over the window it covers."""
+    """The edges' (calls, errors) as the page's view holds them."""
     held = page.state()
     if held is None:
         return None
     view = held[1]
-    covered = Window.from_params(view["window"], view["until"]).covered_seconds
     edges = {}
     for edge in view["edges"]:
-        calls = round(edge["rps"] * covered)
+        calls = edge["count"]
         edges[(edge["source"], edge["target"])] = (calls, round(edge["error_rate"] * calls))
     return edges
 

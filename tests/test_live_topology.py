@@ -1,0 +1,138 @@
+"""The incremental topology (``topology.live_topology``) against the full reading, after random sequences
+of rollups written through the product's write path, late and early spans, window slides, deleted
+services and new registered ones. Run on the session's database, and on SQLite in a subprocess when
+the session's is PostgreSQL, so both hold on every CI run."""
+
+import os
+import random
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from topology.changes import ChangedRows
+from topology.graph import topology_view
+from topology.live_topology import LiveTopology
+from topology.models import Instance, Service
+from topology.rollup_batch import RollupBatch
+from topology.window import Window
+
+WINDOWS = (300, 900)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def comparable(view):
+    return {name: value for name, value in view.items() if name != "generated_at"}
+
+
+def apply(records, changes, name):
+    for record_id in changes.remove[name]:
+        records.pop(record_id)
+    for record in changes.upsert[name]:
+        records[record["id"]] = record
+
+
+def write_rollups(chance, services, instances, now):
+    """One ingested batch: calls between random services and requests served by random instances, most
+    in the last two minutes, some late (older minutes of the windows or before them), some ahead."""
+    batch = RollupBatch()
+    for _ in range(chance.randint(1, 12)):
+        age = chance.choice([0, 0, 0, 30, 70, 200, 600, 1300, -90])
+        start_us = int((now - timedelta(seconds=age + chance.random() * 50)).timestamp() * 1_000_000)
+        latency = chance.choice([-3.0, 1.5, 12.0, 80.0, 400.0])
+        error = chance.random() < 0.2
+        if chance.random() < 0.6:
+            source, target = chance.sample(services, 2)
+            topic = chance.choice(["", "", "orders"])
+            batch.add_edge(start_us, source, target, "messaging" if topic else "http", topic, latency, error)
+        else:
+            batch.add_instance(start_us, chance.choice(instances), chance.choice([None, services[0]]), latency, error)
+    with transaction.atomic():
+        batch.save()
+    return batch.changed_rows
+
+
+def check_agreement(keeper, held, now):
+    for seconds in WINDOWS:
+        full = comparable(topology_view(Window(seconds, now)))
+        incremental = comparable(keeper.view(seconds, now))
+        assert incremental == full, f"window {seconds} at {now}"
+        # The deltas the keeper returned turn what a client held into the same records.
+        assert sorted(held[seconds]["nodes"]) == sorted(node["id"] for node in full["nodes"])
+        assert sorted(held[seconds]["edges"]) == sorted(edge["id"] for edge in full["edges"])
+        assert all(held[seconds]["edges"][edge["id"]] == edge for edge in full["edges"])
+        assert all(held[seconds]["nodes"][node["id"]] == node for node in full["nodes"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_and_full_readings_agree_after_random_writes_slides_and_deletions(seed):
+    chance = random.Random(seed)
+    services = [Service.objects.create(name=f"svc-{seed}-{i}", in_traces=True).id for i in range(7)]
+    instances = [
+        Instance.objects.create(service_id=service, identity=f"10.0.{service % 250}.{k}:80", in_traces=True).id
+        for service in services
+        for k in range(2)
+    ]
+    now = timezone.now().replace(second=20, microsecond=0) - timedelta(minutes=40)
+    keeper = LiveTopology(WINDOWS)
+    held = {seconds: {"nodes": {}, "edges": {}} for seconds in WINDOWS}
+
+    def update(changes):
+        for seconds, record_changes in changes.items():
+            apply(held[seconds]["nodes"], record_changes, "nodes")
+            apply(held[seconds]["edges"], record_changes, "edges")
+
+    update(keeper.rebuild(now))
+    check_agreement(keeper, held, now)
+    for step in range(40):
+        operation = chance.choices(["rollups", "slide", "delete", "register"], weights=[10, 5, 1, 1])[0]
+        rows = ChangedRows()
+        if operation == "rollups":
+            rows = write_rollups(chance, services, instances, now)
+        elif operation == "slide":
+            now += timedelta(seconds=chance.choice([5, 10, 40, 61, 130, 400]))
+        elif operation == "delete" and len(services) > 3:
+            gone = services.pop(chance.randrange(1, len(services)))
+            Service.objects.filter(id=gone).delete()
+            instances = list(Instance.objects.filter(id__in=instances).values_list("id", flat=True))
+            rows = ChangedRows(services=frozenset({gone}))
+        elif operation == "register":
+            new = Service.objects.create(name=f"registered-{seed}-{step}", in_consul=True)
+            rows = ChangedRows(services=frozenset({new.id}))
+        update(keeper.update(now, rows))
+        check_agreement(keeper, held, now)
+
+
+@pytest.mark.skipif(os.environ.get("LIVE_TOPOLOGY_SUBPROCESS") == "1", reason="already the SQLite run of this file")
+@pytest.mark.django_db
+def test_incremental_and_full_readings_agree_on_sqlite_too(tmp_path):
+    if connection.vendor == "sqlite":
+        pytest.skip("the session's database is SQLite: the test above is the SQLite run")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'live.sqlite3'}",
+        "LIVE_TOPOLOGY_SUBPROCESS": "1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_live_topology.py::test_incremental_and_full_readings_agree_after_random_writes_slides_and_deletions",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "6 passed" in result.stdout
