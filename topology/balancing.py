@@ -217,7 +217,8 @@ def expected_weight(instance: Instance, health: str, policy: str, start: datetim
 class BalancerWindow:
     """The instances and per-minute requests of a time window, from which reports are built."""
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, service_ids: Collection[int] | None = None) -> None:
+        """``service_ids``: only the requests these services' instances served (a live update of a few)."""
         self.window = window
         self.end = window.until
         self.start = window.since
@@ -226,15 +227,14 @@ class BalancerWindow:
         # instance id -> [(caller id or None, minute, count)]
         self.rows: defaultdict[int, list[tuple[int | None, datetime, int]]] = defaultdict(list)
         rollups = InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
+        if service_ids is not None:
+            rollups = rollups.filter(instance__service_id__in=service_ids)
+        self.rollups = rollups
         for instance_id, caller_id, minute, count in rollups.values_list("instance_id", "caller_id", "minute", "count"):
             self.rows[instance_id].append((caller_id, minute, count))
 
     def service_ids(self) -> set[int]:
-        return set(
-            InstanceRollup.objects.filter(minute__gte=self.start, minute__lt=self.end)
-            .values_list("instance__service_id", flat=True)
-            .distinct()
-        )
+        return set(self.rollups.values_list("instance__service_id", flat=True).distinct())
 
     def _instances(self, service: Service, candidates: Iterable[Instance] | None = None) -> list[Instance]:
         """The instances the window knows of; ``candidates``, the service's instances by identity, spare
@@ -337,28 +337,41 @@ class BalancerWindow:
         return report
 
     def overview(self) -> dict[str, Any]:
+        return {"window": self.window.as_dict(), "services": list(self.summaries().values())}
+
+    def summaries(self) -> dict[int, dict[str, Any]]:
+        """Each service's summary, by service id (of the services this window reads)."""
         services = Service.objects.filter(id__in=self.service_ids()).order_by("name")
         candidates: defaultdict[int, list[Instance]] = defaultdict(list)
         for instance in Instance.objects.unmerged().filter(service__in=services).order_by("identity"):
             candidates[instance.service_id].append(instance)
-        summaries = []
+        summaries = {}
         for service in services:
             report = self.report(service, per_caller=False, candidates=candidates[service.id])
-            summaries.append(
-                {
-                    key: report[key]
-                    for key in (
-                        "service",
-                        "policy",
-                        "policy_assumed",
-                        "requests",
-                        "max_abs_deviation",
-                        "p_value",
-                        "chi_square_applies",
-                        "jain_index",
-                        "verdict",
-                        "flags",
-                    )
-                }
-            )
-        return {"window": self.window.as_dict(), "services": summaries}
+            summaries[service.id] = {
+                key: report[key]
+                for key in (
+                    "service",
+                    "policy",
+                    "policy_assumed",
+                    "requests",
+                    "max_abs_deviation",
+                    "p_value",
+                    "chi_square_applies",
+                    "jain_index",
+                    "verdict",
+                    "flags",
+                )
+            }
+        return summaries
+
+
+def balancer_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """A service's summary as the live view keys it."""
+    return {"id": summary["service"], **summary}
+
+
+def balancers_view(window: Window) -> dict[str, Any]:
+    """The live balancer overview: every service's summary, read whole (``live_balancers`` keeps it)."""
+    summaries = BalancerWindow(window).summaries().values()
+    return {"window": window.as_dict(), "services": sorted(map(balancer_record, summaries), key=lambda r: r["id"])}

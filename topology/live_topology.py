@@ -14,7 +14,6 @@ rollups, late spans, slides and deleted services, on PostgreSQL and SQLite).
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,22 +22,17 @@ from topology.edge_totals import EdgeKey
 from topology.graph import ServiceFacts, edge_record, node_record, service_facts, view_header
 from topology.models import EdgeRollup, Instance, InstanceRollup, Service
 from topology.models.sources import HealthFreshness
+from topology.record_changes import RecordChanges
 from topology.sliding_sums import Key, SlidingSums
 from topology.window import LIVE_WINDOW_SECONDS, Window
 
 EDGE_KEY_FIELDS = ("source_id", "target_id", "protocol", "topic")
 
 
-@dataclass
-class RecordChanges:
-    """What one update changed in one window's keyed lists: records to upsert, ids to remove."""
-
-    upsert: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"nodes": [], "edges": []})
-    remove: dict[str, list[str]] = field(default_factory=lambda: {"nodes": [], "edges": []})
-
-
 class LiveTopology:
     """Every live window's topology, kept from changed rows (module doc). Not thread-safe: one owner."""
+
+    lists = ("nodes", "edges")
 
     def __init__(self, windows: Iterable[int] = LIVE_WINDOW_SECONDS) -> None:
         self.windows = tuple(sorted(set(windows)))
@@ -152,10 +146,10 @@ class LiveTopology:
                     if sums.rows and key[0] in names and key[1] in names
                     else None
                 )
-                _put(records, key, record, changes, "edges")
+                changes.put("edges", records, key, record)
             nodes = self.nodes[seconds]
             for service_id in (set(nodes) | services) if everything else services:
-                _put(nodes, service_id, self._node(seconds, service_id), changes, "nodes")
+                changes.put("nodes", nodes, service_id, self._node(seconds, service_id))
             result[seconds] = changes
         return result
 
@@ -189,16 +183,3 @@ class LiveTopology:
 def _edge_key(key: Key) -> EdgeKey:
     source, target, protocol, topic = key
     return (source, target, protocol, topic)
-
-
-def _put(
-    records: dict[Any, dict[str, Any]], key: Any, record: dict[str, Any] | None, changes: RecordChanges, name: str
-) -> None:
-    before = records.get(key)
-    if record is None:
-        if before is not None:
-            del records[key]
-            changes.remove[name].append(before["id"])
-    elif record != before:
-        records[key] = record
-        changes.upsert[name].append(record)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
 
 from topology.latency import LatencyHistogram
-from topology.models import RouteRollup, Span
+from topology.models import Span
 from topology.shared_spans import Placement, is_shared_server, tree_parents
 from topology.span_keeping import keep_ratio, keeps_trace
 from topology.window import Window
@@ -205,31 +205,6 @@ def _critical_path(root: dict[str, Any]) -> set[str]:
             if cursor <= start(node):
                 break
     return on_path
-
-
-def routes(window: Window) -> list[dict[str, Any]]:
-    rows = (
-        RouteRollup.objects.filter(**window.minutes())
-        .values_list("service__name", "operation", "count", "errors", "latency_buckets")
-        .order_by()
-    )
-    merged: dict[tuple[str, str], list[Any]] = {}  # -> [count, errors, histogram]
-    for service, operation, count, errors, buckets in rows:
-        entry = merged.setdefault((service, operation), [0, 0, LatencyHistogram()])
-        entry[0] += count
-        entry[1] += errors
-        entry[2].merge(buckets)
-    return [
-        {
-            "service": service,
-            "operation": operation,
-            "count": count,
-            "rps": window.per_second(count),
-            "error_rate": round(errors / count, 4) if count else 0.0,
-            **histogram.percentiles_ms(),
-        }
-        for (service, operation), (count, errors, histogram) in sorted(merged.items(), key=lambda item: -item[1][0])
-    ]
 
 
 def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:

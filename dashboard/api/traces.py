@@ -22,7 +22,7 @@ from dashboard.api.schemas import (
     TraceSummarySerializer,
     answers,
 )
-from topology import traces
+from topology import entry_routes, traces
 from topology.trace_search import (
     DURATION_PATTERN,
     MAX_TAGS,
@@ -152,7 +152,7 @@ class RouteListView(APIView):
         description="Entry routes: root spans by service and operation, busiest first.",
     )
     def get(self, request: Request) -> Response:
-        return Response(traces.routes(window_from(request)))
+        return Response(entry_routes.routes(window_from(request)))
 
 
 class RouteTreeView(APIView):

@@ -26,8 +26,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from asgiref.sync import async_to_sync
@@ -39,7 +40,10 @@ from django.utils import timezone
 from dashboard.live.builders import BUILDERS
 from dashboard.live.protocol import diff, encode, frames, plain
 from topology.changes import BALANCERS, LAG, ROUTES, SERVICES, TOPOLOGY, VIEWS, ChangedRows
-from topology.live_topology import LiveTopology, RecordChanges
+from topology.live_balancers import LiveBalancers
+from topology.live_routes import LiveRoutes
+from topology.live_topology import LiveTopology
+from topology.record_changes import RecordChanges
 from topology.window import LIVE_WINDOW_SECONDS, Window
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,31 @@ SNAPSHOT_MAX_AGE_SECONDS = 5.0
 # While Redis does not answer, marks are dropped for this long at a time: a collector must not wait
 # for a connect timeout on every batch. The pages resync when it is back.
 REDIS_DOWN_BACKOFF_SECONDS = 5.0
+
+
+class Keeper(Protocol):
+    """A view kept from the rows that changed (``topology.live_topology`` and ``live_routes``)."""
+
+    @property
+    def lists(self) -> tuple[str, ...]: ...
+    @property
+    def windows(self) -> tuple[int, ...]: ...
+    @property
+    def built(self) -> bool: ...
+
+    def rebuild(self, now: datetime) -> dict[int, RecordChanges]: ...
+    def update(self, now: datetime, changed: ChangedRows) -> dict[int, RecordChanges]: ...
+    def header(self, seconds: int, now: datetime) -> dict[str, Any]: ...
+    def view(self, seconds: int, now: datetime) -> dict[str, Any]: ...
+
+
 # The views kept from the rows that changed, and the members of their sets of changed rows.
-INCREMENTAL_VIEWS = (TOPOLOGY,)
+KEEPERS: dict[str, Callable[[tuple[int, ...]], Keeper]] = {
+    TOPOLOGY: LiveTopology,
+    ROUTES: LiveRoutes,
+    BALANCERS: LiveBalancers,
+}
+INCREMENTAL_VIEWS = tuple(KEEPERS)
 ROW_PREFIXES = {"edge_rollups": "e", "instance_rollups": "i", "route_rollups": "r", "services": "s"}
 # An incremental view is read afresh this often whatever happens: a change whose mark was lost (a
 # writer killed between its commit and its mark) shows at the latest then. At 5,000 services and
@@ -346,8 +373,8 @@ class _Kept:
     """An incremental view held by this process: its keeper, the seq it stored last per window, the
     fields apart from records it sent last, and when it was last read afresh."""
 
-    def __init__(self, windows: tuple[int, ...]) -> None:
-        self.keeper = LiveTopology(windows)
+    def __init__(self, view: str, windows: tuple[int, ...]) -> None:
+        self.keeper = KEEPERS[view](windows)
         self.seqs: dict[int, int] = {}
         self.fields: dict[int, dict[str, Any]] = {}
         self.rebuilt_at = 0.0
@@ -392,7 +419,7 @@ def _refresh_incremental(view: str, windows: tuple[int, ...], rows: ChangedRows 
             rows = _take_changed_rows(view)
         kept = _kept.get(view)
         if kept is None or not set(windows) <= set(kept.keeper.windows):
-            kept = _kept[view] = _Kept(tuple(sorted(set(windows) | set(kept.keeper.windows if kept else ()))))
+            kept = _kept[view] = _Kept(view, tuple(sorted(set(windows) | set(kept.keeper.windows if kept else ()))))
         now = timezone.now()
         # No stored state (Redis restarted or flushed): what this process kept may be as old, read afresh.
         lost = any(_load_meta(view, seconds) is None for seconds in windows)
@@ -432,7 +459,7 @@ def _store_incremental(
             if name != "generated_at" and kept.fields[seconds].get(name) != value
         }
         lists: dict[str, list[dict[str, Any]] | dict[str, Any]] = {}
-        for name in record_changes.upsert:
+        for name in kept.keeper.lists:
             change = {"upsert": plain(record_changes.upsert[name]), "remove": record_changes.remove[name]}
             lists[name] = change
             if change["upsert"] or change["remove"]:

@@ -6,6 +6,8 @@ import { linkState } from "./navigation.js";
 const SORT_KEYS = ["service", "operation", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"];
 const params = new URLSearchParams(location.search);
 const linkedSort = (params.get("sort") || "").replace(/^-/, "");
+// A table of thousands of rows is read by filtering it, and redrawn on every update: at most this many.
+const SHOWN_AT_MOST = 500;
 let rows = [];
 let sortKey = SORT_KEYS.includes(linkedSort) ? linkedSort : "rps";
 let sortDir = SORT_KEYS.includes(linkedSort) ? (params.get("sort").startsWith("-") ? -1 : 1) : -1;
@@ -21,7 +23,7 @@ function render() {
       return (typeof x === "string" ? String(x).localeCompare(String(y)) : (x ?? -1) - (y ?? -1)) * sortDir;
     });
   clear(body);
-  for (const r of shown) {
+  for (const r of shown.slice(0, SHOWN_AT_MOST)) {
     const href = `/routes/detail/?${query({ service: r.service, operation: r.operation, window: currentWindow() })}`;
     body.append(h("tr", {},
       h("td", {}, clipped(r.service, { href: `/?${query({ focus: r.service })}`, class: "svc-name" })),
@@ -34,6 +36,8 @@ function render() {
     ));
   }
   qs("#routes-empty").hidden = shown.length > 0;
+  qs("#routes-more").hidden = shown.length <= SHOWN_AT_MOST;
+  qs("#routes-more").textContent = `The first ${SHOWN_AT_MOST} of ${shown.length} routes in this order: filter to find the others.`;
   const sort = sortKey === "rps" && sortDir < 0 ? "" : `${sortDir < 0 ? "-" : ""}${sortKey}`; // the default says nothing
   linkState({ q: qs("#filter-text").value.trim(), sort });
 }
@@ -51,7 +55,9 @@ const socket = liveView({
   view: "routes",
   window: currentWindow(),
   show: (state) => {
-    rows = state.routes || [];
+    // The live view carries each route's calls in the window, and the seconds the window covers.
+    const covered = state.covered_seconds;
+    rows = (state.routes || []).map((r) => ({ ...r, rps: covered ? Math.round((r.count / covered) * 1000) / 1000 : 0 }));
     render();
   },
 });

@@ -1,7 +1,7 @@
-"""The incremental topology (``topology.live_topology``) against the full reading, after random sequences
-of rollups written through the product's write path, late and early spans, window slides, deleted
-services and new registered ones. Run on the session's database, and on SQLite in a subprocess when
-the session's is PostgreSQL, so both hold on every CI run."""
+"""The incremental live views (``topology.live_topology``, ``live_routes``, ``live_balancers``) against their full readings,
+after random sequences of rollups written through the product's write path, late and early spans,
+window slides, deleted services and new registered ones. Run on the session's database, and on
+SQLite in a subprocess when the session's is PostgreSQL, so both hold on every CI run."""
 
 import os
 import random
@@ -14,14 +14,24 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from topology.balancing import balancers_view
 from topology.changes import ChangedRows
+from topology.entry_routes import routes_view
 from topology.graph import topology_view
+from topology.live_balancers import LiveBalancers
+from topology.live_routes import LiveRoutes
 from topology.live_topology import LiveTopology
 from topology.models import Instance, Service
 from topology.rollup_batch import RollupBatch
 from topology.window import Window
 
 WINDOWS = (300, 900)
+# Each kept view, its full reading, and its lists of records.
+VIEWS = {
+    "topology": (LiveTopology, topology_view, ("nodes", "edges")),
+    "routes": (LiveRoutes, routes_view, ("routes",)),
+    "balancers": (LiveBalancers, balancers_view, ("services",)),
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,10 +55,13 @@ def write_rollups(chance, services, instances, now):
         start_us = int((now - timedelta(seconds=age + chance.random() * 50)).timestamp() * 1_000_000)
         latency = chance.choice([-3.0, 1.5, 12.0, 80.0, 400.0])
         error = chance.random() < 0.2
-        if chance.random() < 0.6:
+        kind = chance.random()
+        if kind < 0.5:
             source, target = chance.sample(services, 2)
             topic = chance.choice(["", "", "orders"])
             batch.add_edge(start_us, source, target, "messaging" if topic else "http", topic, latency, error)
+        elif kind < 0.7:
+            batch.add_route(start_us, chance.choice(services), chance.choice(["GET /", "POST /pay"]), latency, error)
         else:
             batch.add_instance(start_us, chance.choice(instances), chance.choice([None, services[0]]), latency, error)
     with transaction.atomic():
@@ -56,16 +69,15 @@ def write_rollups(chance, services, instances, now):
     return batch.changed_rows
 
 
-def check_agreement(keeper, held, now):
-    for seconds in WINDOWS:
-        full = comparable(topology_view(Window(seconds, now)))
-        incremental = comparable(keeper.view(seconds, now))
-        assert incremental == full, f"window {seconds} at {now}"
-        # The deltas the keeper returned turn what a client held into the same records.
-        assert sorted(held[seconds]["nodes"]) == sorted(node["id"] for node in full["nodes"])
-        assert sorted(held[seconds]["edges"]) == sorted(edge["id"] for edge in full["edges"])
-        assert all(held[seconds]["edges"][edge["id"]] == edge for edge in full["edges"])
-        assert all(held[seconds]["nodes"][node["id"]] == node for node in full["nodes"])
+def check_agreement(keepers, held, now):
+    for name, keeper in keepers.items():
+        _, full_reading, lists = VIEWS[name]
+        for seconds in WINDOWS:
+            full = comparable(full_reading(Window(seconds, now)))
+            assert comparable(keeper.view(seconds, now)) == full, f"{name}, window {seconds} at {now}"
+            # The deltas the keeper returned turn what a client held into the same records.
+            for records in lists:
+                assert held[name][seconds][records] == {record["id"]: record for record in full[records]}
 
 
 @pytest.mark.django_db
@@ -73,22 +85,29 @@ def check_agreement(keeper, held, now):
 def test_incremental_and_full_readings_agree_after_random_writes_slides_and_deletions(seed):
     chance = random.Random(seed)
     services = [Service.objects.create(name=f"svc-{seed}-{i}", in_traces=True).id for i in range(7)]
+    now = timezone.now().replace(second=20, microsecond=0) - timedelta(minutes=40)
+    # Seen long before the windows: their owed share does not move with the clock.
     instances = [
-        Instance.objects.create(service_id=service, identity=f"10.0.{service % 250}.{k}:80", in_traces=True).id
+        Instance.objects.create(
+            service_id=service,
+            identity=f"10.0.{service % 250}.{k}:80",
+            in_traces=True,
+            first_seen=now - timedelta(hours=3),
+        ).id
         for service in services
         for k in range(2)
     ]
-    now = timezone.now().replace(second=20, microsecond=0) - timedelta(minutes=40)
-    keeper = LiveTopology(WINDOWS)
-    held = {seconds: {"nodes": {}, "edges": {}} for seconds in WINDOWS}
+    keepers = {name: keeper(WINDOWS) for name, (keeper, _, _) in VIEWS.items()}
+    held = {name: {seconds: {records: {} for records in VIEWS[name][2]} for seconds in WINDOWS} for name in VIEWS}
 
-    def update(changes):
+    def update(name, changes):
         for seconds, record_changes in changes.items():
-            apply(held[seconds]["nodes"], record_changes, "nodes")
-            apply(held[seconds]["edges"], record_changes, "edges")
+            for records in VIEWS[name][2]:
+                apply(held[name][seconds][records], record_changes, records)
 
-    update(keeper.rebuild(now))
-    check_agreement(keeper, held, now)
+    for name, keeper in keepers.items():
+        update(name, keeper.rebuild(now))
+    check_agreement(keepers, held, now)
     for step in range(40):
         operation = chance.choices(["rollups", "slide", "delete", "register"], weights=[10, 5, 1, 1])[0]
         rows = ChangedRows()
@@ -104,8 +123,9 @@ def test_incremental_and_full_readings_agree_after_random_writes_slides_and_dele
         elif operation == "register":
             new = Service.objects.create(name=f"registered-{seed}-{step}", in_consul=True)
             rows = ChangedRows(services=frozenset({new.id}))
-        update(keeper.update(now, rows))
-        check_agreement(keeper, held, now)
+        for name, keeper in keepers.items():
+            update(name, keeper.update(now, rows))
+        check_agreement(keepers, held, now)
 
 
 @pytest.mark.skipif(os.environ.get("LIVE_TOPOLOGY_SUBPROCESS") == "1", reason="already the SQLite run of this file")
@@ -126,7 +146,7 @@ def test_incremental_and_full_readings_agree_on_sqlite_too(tmp_path):
             "-q",
             "-p",
             "no:cacheprovider",
-            "tests/test_live_topology.py::test_incremental_and_full_readings_agree_after_random_writes_slides_and_deletions",
+            "tests/test_live_views.py::test_incremental_and_full_readings_agree_after_random_writes_slides_and_deletions",
         ],
         cwd=ROOT,
         env=env,
