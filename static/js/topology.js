@@ -1,5 +1,19 @@
 // The live service graph (cytoscape.js, vendored). Labels are cytoscape data: drawn on canvas as text,
 // names cut to LABEL_CHARS with an ellipsis; the whole name is the graph's tooltip on hover and the panel's.
+//
+// What is drawn, so that the page stays usable at 5,000 services and 25,000 edges (issue 11):
+// * A mesh of more than AUTO_GROUP_ABOVE services starts grouped: one node per name prefix (or first tag).
+// * Tapping a group expands it, one group at a time: its services, the calls among them, and their calls to
+//   and from the groups they talk to, those groups staying collapsed. The rest is not drawn.
+// * A focus draws one service's k-hop neighbourhood (callers and callees followed both ways, 1 to 3 hops).
+// * Search jumps to any service, drawn or not: choosing one focuses it.
+// * The whole graph is drawn on request (group by "none"): its layout runs in a module worker
+//   (topology_layout_worker.js) and its elements are added a chunk per task, so that no task of ours
+//   holds the page for long. Long tasks are recorded (window.meshscope.longTasks) for the benchmark.
+// The page computes these subgraphs itself, from the live model it already holds (the websocket's snapshot
+// and its deltas): no request and no wait for the server when a group opens or the focus moves, and the
+// subgraph stays live with the same deltas. GET /api/topology/?focus=<service>&hops=<k> answers the same
+// neighbourhood to API users.
 import {
   h, qs, clear, getJSON, query, fmtRate, fmtPct, fmtMs, fmtTime, fmtAgo, setUpdated, setSources, setStatus,
   windowSelector, lineChart, chartBlock, debounce, traceLink, shorten, clipped, LABEL_CHARS,
@@ -8,27 +22,47 @@ import { LiveSocket } from "./live.js";
 import { THEME_EVENT } from "./page.js";
 import { graphSvg } from "./graph_svg.js";
 import { linkState, addShortcut } from "./navigation.js";
+import { layeredPositions, neighbourhood, neighbours } from "./topology_layout.js";
 
 const COLORS = graphColors(); // the theme's, read again when it changes
 const AUTO_GROUP_ABOVE = 300;
+const MAX_HOPS = 3;
+// A view of at most this many elements is drawn in one task (a grouped view, a focus, an expanded group:
+// a few milliseconds); a larger one in chunks of CHUNK elements, one task each.
+const DRAW_AT_ONCE_MAX = 3000;
+const CHUNK = 1500;
+const SUGGESTIONS = 20;
 const container = qs("#graph");
 const params = new URLSearchParams(location.search);
 
-const model = { nodes: new Map(), edges: new Map(), meta: {} };
+const model = { nodes: new Map(), edges: new Map(), meta: {}, live: false };
 const ui = {
   text: qs("#filter-text").value.trim().toLowerCase(),
   health: "",
   group: ["prefix", "tag"].includes(params.get("group")) ? params.get("group") : "",
   groupChosen: params.has("group"), // otherwise a large mesh starts grouped
   autoGrouped: false,
+  expanded: params.get("expand") || "", // the one group drawn as its services
   hideIdle: false,
   focus: container.dataset.focus || "",
+  hops: hopsFrom(params.get("hops")),
   replayMinutes: 0,
   replayUntil: "", // the replayed window's end, fixed when chosen (ISO): a link to it shows the same minutes
   selected: null, // {kind: "node"|"edge", id}
 };
-const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null };
+// longTasks: every long task (over 50 ms) of the page as the browser reports it, {start, duration} in ms.
+const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null, view: "", longTasks: [] };
 window.meshscope = meshscope;
+if (PerformanceObserver.supportedEntryTypes.includes("longtask")) {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) meshscope.longTasks.push({ start: entry.startTime, duration: entry.duration });
+  }).observe({ type: "longtask", buffered: true });
+}
+
+function hopsFrom(value) {
+  const hops = Number.parseInt(value, 10);
+  return hops >= 1 && hops <= MAX_HOPS ? hops : 1;
+}
 
 const cy = cytoscape({
   container,
@@ -96,7 +130,9 @@ function graphStyle() {
       },
     },
     { selector: "edge.async", style: { "line-style": "dashed", "line-dash-pattern": [6, 4], "target-arrow-shape": "vee" } },
-    { selector: "edge.large", style: { "curve-style": "straight", "arrow-scale": 0.6 } },
+    // Thousands of edges: haystack lines (cytoscape's cheapest: no curve, no arrow to compute), the
+    // direction read from the layout, whose calls go left to right.
+    { selector: "edge.large", style: { "curve-style": "haystack", "haystack-radius": 0, "target-arrow-shape": "none" } },
     // Thousands of edge labels cost seconds to lay out and are unreadable anyway: on a large graph an
     // edge shows its label when it is selected, hovered or next to a focused or hovered node.
     { selector: "edge.quiet", style: { label: "" } },
@@ -108,27 +144,68 @@ function graphStyle() {
 
 // --- the model: snapshot and deltas -------------------------------------------------------------
 
-// The live view carries each record's calls in the window and the seconds the window covers; the API
-// (replay) gives rates. Either way a record leaves here with its rps.
-function withRate(record, covered) {
-  return record.rps === undefined ? { ...record, rps: covered ? Math.round((record.count / covered) * 1000) / 1000 : 0 } : record;
+// A record's calls per second. /api/topology/ (the replay) gives each node and edge its rps; the live
+// view gives its count of calls in the window and, once, the seconds its rollups cover (covered_seconds),
+// so that a delta carries the records whose traffic changed and not every rate as the window slides.
+// Rounded as the server rounds its rps (topology.window.Window.per_second): both show the same figure.
+function rate(record) {
+  if (record.rps !== undefined && record.rps !== null) return record.rps;
+  const covered = model.meta.covered_seconds;
+  return covered && record.count ? Math.round((record.count / covered) * 1000) / 1000 : 0;
 }
 
-function load(data) {
-  model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), withRate(n, data.covered_seconds)]));
-  if (!ui.groupChosen && !ui.focus && !ui.text && model.nodes.size > AUTO_GROUP_ABOVE) {
-    // Hundreds of services are a hairball: start with one node per group (click a group to open it).
+function metaOf(data) {
+  return {
+    window: data.window, until: data.until, generated_at: data.generated_at, sources: data.sources,
+    covered_seconds: data.covered_seconds,
+  };
+}
+
+// live: the data is the live view's state (a delta then updates the model in place), not a replay.
+function load(data, live = false) {
+  model.live = live;
+  model.nodes = new Map((data.nodes || []).map((n) => [String(n.id), n]));
+  if (!ui.groupChosen && !ui.text && model.nodes.size > AUTO_GROUP_ABOVE) {
+    // Hundreds of services are a hairball: start with one node per group (tap a group to expand it). A
+    // focus from a link is drawn first; clearing it comes back to the groups, not to every service.
     ui.group = "prefix";
     ui.groupChosen = true;
     ui.autoGrouped = true;
     qs("#group-by").value = "prefix";
   }
-  model.edges = new Map((data.edges || []).map((e) => [String(e.id), withRate(e, data.covered_seconds)]));
-  model.meta = { window: data.window, until: data.until, generated_at: data.generated_at, sources: data.sources };
+  model.edges = new Map((data.edges || []).map((e) => [String(e.id), e]));
+  model.meta = metaOf(data);
+  suggestNames();
   draw();
   setUpdated(data.generated_at || data.until);
   setSources(data.sources);
   openLinkedSelection();
+}
+
+// A delta applied to the model in place: what it upserts and removes, not the whole state again. On the
+// whole graph only the elements of those records are drawn again (drawChanged).
+function applyDelta(state, changes) {
+  const touched = { nodes: [], edges: [] };
+  let rates = false;
+  for (const [key, change] of Object.entries(changes || {})) {
+    if (key === "nodes" || key === "edges") {
+      if ("set" in change) return load(state, true);
+      for (const id of change.remove || []) {
+        model[key].delete(String(id));
+        touched[key].push(String(id));
+      }
+      for (const record of change.upsert || []) {
+        model[key].set(String(record.id), record);
+        touched[key].push(String(record.id));
+      }
+    } else if (key === "covered_seconds") rates = true;
+  }
+  model.meta = metaOf(state);
+  if (touched.nodes.length) suggestNames();
+  if (meshscope.view === "whole" && !rates && !drawing) drawChanged(touched);
+  else draw({ fromData: true });
+  setUpdated(state.generated_at || state.until);
+  setSources(state.sources);
 }
 
 // --- what is visible: filters, focus, grouping ------------------------------------------------
@@ -146,7 +223,7 @@ function matches(node) {
   }
   if (ui.health === "errors" && !(node.error_rate > 0)) return false;
   if (ui.health && ui.health !== "errors" && (node.health || "unknown") !== ui.health) return false;
-  if (ui.hideIdle && !(node.rps > 0)) return false;
+  if (ui.hideIdle && !(rate(node) > 0)) return false;
   return true;
 }
 
@@ -156,48 +233,80 @@ function groupOf(node) {
   return null;
 }
 
-function visible() {
-  let nodes = Array.from(model.nodes.values());
-  let edges = Array.from(model.edges.values());
-  if (ui.focus && model.nodes.has(ui.focus)) {
-    const near = new Set([ui.focus]);
-    for (const e of edges) {
-      if (e.source === ui.focus) near.add(e.target);
-      if (e.target === ui.focus) near.add(e.source);
-    }
-    nodes = nodes.filter((n) => near.has(n.id));
-  }
-  nodes = nodes.filter((n) => matches(n) || n.id === ui.focus);
-  const keep = new Set(nodes.map((n) => n.id));
-  edges = edges.filter((e) => keep.has(e.source) && keep.has(e.target));
-  if (!ui.group || ui.focus) return { nodes: nodes.map(nodeElement), edges: edges.map(edgeElement), grouped: false };
+// Edges drawn in the view being built: large views get cheaper edges (edgeElement's classes).
+let drawnEdges = 0;
 
-  // Collapse groups into one node each; edges between groups are summed.
+// What the view shows. kind: "focus" (a service's neighbourhood), "whole" (every service that the filters
+// keep), "grouped" (groups, one of them perhaps expanded). nodes and edges are model records when
+// `records` (built into elements as they are drawn, a chunk at a time), else cytoscape elements.
+function visible() {
+  if (ui.focus && model.nodes.has(ui.focus)) {
+    const near = neighbourhood(neighbours(model.edges.values()), ui.focus, ui.hops);
+    const nodes = [];
+    for (const id of near) {
+      const n = model.nodes.get(id);
+      if (n && (matches(n) || id === ui.focus)) nodes.push(n);
+    }
+    const keep = new Set(nodes.map((n) => n.id));
+    const edges = Array.from(model.edges.values()).filter((e) => keep.has(e.source) && keep.has(e.target));
+    drawnEdges = edges.length;
+    return { kind: "focus", nodes, edges, records: true };
+  }
+  const nodes = Array.from(model.nodes.values()).filter(matches);
+  const keep = new Set(nodes.map((n) => n.id));
+  const edges = Array.from(model.edges.values()).filter((e) => keep.has(e.source) && keep.has(e.target));
+  if (!ui.group) {
+    drawnEdges = edges.length;
+    return { kind: "whole", nodes, edges, records: true };
+  }
+
+  // One node per group, but for the expanded group's services; edges between two drawn nodes are summed.
   const groups = new Map();
   const member = new Map();
+  const expanded = [];
   for (const n of nodes) {
     const key = groupOf(n);
+    if (key === ui.expanded) {
+      member.set(n.id, n.id);
+      expanded.push(n);
+      continue;
+    }
     member.set(n.id, `group:${key}`);
     const g = groups.get(key) || { key, count: 0, rps: 0, errors: 0, worst: "passing", tags: [] };
     g.count += 1;
-    g.rps += n.rps || 0;
-    g.errors += (n.rps || 0) * (n.error_rate || 0);
+    g.rps += rate(n);
+    g.errors += rate(n) * (n.error_rate || 0);
     const rank = { critical: 3, warning: 2, unknown: 1, passing: 0 };
     if (rank[nodeHealth(n)] > rank[g.worst]) g.worst = nodeHealth(n);
     groups.set(key, g);
   }
+  const single = [];
   const gEdges = new Map();
   for (const e of edges) {
     const s = member.get(e.source), t = member.get(e.target);
+    if (s === e.source && t === e.target) {
+      single.push(e); // within the expanded group
+      continue;
+    }
+    // With a group expanded, only the calls to and from its services are drawn.
+    if (expanded.length && s !== e.source && t !== e.target) continue;
     const id = `${s}->${t}:${e.sync}`;
     const g = gEdges.get(id) || { id, source: s, target: t, sync: e.sync, rps: 0, errors: 0, p95_ms: 0, count: 0, grouped: true };
-    g.rps += e.rps || 0;
-    g.errors += (e.rps || 0) * (e.error_rate || 0);
+    g.rps += rate(e);
+    g.errors += rate(e) * (e.error_rate || 0);
     g.p95_ms = Math.max(g.p95_ms, e.p95_ms || 0);
     g.count += 1;
     gEdges.set(id, g);
   }
-  const gNodes = Array.from(groups.values()).map((g) => ({
+  // With a group expanded, the other groups drawn are those its services call or are called by.
+  let shown = Array.from(groups.values());
+  if (expanded.length) {
+    const linked = new Set();
+    for (const g of gEdges.values()) linked.add(g.source).add(g.target);
+    shown = shown.filter((g) => linked.has(`group:${g.key}`));
+  }
+  drawnEdges = single.length + gEdges.size;
+  const gNodes = shown.map((g) => ({
     data: {
       id: `group:${g.key}`, group: g.key, name: g.key, label: `${shorten(g.key)} (${g.count})`, color: COLORS[g.worst], border: COLORS[g.worst],
       size: 34 + Math.min(30, Math.log10(1 + g.rps) * 10), rps: g.rps,
@@ -207,30 +316,39 @@ function visible() {
   const edgeEls = Array.from(gEdges.values()).map((g) =>
     edgeElement({ ...g, error_rate: g.rps ? g.errors / g.rps : 0, protocol: `${g.count} edges` }),
   );
-  return { nodes: gNodes, edges: edgeEls, grouped: true };
+  return {
+    kind: "grouped",
+    nodes: [...gNodes, ...expanded.map(nodeElement)],
+    edges: [...edgeEls, ...single.map(edgeElement)],
+    records: false,
+    groups: shown.length,
+    services: expanded.length,
+  };
 }
 
 function nodeElement(n) {
   const health = nodeHealth(n);
+  const rps = rate(n);
   return {
     data: {
       id: n.id,
       name: n.name,
-      label: n.rps > 0 ? `${shorten(n.name)}\n${fmtRate(n.rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : shorten(n.name),
+      label: rps > 0 ? `${shorten(n.name)}\n${fmtRate(rps)}${n.error_rate > 0 ? " · " + fmtPct(n.error_rate) : ""}` : shorten(n.name),
       // Fill: the worse of Consul's health and the error rate; ring: Consul's own health.
       color: COLORS[health] || COLORS.unknown,
       border: n.health && n.health !== "unknown" ? COLORS[n.health] : n.health_stale ? COLORS.label : COLORS.labelBackground,
       stale: Boolean(n.health_stale),
-      size: 22 + Math.min(26, Math.log10(1 + (n.rps || 0)) * 12),
-      rps: n.rps || 0,
+      size: 22 + Math.min(26, Math.log10(1 + rps) * 12),
+      rps,
     },
     classes: n.id === ui.focus ? "focus" : "",
   };
 }
 
 function edgeElement(e) {
+  const rps = rate(e);
   const color = e.error_rate >= 0.05 ? COLORS.critical : e.error_rate >= 0.01 ? COLORS.warning : e.sync === "async" ? COLORS.async : COLORS.edge;
-  const parts = [fmtRate(e.rps)];
+  const parts = [fmtRate(rps)];
   if (e.error_rate > 0) parts.push(fmtPct(e.error_rate));
   if (e.p95_ms !== null && e.p95_ms !== undefined) parts.push(`p95 ${fmtMs(e.p95_ms)}`);
   if (e.sync === "async" && e.topic) parts.unshift(`⇢ ${shorten(e.topic)}`);
@@ -238,117 +356,117 @@ function edgeElement(e) {
     data: {
       id: `edge:${e.id}`, edge: e.id, source: e.source, target: e.target, label: parts.join(" · "), color,
       tooltip: `${e.source} → ${e.target}${e.topic ? ` via ${e.topic}` : ""}`,
-      width: 1 + Math.min(9, Math.log2(1 + (e.rps || 0)) * 1.5), grouped: Boolean(e.grouped),
+      width: 1 + Math.min(9, Math.log2(1 + rps) * 1.5), grouped: Boolean(e.grouped),
     },
-    classes: [e.sync === "async" ? "async" : "", model.edges.size > 1500 ? "large" : "", model.edges.size > 400 && !ui.focus ? "quiet" : ""].join(" ").trim(),
+    classes: [e.sync === "async" ? "async" : "", drawnEdges > 1500 ? "large" : "", drawnEdges > 400 && !ui.focus ? "quiet" : ""].join(" ").trim(),
   };
 }
 
-// --- layout: layered left to right, in O(nodes + edges), stable for the same graph -------------------
+// --- layout: topology_layout.js, on the main thread for a small view, in a worker for a large one ------
 
-function layeredPositions(nodes, edges) {
-  const ids = nodes.map((n) => n.data.id);
-  const out = new Map(ids.map((id) => [id, []]));
-  const callers = new Map(ids.map((id) => [id, []]));
-  const indeg = new Map(ids.map((id) => [id, 0]));
-  for (const e of edges) {
-    if (e.data.source === e.data.target || !out.has(e.data.source) || !indeg.has(e.data.target)) continue;
-    out.get(e.data.source).push(e.data.target);
-    callers.get(e.data.target).push(e.data.source);
-    indeg.set(e.data.target, indeg.get(e.data.target) + 1);
-  }
-  const rank = new Map();
-  const sorted = [...ids].sort();
-  const isolated = sorted.filter((id) => indeg.get(id) === 0 && out.get(id).length === 0);
-  const isolatedSet = new Set(isolated);
-  // Breadth first from the roots (callers nobody calls), then from whatever a cycle kept unreached.
-  const bfs = (starts) => {
-    const queue = [...starts];
-    for (const id of starts) rank.set(id, 0);
-    for (let i = 0; i < queue.length; i++) {
-      const id = queue[i];
-      for (const next of out.get(id)) {
-        if (!rank.has(next)) {
-          rank.set(next, rank.get(id) + 1);
-          queue.push(next);
-        }
+let worker = null;
+let layouts = 0;
+const layoutsWaiting = new Map();
+
+// The positions of a large view, computed by the worker: node ids, and the edges as pairs of indexes into
+// them (an Int32Array, transferred). Falls back to the main thread when the worker cannot start.
+function layoutOffThread(ids, edges) {
+  const index = new Map(ids.map((id, i) => [id, i]));
+  const pairs = new Int32Array(edges.length * 2);
+  edges.forEach((e, i) => {
+    pairs[2 * i] = index.get(e.source);
+    pairs[2 * i + 1] = index.get(e.target);
+  });
+  return new Promise((resolve) => {
+    const id = ++layouts;
+    layoutsWaiting.set(id, { ids, resolve });
+    try {
+      if (!worker) {
+        worker = new Worker(new URL("./topology_layout_worker.js", import.meta.url), { type: "module" });
+        worker.addEventListener("message", (event) => {
+          const waiting = layoutsWaiting.get(event.data.id);
+          layoutsWaiting.delete(event.data.id);
+          const xy = event.data.xy;
+          waiting.resolve(new Map(waiting.ids.map((node, i) => [node, { x: xy[2 * i], y: xy[2 * i + 1] }])));
+        });
       }
+      worker.postMessage({ id, ids, pairs }, [pairs.buffer]);
+    } catch (error) {
+      layoutsWaiting.delete(id);
+      resolve(layeredPositions(ids, edges.map((e) => [e.source, e.target])));
     }
-  };
-  bfs(sorted.filter((id) => indeg.get(id) === 0 && !isolatedSet.has(id)));
-  for (const id of sorted) if (!rank.has(id) && !isolatedSet.has(id)) bfs([id]);
-
-  const columns = [];
-  for (const id of sorted) {
-    if (isolatedSet.has(id)) continue;
-    const r = rank.get(id);
-    (columns[r] = columns[r] || []).push(id);
-  }
-  const positions = new Map();
-  const perColumn = Math.max(10, Math.ceil(Math.sqrt(ids.length) * 1.2));
-  const yOf = new Map();
-  let x = 0;
-  const dx = 230, dy = 78;
-  for (const column of columns) {
-    if (!column) continue;
-    // Order by the mean position of the callers already placed: fewer crossings, cheaply.
-    const weight = (id) => {
-      let sum = 0, n = 0;
-      for (const source of callers.get(id)) if (yOf.has(source)) { sum += yOf.get(source); n += 1; }
-      return n ? sum / n : Infinity;
-    };
-    const keyed = column.map((id) => [weight(id), id]);
-    keyed.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1));
-    const slices = Math.ceil(keyed.length / perColumn);
-    for (let s = 0; s < slices; s++) {
-      const slice = keyed.slice(s * perColumn, (s + 1) * perColumn);
-      const top = -((slice.length - 1) * dy) / 2;
-      slice.forEach(([, id], i) => {
-        const y = top + i * dy + (s % 2 ? dy / 2 : 0);
-        positions.set(id, { x, y });
-        yOf.set(id, y);
-      });
-      x += dx;
-    }
-  }
-  // Services without edges: a grid under the graph.
-  const maxY = Math.max(0, ...Array.from(positions.values()).map((p) => p.y));
-  const cols = Math.max(4, Math.ceil(Math.sqrt(isolated.length * 2)));
-  isolated.forEach((id, i) => positions.set(id, { x: (i % cols) * 170, y: maxY + 140 + Math.floor(i / cols) * 64 }));
-  return positions;
+  });
 }
 
 // --- drawing: add, update and remove elements, keeping the user's viewport ------------------------
 
-let structureKey = "";
+let drawToken = 0; // the latest draw: an earlier one still adding chunks stops at its next chunk
+let drawing = null; // the chunked draw in progress, if any: {token, dataWaiting}
 
-function draw() {
+function element(view, record, isEdge) {
+  if (!view.records) return record;
+  return isEdge ? edgeElement(record) : nodeElement(record);
+}
+
+function elementId(view, item, isEdge) {
+  if (!view.records) return item.data.id;
+  return isEdge ? `edge:${item.id}` : item.id;
+}
+
+// Sets what changed of a drawn element; returns whether anything did.
+function update(existing, el) {
+  const data = existing.data();
+  let changed = false;
+  for (const [key, value] of Object.entries(el.data)) {
+    if (data[key] !== value) {
+      changed = true;
+      break;
+    }
+  }
+  if (changed) existing.data(el.data);
+  const classes = el.classes || "";
+  if (existing.classes().join(" ") !== classes) existing.classes(classes);
+  return changed;
+}
+
+// fromData: a live delta asks for it. While a chunked draw runs, that only notes that the model moved on
+// (drawn again at its end); a user's request supersedes the running draw.
+function draw({ fromData = false } = {}) {
+  if (fromData && drawing) {
+    drawing.dataWaiting = true;
+    return;
+  }
   const started = performance.now();
-  const phases = {};
-  const { nodes, edges } = visible();
-  phases.visible = performance.now() - started;
-  const key = nodes.map((n) => n.data.id).join("\u0000") + "\u0001" + edges.map((e) => e.data.source + ">" + e.data.target).join("\u0000");
-  const relayout = key !== structureKey;
-  structureKey = key;
+  const token = ++drawToken;
+  const view = visible();
+  meshscope.view = view.kind;
+  if (view.nodes.length + view.edges.length > DRAW_AT_ONCE_MAX || cy.elements().length > DRAW_AT_ONCE_MAX) {
+    drawInChunks(view, started, token);
+    return;
+  }
+  drawing = null;
+  const phases = { visible: performance.now() - started };
+  const nodes = view.nodes.map((n) => element(view, n, false));
+  const edges = view.edges.map((e) => element(view, e, true));
   const wanted = new Set([...nodes, ...edges].map((el) => el.data.id));
+  let relayout = false;
   cy.batch(() => {
-    cy.elements().forEach((el) => {
-      if (!wanted.has(el.id())) el.remove();
-    });
+    const gone = cy.elements().filter((el) => !wanted.has(el.id()));
+    relayout = gone.nonempty();
+    gone.remove();
     const add = [];
     for (const el of [...nodes, ...edges]) {
       const existing = cy.getElementById(el.data.id);
-      if (existing.nonempty()) {
-        existing.data(el.data);
-        existing.classes(el.classes || "");
-      } else {
-        add.push({ group: el.data.source ? "edges" : "nodes", ...el });
-      }
+      if (existing.nonempty()) update(existing, el);
+      else add.push({ group: el.data.source ? "edges" : "nodes", ...el });
     }
-    if (add.length) cy.add(add);
+    if (add.length) {
+      relayout = true;
+      cy.add(add);
+    }
     phases.add = performance.now() - started;
     if (relayout) {
-      const positions = layeredPositions(nodes, edges);
+      const positions = layeredPositions(nodes.map((n) => n.data.id), edges.map((e) => [e.data.source, e.data.target]));
       phases.layout = performance.now() - started;
       cy.nodes().forEach((n) => {
         const p = positions.get(n.id());
@@ -360,14 +478,119 @@ function draw() {
   if (relayout) fit();
   phases.fit = performance.now() - started;
   meshscope.phases = phases;
+  drawn(view, started);
+}
+
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+// A large view, a task at a time: the elements that went removed, the layout computed in the worker
+// (when elements come or go), the new elements added with their positions, the others updated.
+async function drawInChunks(view, started, token) {
+  const run = { token, dataWaiting: false };
+  drawing = run;
+  const phases = {};
+  const current = () => token === drawToken;
+  const wanted = new Set();
+  for (const n of view.nodes) wanted.add(elementId(view, n, false));
+  for (const e of view.edges) wanted.add(elementId(view, e, true));
+  const gone = cy.elements().filter((el) => !wanted.has(el.id())).toArray();
+  // Edges first: removing a node removes its edges, cytoscape's costliest removal.
+  gone.sort((a, b) => Number(b.isEdge()) - Number(a.isEdge()));
+  const fresh = [];
+  const existing = [];
+  const items = [...view.nodes.map((n) => [n, false]), ...view.edges.map((e) => [e, true])];
+  for (const [item, isEdge] of items) {
+    (cy.getElementById(elementId(view, item, isEdge)).nonempty() ? existing : fresh).push([item, isEdge]);
+  }
+  phases.visible = performance.now() - started;
+  await nextTask();
+  if (!current()) return;
+  for (let i = 0; i < gone.length; i += CHUNK) {
+    cy.batch(() => cy.collection(gone.slice(i, i + CHUNK)).remove());
+    await nextTask();
+    if (!current()) return;
+  }
+  const relayout = gone.length > 0 || fresh.length > 0;
+  let positions = null;
+  if (relayout) {
+    const ids = view.nodes.map((n) => elementId(view, n, false));
+    const edges = view.edges.map((e) => (view.records ? e : e.data));
+    positions = await layoutOffThread(ids, edges);
+    phases.layout = performance.now() - started;
+    if (!current()) return;
+  }
+  for (let i = 0; i < fresh.length; i += CHUNK) {
+    const add = fresh.slice(i, i + CHUNK).map(([item, isEdge]) => {
+      const el = element(view, item, isEdge);
+      return isEdge ? { group: "edges", ...el } : { group: "nodes", ...el, position: positions.get(el.data.id) };
+    });
+    cy.batch(() => cy.add(add));
+    await nextTask();
+    if (!current()) return;
+  }
+  phases.add = performance.now() - started;
+  for (let i = 0; i < existing.length; i += CHUNK) {
+    cy.batch(() => {
+      for (const [item, isEdge] of existing.slice(i, i + CHUNK)) {
+        const el = element(view, item, isEdge);
+        const drawnEl = cy.getElementById(el.data.id);
+        update(drawnEl, el);
+        if (positions && !isEdge) drawnEl.position(positions.get(el.data.id));
+      }
+    });
+    await nextTask();
+    if (!current()) return;
+  }
+  phases.batch = performance.now() - started;
+  if (relayout) fit();
+  meshscope.phases = phases;
+  drawing = null;
+  drawn(view, started);
+  if (run.dataWaiting) draw({ fromData: true });
+}
+
+// The whole graph after a delta: only the elements of the records it carried are drawn again. A record
+// that appears, goes, or moves in or out of the filters changes the structure: drawn whole again.
+function drawChanged(touched) {
+  const started = performance.now();
+  const elements = [];
+  for (const id of touched.nodes) {
+    const n = model.nodes.get(id);
+    const shown = Boolean(n && matches(n));
+    if (shown !== cy.getElementById(id).nonempty()) return draw({ fromData: true });
+    if (shown) elements.push(nodeElement(n));
+  }
+  for (const id of touched.edges) {
+    const e = model.edges.get(id);
+    const ends = e && [e.source, e.target].every((end) => model.nodes.has(end) && matches(model.nodes.get(end)));
+    if (Boolean(ends) !== cy.getElementById(`edge:${id}`).nonempty()) return draw({ fromData: true });
+    if (ends) elements.push(edgeElement(e));
+  }
+  cy.batch(() => elements.forEach((el) => update(cy.getElementById(el.data.id), el)));
+  drawn({ kind: "whole" }, started);
+}
+
+// After a draw: the counts, the focus and expansion boxes, the link; the time until the frame is painted.
+function drawn(view, started) {
   if (ui.selected) cy.getElementById(ui.selected.elementId).select();
   qs("#graph-empty").hidden = model.nodes.size > 0;
-  qs("#graph-counts").textContent = ui.group
-    ? `${cy.nodes().length} groups of ${model.nodes.size} services${ui.autoGrouped ? " (grouped automatically)" : ""} · ${cy.edges().length} edges`
-    : `${cy.nodes().length} of ${model.nodes.size} services · ${cy.edges().length} edges`;
-  qs("#focus-box").hidden = !ui.focus;
-  qs("#focus-name").textContent = ui.focus;
-  qs("#focus-name").title = ui.focus;
+  const nodes = cy.nodes().length, edges = cy.edges().length;
+  const auto = ui.autoGrouped ? " (grouped automatically)" : "";
+  qs("#graph-counts").textContent =
+    view.kind === "grouped" && view.services
+      ? `${view.services} services of ${ui.expanded}, ${view.groups} groups of ${model.nodes.size} services${auto} · ${edges} edges`
+      : view.kind === "grouped"
+        ? `${nodes} groups of ${model.nodes.size} services${auto} · ${edges} edges`
+        : `${nodes} of ${model.nodes.size} services · ${edges} edges`;
+  const focused = view.kind === "focus";
+  qs("#focus-box").hidden = !focused;
+  qs("#focus-name").textContent = focused ? ui.focus : "";
+  qs("#focus-name").title = focused ? ui.focus : "";
+  qs("#hops").value = String(ui.hops);
+  const expanded = view.kind === "grouped" && Boolean(view.services);
+  qs("#expand-box").hidden = !expanded;
+  qs("#expand-name").textContent = expanded ? ui.expanded : "";
+  qs("#expand-name").title = expanded ? ui.expanded : "";
   meshscope.draws += 1;
   cy.one("render", () => {
     requestAnimationFrame(() => {
@@ -462,7 +685,7 @@ async function showNode(name) {
     h("div", {}, h("span", { class: `badge badge-${node.health || "unknown"}`, text: node.health || "unknown" }), " ",
       (d.tags || []).map((t) => h("span", { class: "tag", title: t, text: t }))),
     h("dl", { class: "kv" },
-      h("dt", { text: "Rate" }), h("dd", { text: `${fmtRate(node.rps)} · errors ${fmtPct(node.error_rate)}` }),
+      h("dt", { text: "Rate" }), h("dd", { text: `${fmtRate(rate(node))} · errors ${fmtPct(node.error_rate)}` }),
       h("dt", { text: "Source" }), h("dd", { text: d.source }),
       d.datacenter ? [h("dt", { text: "Datacenter" }), h("dd", { text: d.datacenter })] : null,
       h("dt", { text: "Balancing" }), h("dd", { text: d.balancing_policy || "not set (round robin assumed)" }),
@@ -539,14 +762,7 @@ async function showEdge(edge) {
 cy.on("tap", "node", (event) => {
   const data = event.target.data();
   if (data.group !== undefined) {
-    // Open a group: show its members.
-    ui.group = "";
-    ui.groupChosen = true;
-    ui.autoGrouped = false;
-    qs("#group-by").value = "";
-    qs("#filter-text").value = data.group;
-    ui.text = String(data.group).toLowerCase();
-    draw();
+    expand(data.group);
     return;
   }
   showNode(data.id);
@@ -567,14 +783,19 @@ cy.on("mouseover", "node, edge", (event) => {
 cy.on("mouseout", "node, edge", () => {
   container.title = "";
 });
+// Fading the rest restyles every element: on a large graph only the neighbourhood's edges are marked.
+const FADE_MAX = 3000;
 cy.on("mouseover", "node", (event) => {
   const hood = event.target.closedNeighborhood();
   cy.batch(() => {
-    cy.elements().not(hood).addClass("faded");
+    if (cy.elements().length <= FADE_MAX) cy.elements().not(hood).addClass("faded");
     hood.edges().addClass("hover");
   });
 });
-cy.on("mouseout", "node", () => cy.batch(() => cy.elements().removeClass("faded hover")));
+cy.on("mouseout", "node", (event) => cy.batch(() => {
+  if (cy.elements().length <= FADE_MAX) cy.elements().removeClass("faded");
+  event.target.closedNeighborhood().edges().removeClass("hover");
+}));
 cy.on("mouseover", "edge", (event) => event.target.addClass("hover"));
 cy.on("mouseout", "edge", (event) => event.target.removeClass("hover"));
 
@@ -589,14 +810,79 @@ panelBody.addEventListener("click", (event) => {
 
 function setFocus(name) {
   ui.focus = name || "";
-  const url = new URL(location.href);
-  if (ui.focus) url.searchParams.set("focus", ui.focus);
-  else url.searchParams.delete("focus");
-  history.replaceState(null, "", url);
+  draw(); // the URL follows (linkView)
+}
+
+// One group drawn as its services (tapping another group expands that one instead); "" collapses it.
+function expand(group) {
+  ui.expanded = group || "";
   draw();
 }
 
 qs("#focus-clear").addEventListener("click", () => setFocus(""));
+qs("#expand-clear").addEventListener("click", () => expand(""));
+qs("#hops").addEventListener("change", (event) => {
+  ui.hops = hopsFrom(event.target.value);
+  draw();
+});
+
+// --- search: any service, drawn or not --------------------------------------------------------------
+// Suggestions are the first SUGGESTIONS names holding what is typed (those starting with it first), as
+// the datalist's option values: text, never markup. Choosing one (or Enter) focuses the service.
+const searchInput = qs("#search");
+const searchList = qs("#search-names");
+
+function suggestions(text) {
+  const needle = text.trim().toLowerCase();
+  if (!needle) return [];
+  const starting = [], holding = [];
+  for (const name of model.nodes.keys()) {
+    const at = name.toLowerCase().indexOf(needle);
+    if (at === 0) starting.push(name);
+    else if (at > 0) holding.push(name);
+  }
+  starting.sort();
+  holding.sort();
+  return [...starting, ...holding].slice(0, SUGGESTIONS);
+}
+
+function suggestNames() {
+  const names = suggestions(searchInput.value);
+  clear(searchList).append(...names.map((name) => h("option", { value: name })));
+  return names;
+}
+
+function jumpTo(name) {
+  searchInput.removeAttribute("aria-invalid");
+  ui.expanded = "";
+  setFocus(name);
+  showNode(name);
+}
+
+function searchChosen(exactOnly) {
+  const text = searchInput.value.trim();
+  if (!text) return;
+  if (model.nodes.has(text)) return jumpTo(text);
+  if (exactOnly) return;
+  const [best] = suggestions(text);
+  if (best) {
+    searchInput.value = best;
+    jumpTo(best);
+  } else searchInput.setAttribute("aria-invalid", "true");
+}
+
+searchInput.addEventListener("input", (event) => {
+  searchInput.removeAttribute("aria-invalid");
+  // A suggestion picked from the list arrives as one replacement of the whole text.
+  if (event.inputType === "insertReplacementText" || event.inputType === undefined) searchChosen(true);
+  else suggestNames();
+});
+searchInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    searchChosen(false);
+  }
+});
 qs("#filter-text").addEventListener("input", debounce((event) => {
   ui.text = event.target.value.trim().toLowerCase();
   draw();
@@ -607,10 +893,8 @@ qs("#group-by").addEventListener("change", (event) => {
   ui.group = event.target.value;
   ui.groupChosen = true;
   ui.autoGrouped = false;
-  const url = new URL(location.href);
-  url.searchParams.set("group", ui.group || "none");
-  history.replaceState(null, "", url);
-  draw();
+  ui.expanded = "";
+  draw(); // the URL follows (linkView): group=none asks for the whole graph
 });
 qs("#hide-idle").addEventListener("change", (event) => { ui.hideIdle = event.target.checked; draw(); });
 qs("#fit").addEventListener("click", fit);
@@ -651,7 +935,8 @@ const socket = new LiveSocket({
   window: currentWindow(),
   onData: (state, message) => {
     if (ui.replayMinutes) return;
-    load(state);
+    if (message.type === "delta" && model.live) applyDelta(state, message.changes);
+    else load(state, true);
     meshscope.seq = socket.seq;
     if (message.type === "delta" && Date.now() - lastPanelRefresh > 5000) {
       lastPanelRefresh = Date.now();
@@ -687,7 +972,7 @@ replayInput.addEventListener("change", () => {
     replay();
   } else {
     socket.setPaused(false);
-    if (socket.state) load(socket.state);
+    if (socket.state) load(socket.state, true);
     else if (!socket.ws) socket.setWindow(currentWindow()); // opened on a replay link: live for the first time
   }
   refreshPanel();
@@ -776,6 +1061,8 @@ function linkView() {
     idle: ui.hideIdle,
     group: ui.groupChosen && !ui.autoGrouped ? ui.group || "none" : "",
     focus: ui.focus,
+    hops: ui.focus && ui.hops !== 1 ? ui.hops : "",
+    expand: ui.group ? ui.expanded : "",
     until: ui.replayMinutes ? ui.replayUntil : "",
     node: selected.kind === "node" ? selected.id : "",
     edge: selected.kind === "edge" ? selected.id : "",
