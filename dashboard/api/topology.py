@@ -3,7 +3,8 @@ from typing import Any
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
@@ -11,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dashboard.api.params import window_from, window_parameters
+from dashboard.api.params import text_from, text_parameter, window_from, window_parameters
 from dashboard.api.schemas import BAD_REQUEST, UNAUTHORIZED, TopologySerializer, answers
 from topology.graph import topology_snapshot
 
@@ -20,14 +21,67 @@ DOT_MEDIA_TYPE = "text/vnd.graphviz"
 DOT_HEALTH_FILL = {"passing": "palegreen", "warning": "gold", "critical": "salmon", "unknown": "lightgray"}
 
 
+MAX_HOPS = 3
+
+
 class TopologyView(APIView):
     @extend_schema(
-        parameters=window_parameters(),
-        responses=answers(TopologySerializer),
-        description="Services and the calls between them over the window.",
+        parameters=[
+            *window_parameters(),
+            text_parameter(
+                "focus",
+                "A service's name: only the services at most `hops` calls from it (callers and callees, "
+                "followed both ways) and the calls among them. A service with no calls and no registration "
+                "in the window is a 404.",
+            ),
+            OpenApiParameter(
+                "hops",
+                {"type": "integer", "minimum": 1, "maximum": MAX_HOPS, "default": 1},
+                description=f"With `focus`: how many calls away, 1 to {MAX_HOPS}; 1 by default.",
+            ),
+        ],
+        responses=answers(TopologySerializer, not_found=True),
+        description="Services and the calls between them over the window; with `focus`, one service's "
+        "neighbourhood, as the topology page draws it.",
     )
     def get(self, request: Request) -> Response:
-        return Response(topology_snapshot(window_from(request)))
+        focus = text_from(request, "focus")
+        hops = _hops_from(request, focus)
+        snapshot = topology_snapshot(window_from(request))
+        return Response(neighbourhood(snapshot, focus, hops) if focus else snapshot)
+
+
+def _hops_from(request: Request, focus: str) -> int:
+    raw = request.query_params.get("hops")
+    if raw is None:
+        return 1
+    if not focus:
+        raise ValidationError({"hops": "only with focus"})
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOPS:
+        raise ValidationError({"hops": f"must be an integer from 1 to {MAX_HOPS}"})
+    return int(raw)
+
+
+def neighbourhood(snapshot: dict[str, Any], focus: str, hops: int) -> dict[str, Any]:
+    """``snapshot`` cut to the services at most ``hops`` calls from ``focus`` and the calls among them:
+    the subgraph the topology page draws for a focus (static/js/topology_layout.js, neighbourhood).
+    Computed from the whole snapshot, so it costs what the whole answer does on the server; it saves
+    the client the bytes (a 1-hop neighbourhood of 5,000 services is a few KiB of 7.7 MB)."""
+    if not any(node["id"] == focus for node in snapshot["nodes"]):
+        raise NotFound("No such service in the window.")
+    adjacent: dict[str, set[str]] = {}
+    for edge in snapshot["edges"]:
+        adjacent.setdefault(edge["source"], set()).add(edge["target"])
+        adjacent.setdefault(edge["target"], set()).add(edge["source"])
+    near, frontier = {focus}, {focus}
+    for _ in range(hops):
+        frontier = {other for name in frontier for other in adjacent.get(name, ())} - near
+        near |= frontier
+    return {
+        **snapshot,
+        "nodes": [node for node in snapshot["nodes"] if node["id"] in near],
+        "edges": [edge for edge in snapshot["edges"] if edge["source"] in near and edge["target"] in near],
+    }
 
 
 class _ErrorsAsJson(BaseContentNegotiation):
