@@ -30,7 +30,7 @@ const MAX_HOPS = 3;
 // A view of at most this many elements is drawn in one task (a grouped view, a focus, an expanded group:
 // a few milliseconds); a larger one in chunks of CHUNK elements, one task each.
 const DRAW_AT_ONCE_MAX = 3000;
-const CHUNK = 1500;
+const CHUNK = 4000;
 const SUGGESTIONS = 20;
 const container = qs("#graph");
 const params = new URLSearchParams(location.search);
@@ -485,7 +485,7 @@ const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 // A large view, a task at a time: the elements that went removed, the layout computed in the worker
 // (when elements come or go), the new elements added with their positions, the others updated. Each
-// chunk's own work costs 10-40 ms; cytoscape paints between chunks, and a frame of the whole graph costs
+// chunk's own work costs 30-80 ms; cytoscape paints between chunks, and a frame of the whole graph costs
 // it 400-600 ms here (25,000 edges, chromium without a GPU): those paints are the long tasks that remain.
 // Keeping cytoscape batching from task to task paints once instead, but as one 4-second task.
 async function drawInChunks(view, started, token) {
