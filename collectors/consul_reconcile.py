@@ -24,7 +24,7 @@ from typing import Any, TypedDict, TypeGuard
 
 from django.db import connection, models, transaction
 
-from topology.changes import REGISTRY_VIEWS, TRAFFIC_VIEWS, announce_on_commit
+from topology.changes import REGISTRY_VIEWS, TRAFFIC_VIEWS, ChangedRows, announce_on_commit
 from topology.instance_identity import absorb, hold_identity_lock, unify
 from topology.models import Instance, Service
 from topology.models.services import BalancingPolicy, Health
@@ -303,8 +303,14 @@ def _reconcile_batch(datacenter: str, answers: dict[str, list[Any]], now: dateti
     Instance.objects.filter(pk__in=plan.revived).update(merged_into=None)
     _merge(plan.merges, now)
     changed = bool(plan.to_create or plan.to_update or plan.services_changed or plan.revived or plan.merges)
-    if changed:
-        announce_on_commit(*REGISTRY_VIEWS, *(TRAFFIC_VIEWS if plan.merges else ()))
+    if changed and plan.merges:
+        # Merged instances' requests moved: the traffic views are read afresh.
+        announce_on_commit(*REGISTRY_VIEWS, *TRAFFIC_VIEWS)
+    elif changed:
+        services = {instance.service_id for instance in (*plan.to_create, *plan.to_update)}
+        services |= {service.pk for service in plan.services_changed}
+        services |= set(Instance.objects.filter(pk__in=plan.revived).values_list("service_id", flat=True))
+        announce_on_commit(*REGISTRY_VIEWS, rows=ChangedRows(services=frozenset(services)))
     return changed
 
 

@@ -5,8 +5,9 @@ an instance that came or went during the window, the part of the window it was t
 update recomputes the summaries of the services whose instances served requests since the last one,
 those the registry changed, and those with an instance that came or went within the longest window
 (their owed share moves with the clock), with a ``BalancerWindow`` that reads only their rollups.
-When the minute turns the window's minutes change for every service, and so does the rows' set: the
-overview is then read whole, once a minute (1.4 s at 5,000 services; every 5 s before).
+When the minutes a window reads change (those from its start, up to but not including its end: they
+change when either bound passes a minute), they change for every service: the overview is then read
+whole, once a minute (1.4 s at 5,000 services; every 5 s before).
 """
 
 from collections.abc import Collection, Iterable
@@ -32,7 +33,7 @@ class LiveBalancers:
     def __init__(self, windows: Iterable[int] = LIVE_WINDOW_SECONDS) -> None:
         self.windows = tuple(sorted(set(windows)))
         self.records: dict[int, dict[int, dict[str, Any]]] = {seconds: {} for seconds in self.windows}
-        self.minute: datetime | None = None
+        self.bounds: tuple[datetime, ...] = ()
         self.freshness: HealthFreshness | None = None
         self.built = False
 
@@ -44,11 +45,11 @@ class LiveBalancers:
         return {**self.header(seconds, now), "services": records}
 
     def rebuild(self, now: datetime) -> dict[int, RecordChanges]:
-        self.minute, self.freshness, self.built = minute_floor(now), HealthFreshness.now(), True
+        self.bounds, self.freshness, self.built = self._bounds(now), HealthFreshness.now(), True
         return self._refresh(now, None)
 
     def update(self, now: datetime, changed: ChangedRows) -> dict[int, RecordChanges]:
-        if not self.built or minute_floor(now) != self.minute or HealthFreshness.now() != self.freshness:
+        if not self.built or self._bounds(now) != self.bounds or HealthFreshness.now() != self.freshness:
             return self.rebuild(now)
         services = set(changed.services)
         if changed.instance_rollups:
@@ -65,6 +66,13 @@ class LiveBalancers:
         )
         return self._refresh(now, services)
 
+    def _bounds(self, now: datetime) -> tuple[datetime, ...]:
+        """The first minute each window reads and the first it does not (``BalancerWindow`` reads the
+        rollups with ``start <= minute < end``)."""
+        return tuple(
+            _minute_ceil(moment) for seconds in self.windows for moment in (now - timedelta(seconds=seconds), now)
+        )
+
     def _refresh(self, now: datetime, services: Collection[int] | None) -> dict[int, RecordChanges]:
         """Recomputes the summaries of ``services`` (None: of every service) in every window."""
         result = {}
@@ -79,3 +87,8 @@ class LiveBalancers:
                 changes.put("services", records, service_id, fresh.get(service_id))
             result[seconds] = changes
         return result
+
+
+def _minute_ceil(moment: datetime) -> datetime:
+    floor = minute_floor(moment)
+    return floor if floor == moment else floor + timedelta(minutes=1)

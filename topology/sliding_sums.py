@@ -166,7 +166,8 @@ class SlidingSums:
             return before | self.all_keys()
         old_recent_start, recent_start = self._recent_start(previous), self._recent_start(current)
         became_older = self._sums(old_recent_start, recent_start - timedelta(minutes=1))
-        changed: set[Key] = set()
+        # Keys of rows dated ahead of the clock were not in the recent sums: they change too.
+        changed: set[Key] = set(became_older)
         for seconds in self.windows:
             older = self.older[seconds]
             for key, sums in became_older.items():
