@@ -133,11 +133,12 @@ def session_cookie():
 
 def seed(services, edges, minutes=5, seed_value=4):
     """``services`` services in layers, ``edges`` edges from a layer to a later one (a tenth of them
-    asynchronous through a topic), one rollup row per edge and minute, and two instances per service."""
+    asynchronous through a topic), one rollup row per edge and minute, two instances per service, and
+    four entry routes for each service of the first layer."""
     from django.utils import timezone
 
-    from topology.latency import LatencyHistogram
-    from topology.models import EdgeRollup, Instance, InstanceRollup, Service
+    from topology.latency import LatencyHistogram, bucket_of
+    from topology.models import EdgeRollup, Instance, InstanceRollup, RouteRollup, Service
 
     rng = random.Random(seed_value)
     now = timezone.now()
@@ -192,6 +193,7 @@ def seed(services, edges, minutes=5, seed_value=4):
                 service_id=sid,
                 identity=f"i-{sid}-{k}",
                 in_consul=True,
+                first_seen=now - timedelta(days=1),  # long running: owed a whole share of every window
                 in_traces=True,
                 health=rng.choice(["passing"] * 8 + ["warning", "critical"]),
             )
@@ -204,6 +206,23 @@ def seed(services, edges, minutes=5, seed_value=4):
         [
             InstanceRollup(minute=minute, instance_id=iid, count=rng.randint(1, 400), errors=rng.randint(0, 4))
             for iid in Instance.objects.values_list("id", flat=True)
+            for minute in minutes_list
+        ],
+        batch_size=5000,
+    )
+    operations = ["GET /", "GET /search", "POST /cart", "POST /checkout"]
+    RouteRollup.objects.bulk_create(
+        [
+            RouteRollup(
+                minute=minute,
+                service_id=sid,
+                operation=operation,
+                count=rng.randint(1, 900),
+                errors=rng.randint(0, 9),
+                latency_buckets=LatencyHistogram({bucket_of(rng.lognormvariate(4, 0.7)): 5}).to_json(),
+            )
+            for sid in by_layer[0]
+            for operation in operations
             for minute in minutes_list
         ],
         batch_size=5000,
@@ -247,6 +266,64 @@ def change_one_percent(rng, keys, window):
     with transaction.atomic():
         batch.save()
         announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
+
+
+def change_one_percent_of(rng, model, window):
+    """1 % of the routes (or instances) get requests in the current minute, as ingestion writes them."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from topology.changes import TRAFFIC_VIEWS, announce_on_commit
+    from topology.models import RouteRollup
+    from topology.rollup_batch import RollupBatch
+
+    batch = RollupBatch()
+    now_us = int(timezone.now().timestamp() * 1_000_000)
+    fields = ("service_id", "operation") if model is RouteRollup else ("instance_id",)
+    keys = list(model.objects.values_list(*fields).distinct().order_by())
+    for key in rng.sample(keys, max(1, len(keys) // 100)):
+        for _ in range(rng.randint(1, 5)):
+            latency, error = rng.lognormvariate(3, 0.8), rng.random() < 0.02
+            if model is RouteRollup:
+                batch.add_route(now_us, key[0], key[1], latency, error)
+            else:
+                batch.add_instance(now_us, key[0], None, latency, error)
+    with transaction.atomic():
+        batch.save()
+        announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
+
+
+def other_views_figures(window, runs):
+    """The routes and balancer views: an update when 1 % of their rows changed, kept incrementally and
+    computed whole (their path before issue 11), one after the other."""
+    from dashboard.live import broadcast
+    from dashboard.live.protocol import encode
+    from topology.models import InstanceRollup, RouteRollup
+
+    rng = random.Random(12)
+    for view, model in (("routes", RouteRollup), ("balancers", InstanceRollup)):
+        broadcast.watch(view, window)
+        broadcast.broadcast(view)
+        figures_of = {}
+        for path_name, path in (
+            ("kept", lambda view=view: broadcast.broadcast(view)[0]),
+            ("whole", lambda view=view: broadcast._refresh_whole(view, window)),
+        ):
+            wall, sizes = [], []
+            for _ in range(runs):
+                change_one_percent_of(rng, model, window)
+                started = time.perf_counter()
+                message = path()
+                wall.append((time.perf_counter() - started) * 1000)
+                sizes.append(len(encode(message["changes"])) / 1024)
+            figures_of[path_name] = (wall, sizes)
+        kept, whole = figures_of["kept"], figures_of["whole"]
+        print(
+            f"live    {view}, 1% of rows changed{' ' * (20 - len(view))}{figures(kept[0])}   delta {statistics.median(kept[1]):.1f} KiB"
+        )
+        print(
+            f"live    ... computed whole and diffed     {figures(whole[0])}   {statistics.median(whole[0]) / statistics.median(kept[0]):.1f}x the kept"
+        )
 
 
 def live_figures(window, runs):
@@ -381,6 +458,7 @@ def main():
         _, times = timed(lambda: client.get(f"/api/topology/?window={window}"), args.runs)
         print(f"server  GET /api/topology/ (in process)    {figures(times)}")
         live_figures(window, args.runs)
+        other_views_figures(window, args.runs)
 
         cookie = session_cookie()
         with daphne(db) as url:
