@@ -14,6 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from dashboard.live.protocol import plain
 from topology.balancing import balancers_view
 from topology.changes import ChangedRows
 from topology.entry_routes import routes_view
@@ -162,3 +163,39 @@ def test_incremental_and_full_readings_agree_on_sqlite_too(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "4 passed" in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broadcast_reads_the_rows_writes_name_and_everything_when_a_write_names_none(redis_url):
+    from django.db.models import F
+
+    from dashboard.live import broadcast
+    from tests import seed
+    from topology.changes import TOPOLOGY, announce_on_commit
+    from topology.models import EdgeRollup
+
+    seed.seed_mesh(traces=1)
+    broadcast.watch(TOPOLOGY, 300)
+    [first] = broadcast.broadcast(TOPOLOGY)
+    row = EdgeRollup.objects.select_related("source", "target").latest("minute")
+    edge_id = f"{row.source.name}->{row.target.name}/{row.protocol}/{row.topic}"
+    before = broadcast._load_state(TOPOLOGY, 300)["data"]
+    count = next(edge["count"] for edge in before["edges"] if edge["id"] == edge_id)
+
+    # A change that no write named: the kept view does not read it...
+    EdgeRollup.objects.filter(pk=row.pk).update(count=F("count") + 1000)
+    announce_on_commit(TOPOLOGY, rows=ChangedRows())
+    [unnamed] = broadcast.broadcast(TOPOLOGY)
+    assert unnamed["seq"] == first["seq"] + 1 and "edges" not in unnamed["changes"]
+    # ...a write naming its row makes it read that row's edge, and only that edge...
+    announce_on_commit(TOPOLOGY, rows=ChangedRows(edge_rollups=frozenset({row.pk})))
+    [named] = broadcast.broadcast(TOPOLOGY)
+    assert [(edge["id"], edge["count"]) for edge in named["changes"]["edges"]["upsert"]] == [(edge_id, count + 1000)]
+    # ...and a write that names nothing (retention, a merge) makes it read everything afresh.
+    EdgeRollup.objects.filter(pk=row.pk).update(count=F("count") + 1000)
+    announce_on_commit(TOPOLOGY)
+    [afresh] = broadcast.broadcast(TOPOLOGY)
+    assert [(edge["id"], edge["count"]) for edge in afresh["changes"]["edges"]["upsert"]] == [(edge_id, count + 2000)]
+    stored = broadcast._load_state(TOPOLOGY, 300)
+    assert stored["seq"] == afresh["seq"]
+    assert stored["data"]["edges"] == plain(topology_view(Window(300, timezone.now())))["edges"]

@@ -333,7 +333,7 @@ def refresh_state(view: str, seconds: int) -> dict[str, Any] | None:
     """Recomputes the view, stores it with the next sequence number and returns the delta message
     (None when another process is computing it right now: the view stays marked, for the next slot)."""
     if view in INCREMENTAL_VIEWS:
-        return _refresh_incremental(view, (seconds,), None).get(seconds)
+        return _refresh_incremental(view, (seconds,)).get(seconds)
     return _refresh_whole(view, seconds)
 
 
@@ -405,7 +405,7 @@ def _take_changed_rows(view: str) -> ChangedRows | None:
     return ChangedRows(**{name: frozenset(ids[prefix]) for name, prefix in ROW_PREFIXES.items()})
 
 
-def _refresh_incremental(view: str, windows: tuple[int, ...], rows: ChangedRows | None) -> dict[int, dict[str, Any]]:
+def _refresh_incremental(view: str, windows: tuple[int, ...]) -> dict[int, dict[str, Any]]:
     """Updates the view from the rows that changed (or afresh) and stores and returns each window's delta."""
     client = redis_client()
     lock = key("compute", view)
@@ -415,8 +415,8 @@ def _refresh_incremental(view: str, windows: tuple[int, ...], rows: ChangedRows 
         return {}
     try:
         started = time.perf_counter()
-        if rows is None and view in _kept:
-            rows = _take_changed_rows(view)
+        # Taken under the lock and before any read: a rebuild reads what they name, too.
+        rows = _take_changed_rows(view)
         kept = _kept.get(view)
         if kept is None or not set(windows) <= set(kept.keeper.windows):
             kept = _kept[view] = _Kept(view, tuple(sorted(set(windows) | set(kept.keeper.windows if kept else ()))))
@@ -424,8 +424,6 @@ def _refresh_incremental(view: str, windows: tuple[int, ...], rows: ChangedRows 
         # No stored state (Redis restarted or flushed): what this process kept may be as old, read afresh.
         lost = any(_load_meta(view, seconds) is None for seconds in windows)
         if lost or rows is None or not kept.keeper.built or time.monotonic() - kept.rebuilt_at > REBUILD_SECONDS:
-            if rows is not None or kept.keeper.built:
-                _take_changed_rows(view)  # read afresh: what was marked is read too
             record_changes = kept.keeper.rebuild(now)
             kept.rebuilt_at = time.monotonic()
         else:
@@ -495,7 +493,7 @@ def broadcast(view: str) -> list[dict[str, Any]]:
     if view in INCREMENTAL_VIEWS:
         if not windows:
             return []
-        messages = _refresh_incremental(view, tuple(windows), _take_changed_rows(view) if view in _kept else None)
+        messages = _refresh_incremental(view, tuple(windows))
         for seconds, message in messages.items():
             _send(group_name(view, seconds), message)
         return list(messages.values())
