@@ -10,6 +10,9 @@
 // * The whole graph is drawn on request (group by "none"): its layout runs in a module worker
 //   (topology_layout_worker.js) and its elements are added a chunk per task, so that no task of ours
 //   holds the page for long. Long tasks are recorded (window.meshscope.longTasks) for the benchmark.
+// * A view of more than LOD_ABOVE edges draws a level of detail (see "level of detail" below): every
+//   node, but only the busiest edges while zoomed out, and every edge of the services in view once few
+//   enough are, with a note that says which.
 // The page computes these subgraphs itself, from the live model it already holds (the websocket's snapshot
 // and its deltas): no request and no wait for the server when a group opens or the focus moves, and the
 // subgraph stays live with the same deltas. GET /api/topology/?focus=<service>&hops=<k> answers the same
@@ -30,8 +33,15 @@ const MAX_HOPS = 3;
 // A view of at most this many elements is drawn in one task (a grouped view, a focus, an expanded group:
 // a few milliseconds); a larger one in chunks of CHUNK elements, one task each.
 const DRAW_AT_ONCE_MAX = 3000;
-const CHUNK = 4000;
+const CHUNK = 1000;
 const SUGGESTIONS = 20;
+// Level of detail. Cytoscape paints every edge in view on every frame: 25,000 edges cost 450-1,100 ms a
+// frame in this chromium without a GPU, 5,000 nodes alone 60-90 ms. A view with more than LOD_ABOVE edges
+// draws the OVERVIEW_EDGES busiest while zoomed out, and all the edges of the services in view once they
+// have at most DETAIL_EDGES; the selected or hovered service's edges are always drawn.
+const LOD_ABOVE = 1500;
+const OVERVIEW_EDGES = 600;
+const DETAIL_EDGES = 2500;
 const container = qs("#graph");
 const params = new URLSearchParams(location.search);
 
@@ -51,7 +61,7 @@ const ui = {
   selected: null, // {kind: "node"|"edge", id}
 };
 // longTasks: every long task (over 50 ms) of the page as the browser reports it, {start, duration} in ms.
-const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null, view: "", longTasks: [] };
+const meshscope = { model, ui, drawnMs: null, draws: 0, cy: null, view: "", longTasks: [], lod: null };
 window.meshscope = meshscope;
 if (PerformanceObserver.supportedEntryTypes.includes("longtask")) {
   new PerformanceObserver((list) => {
@@ -177,8 +187,11 @@ function load(data, live = false) {
   model.meta = metaOf(data);
   suggestNames();
   draw();
-  setUpdated(data.generated_at || data.until);
-  setSources(data.sources);
+  // The header in a task of its own: the first time formatting costs ~100 ms here (ICU's locale data).
+  setTimeout(() => {
+    setUpdated(data.generated_at || data.until);
+    setSources(data.sources);
+  });
   openLinkedSelection();
 }
 
@@ -356,7 +369,7 @@ function edgeElement(e) {
     data: {
       id: `edge:${e.id}`, edge: e.id, source: e.source, target: e.target, label: parts.join(" · "), color,
       tooltip: `${e.source} → ${e.target}${e.topic ? ` via ${e.topic}` : ""}`,
-      width: 1 + Math.min(9, Math.log2(1 + rps) * 1.5), grouped: Boolean(e.grouped),
+      width: 1 + Math.min(9, Math.log2(1 + rps) * 1.5), grouped: Boolean(e.grouped), rps,
     },
     classes: [e.sync === "async" ? "async" : "", drawnEdges > 1500 ? "large" : "", drawnEdges > 400 && !ui.focus ? "quiet" : ""].join(" ").trim(),
   };
@@ -429,6 +442,27 @@ function update(existing, el) {
   return changed;
 }
 
+// The nodes and edges (all of them, not the level of detail's) of the view last drawn in full: a view with
+// the same keeps its positions and the user's viewport. Null while a chunked draw runs, so that one
+// superseded half-way lays out again.
+let drawnStructure = null;
+
+// Ids as the view has them (a record's id, an element's data.id): comparing is all they are for.
+function structureOf(view) {
+  const id = (item) => (view.records ? item.id : item.data.id);
+  return { nodes: new Set(view.nodes.map(id)), edges: new Set((view.allEdges || view.edges).map(id)) };
+}
+
+function sameSet(a, b) {
+  if (a.size !== b.size) return false;
+  for (const item of a) if (!b.has(item)) return false;
+  return true;
+}
+
+function structureChanged(structure) {
+  return !drawnStructure || !sameSet(structure.nodes, drawnStructure.nodes) || !sameSet(structure.edges, drawnStructure.edges);
+}
+
 // fromData: a live delta asks for it. While a chunked draw runs, that only notes that the model moved on
 // (drawn again at its end); a user's request supersedes the running draw.
 function draw({ fromData = false } = {}) {
@@ -440,8 +474,11 @@ function draw({ fromData = false } = {}) {
   const token = ++drawToken;
   const view = visible();
   meshscope.view = view.kind;
+  const structure = structureOf(view);
+  let relayout = structureChanged(structure);
+  levelOfDetail(view, relayout);
   if (view.nodes.length + view.edges.length > DRAW_AT_ONCE_MAX || cy.elements().length > DRAW_AT_ONCE_MAX) {
-    drawInChunks(view, started, token);
+    drawInChunks(view, started, token, relayout, structure);
     return;
   }
   drawing = null;
@@ -449,24 +486,20 @@ function draw({ fromData = false } = {}) {
   const nodes = view.nodes.map((n) => element(view, n, false));
   const edges = view.edges.map((e) => element(view, e, true));
   const wanted = new Set([...nodes, ...edges].map((el) => el.data.id));
-  let relayout = false;
   cy.batch(() => {
-    const gone = cy.elements().filter((el) => !wanted.has(el.id()));
-    relayout = gone.nonempty();
-    gone.remove();
+    cy.elements().filter((el) => !wanted.has(el.id())).remove();
     const add = [];
     for (const el of [...nodes, ...edges]) {
       const existing = cy.getElementById(el.data.id);
       if (existing.nonempty()) update(existing, el);
       else add.push({ group: el.data.source ? "edges" : "nodes", ...el });
     }
-    if (add.length) {
-      relayout = true;
-      cy.add(add);
-    }
+    if (add.some((el) => el.group === "nodes")) relayout = true;
+    if (add.length) cy.add(add);
     phases.add = performance.now() - started;
     if (relayout) {
-      const positions = layeredPositions(nodes.map((n) => n.data.id), edges.map((e) => [e.data.source, e.data.target]));
+      const links = (view.allEdges || view.edges).map((e) => (view.records ? [e.source, e.target] : [e.data.source, e.data.target]));
+      const positions = layeredPositions(nodes.map((n) => n.data.id), links);
       phases.layout = performance.now() - started;
       cy.nodes().forEach((n) => {
         const p = positions.get(n.id());
@@ -474,6 +507,7 @@ function draw({ fromData = false } = {}) {
       });
     }
   });
+  drawnStructure = structure;
   phases.batch = performance.now() - started;
   if (relayout) fit();
   phases.fit = performance.now() - started;
@@ -484,13 +518,13 @@ function draw({ fromData = false } = {}) {
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 // A large view, a task at a time: the elements that went removed, the layout computed in the worker
-// (when elements come or go), the new elements added with their positions, the others updated. Each
-// chunk's own work costs 30-80 ms; cytoscape paints between chunks, and a frame of the whole graph costs
-// it 400-600 ms here (25,000 edges, chromium without a GPU): those paints are the long tasks that remain.
-// Keeping cytoscape batching from task to task paints once instead, but as one 4-second task.
-async function drawInChunks(view, started, token) {
+// (when the view's nodes or edges changed), the new elements added with their positions, the others
+// updated. Each chunk's own work costs 10-30 ms; cytoscape paints between chunks, a frame of the nodes and
+// the level of detail's edges.
+async function drawInChunks(view, started, token, structureMoved, structure) {
   const run = { token, dataWaiting: false };
   drawing = run;
+  drawnStructure = null;
   const phases = {};
   const current = () => token === drawToken;
   const wanted = new Set();
@@ -511,21 +545,27 @@ async function drawInChunks(view, started, token) {
     if (!current()) return;
     cy.batch(() => cy.collection(gone.slice(i, i + CHUNK)).remove());
   }
-  const relayout = gone.length > 0 || fresh.length > 0;
+  // A fresh node needs a position: it was not drawn, or a superseded draw added it half-way.
+  const relayout = structureMoved || fresh.some(([, isEdge]) => !isEdge);
   let positions = null;
   if (relayout) {
     const ids = view.nodes.map((n) => elementId(view, n, false));
-    const edges = view.edges.map((e) => (view.records ? e : e.data));
+    const edges = (view.allEdges || view.edges).map((e) => (view.records ? e : e.data));
     positions = await layoutOffThread(ids, edges);
     phases.layout = performance.now() - started;
   }
   for (let i = 0; i < fresh.length; i += CHUNK) {
     await nextTask();
     if (!current()) return;
-    cy.batch(() => cy.add(fresh.slice(i, i + CHUNK).map(([item, isEdge]) => {
-      const el = element(view, item, isEdge);
-      return isEdge ? { group: "edges", ...el } : { group: "nodes", ...el, position: positions.get(el.data.id) };
-    })));
+    let added = null;
+    cy.batch(() => {
+      added = cy.add(fresh.slice(i, i + CHUNK).map(([item, isEdge]) => {
+        const el = element(view, item, isEdge);
+        return isEdge ? { group: "edges", ...el } : { group: "nodes", ...el, position: positions.get(el.data.id) };
+      }));
+    });
+    // Their style and label sizes now, in this task, not all in the next frame's.
+    added.boundingBox();
   }
   phases.add = performance.now() - started;
   for (let i = 0; i < existing.length; i += CHUNK) {
@@ -542,6 +582,7 @@ async function drawInChunks(view, started, token) {
   }
   await nextTask();
   if (!current()) return;
+  drawnStructure = structure;
   phases.batch = performance.now() - started;
   if (relayout) fit();
   meshscope.phases = phases;
@@ -564,18 +605,142 @@ function drawChanged(touched) {
   for (const id of touched.edges) {
     const e = model.edges.get(id);
     const ends = e && [e.source, e.target].every((end) => model.nodes.has(end) && matches(model.nodes.get(end)));
-    if (Boolean(ends) !== cy.getElementById(`edge:${id}`).nonempty()) return draw({ fromData: true });
-    if (ends) elements.push(edgeElement(e));
+    const inView = lod.view ? lod.byId.has(`edge:${id}`) : cy.getElementById(`edge:${id}`).nonempty();
+    if (Boolean(ends) !== inView) return draw({ fromData: true });
+    if (ends && cy.getElementById(`edge:${id}`).nonempty()) elements.push(edgeElement(e));
   }
   cy.batch(() => elements.forEach((el) => update(cy.getElementById(el.data.id), el)));
   drawn({ kind: "whole" }, started);
+}
+
+// --- level of detail: which of a large view's edges are drawn ---------------------------------------
+// view.allEdges holds them all (the layout, the counts and the live updates use those), view.edges the
+// ones drawn: while zoomed out the OVERVIEW_EDGES busiest; once the services in view have at most
+// DETAIL_EDGES edges, all of theirs; and always those of the selected or hovered service. Moving the
+// viewport (pan, zoom, fit) chooses again once it rests (syncLod).
+
+const lod = { view: null, byId: new Map(), byNode: new Map(), busiest: null, mode: "", hover: "" };
+meshscope.lod = lod;
+
+function endsOf(view, item) {
+  return view.records ? [item.source, item.target] : [item.data.source, item.data.target];
+}
+
+// The record as the model has it now (a live delta may have replaced it since the view was computed).
+function latest(view, item) {
+  return view.records ? model.edges.get(item.id) || item : item;
+}
+
+function levelOfDetail(view, relayout) {
+  lod.view = null;
+  lod.byId = new Map();
+  lod.byNode = new Map();
+  lod.busiest = null;
+  lod.mode = "";
+  if (view.edges.length <= LOD_ABOVE) return;
+  view.allEdges = view.edges;
+  lod.view = view;
+  for (const item of view.edges) {
+    lod.byId.set(elementId(view, item, true), item);
+    for (const end of endsOf(view, item)) {
+      const list = lod.byNode.get(end);
+      if (list) list.push(item);
+      else lod.byNode.set(end, [item]);
+    }
+  }
+  // Laid out again, the graph is fitted: its overview first; the viewport's event chooses again after.
+  view.edges = lodEdges(view, relayout);
+}
+
+function busiest(view) {
+  if (!lod.busiest) {
+    const rateOf = (item) => (view.records ? rate(item) : item.data.rps || 0);
+    lod.busiest = view.allEdges.map((item) => [rateOf(item), item]).sort((a, b) => b[0] - a[0]).slice(0, OVERVIEW_EDGES).map(([, item]) => item);
+  }
+  return lod.busiest;
+}
+
+// The services whose position is in the viewport, or null when all of them are.
+function nodesInView() {
+  const box = cy.extent();
+  const inside = [];
+  const nodes = cy.nodes();
+  nodes.forEach((n) => {
+    const p = n.position();
+    if (p.x >= box.x1 && p.x <= box.x2 && p.y >= box.y1 && p.y <= box.y2) inside.push(n.id());
+  });
+  return inside.length < nodes.length ? inside : null;
+}
+
+function lodEdges(view, overview) {
+  const keep = new Map();
+  lod.mode = "overview";
+  const inside = overview ? null : nodesInView();
+  if (inside) {
+    const near = new Map();
+    search: for (const id of inside) {
+      for (const item of lod.byNode.get(id) || []) {
+        near.set(elementId(view, item, true), item);
+        if (near.size > DETAIL_EDGES) break search;
+      }
+    }
+    if (near.size <= DETAIL_EDGES) {
+      lod.mode = "detail";
+      for (const [id, item] of near) keep.set(id, item);
+    }
+  }
+  if (lod.mode === "overview") for (const item of busiest(view)) keep.set(elementId(view, item, true), item);
+  const selected = ui.selected || {};
+  for (const id of [lod.hover, selected.kind === "node" ? selected.id : ""]) {
+    for (const item of lod.byNode.get(id) || []) keep.set(elementId(view, item, true), item);
+  }
+  if (selected.kind === "edge" && lod.byId.has(selected.elementId)) keep.set(selected.elementId, lod.byId.get(selected.elementId));
+  return Array.from(keep.values());
+}
+
+// Draws the level of detail's edges for the viewport as it is now: removes the others, adds the missing.
+function syncLod() {
+  const view = lod.view;
+  if (!view || drawing) return;
+  const wanted = new Map(lodEdges(view, false).map((item) => [elementId(view, item, true), item]));
+  cy.batch(() => {
+    cy.edges().filter((el) => !wanted.has(el.id())).remove();
+    const add = [];
+    for (const [id, item] of wanted) {
+      if (cy.getElementById(id).empty()) add.push({ group: "edges", ...element(view, latest(view, item), true) });
+    }
+    if (add.length) cy.add(add);
+  });
+  if (ui.selected) cy.getElementById(ui.selected.elementId).select();
+  showLod();
+  lod.syncs = (lod.syncs || 0) + 1;
+  painted(() => { lod.syncedMs = performance.now(); });
+}
+
+// The note over the graph: which edges a level of detail draws, as text.
+function showLod() {
+  const note = qs("#graph-lod");
+  note.hidden = !lod.view;
+  if (!lod.view) return;
+  const all = lod.view.allEdges.length.toLocaleString("en");
+  note.textContent = lod.mode === "detail"
+    ? `Showing all ${cy.edges().length.toLocaleString("en")} edges of the services in view, of ${all}: zoom out for the busiest`
+    : `Showing the ${Math.min(OVERVIEW_EDGES, lod.view.allEdges.length).toLocaleString("en")} busiest of ${all} edges: zoom in or focus to see all`;
+}
+
+cy.on("viewport", debounce(syncLod, 200));
+
+// Calls `then` once cytoscape painted the frame that follows.
+function painted(then) {
+  cy.one("render", () => requestAnimationFrame(then));
 }
 
 // After a draw: the counts, the focus and expansion boxes, the link; the time until the frame is painted.
 function drawn(view, started) {
   if (ui.selected) cy.getElementById(ui.selected.elementId).select();
   qs("#graph-empty").hidden = model.nodes.size > 0;
-  const nodes = cy.nodes().length, edges = cy.edges().length;
+  const nodes = cy.nodes().length;
+  const edges = lod.view ? `${cy.edges().length} of ${lod.view.allEdges.length}` : cy.edges().length;
   const auto = ui.autoGrouped ? " (grouped automatically)" : "";
   qs("#graph-counts").textContent =
     view.kind === "grouped" && view.services
@@ -592,17 +757,16 @@ function drawn(view, started) {
   qs("#expand-box").hidden = !expanded;
   qs("#expand-name").textContent = expanded ? ui.expanded : "";
   qs("#expand-name").title = expanded ? ui.expanded : "";
+  showLod();
   meshscope.draws += 1;
-  cy.one("render", () => {
-    requestAnimationFrame(() => {
-      meshscope.drawnMs = performance.now();
-      meshscope.lastDrawMs = performance.now() - started;
-      if (meshscope.firstDrawnMs === undefined) {
-        meshscope.firstDrawnMs = meshscope.drawnMs;
-        meshscope.firstDrawMs = meshscope.lastDrawMs;
-      }
-      document.body.dataset.draws = String(meshscope.draws);
-    });
+  painted(() => {
+    meshscope.drawnMs = performance.now();
+    meshscope.lastDrawMs = performance.now() - started;
+    if (meshscope.firstDrawnMs === undefined) {
+      meshscope.firstDrawnMs = meshscope.drawnMs;
+      meshscope.firstDrawMs = meshscope.lastDrawMs;
+    }
+    document.body.dataset.draws = String(meshscope.draws);
   });
   cy.forceRender ? cy.forceRender() : null;
   linkView();
@@ -628,6 +792,7 @@ function openPanel(content) {
 function closePanel() {
   panel.hidden = true;
   ui.selected = null;
+  syncLod();
   linkView();
   cy.elements().unselect();
   keepInView();
@@ -669,6 +834,7 @@ function neighbourRows(list) {
 
 async function showNode(name) {
   ui.selected = { kind: "node", id: name, elementId: name };
+  syncLod(); // a level of detail draws the selected service's edges
   linkView();
   openPanel(h("p", { class: "muted", text: "Loading…" }));
   let d;
@@ -723,6 +889,7 @@ async function showNode(name) {
 
 async function showEdge(edge) {
   ui.selected = { kind: "edge", id: edge.id, elementId: `edge:${edge.id}` };
+  syncLod();
   linkView();
   openPanel(h("p", { class: "muted", text: "Loading…" }));
   let d;
@@ -786,17 +953,31 @@ cy.on("mouseout", "node, edge", () => {
 });
 // Fading the rest restyles every element: on a large graph only the neighbourhood's edges are marked.
 const FADE_MAX = 3000;
+// A level of detail draws the hovered service's edges too (lodEdges); they go once the pointer rests elsewhere.
+const dropHover = debounce(() => {
+  if (!lod.hover) syncLod();
+}, 400);
 cy.on("mouseover", "node", (event) => {
+  if (lod.view && lod.hover !== event.target.id()) {
+    lod.hover = event.target.id();
+    syncLod();
+  }
   const hood = event.target.closedNeighborhood();
   cy.batch(() => {
     if (cy.elements().length <= FADE_MAX) cy.elements().not(hood).addClass("faded");
     hood.edges().addClass("hover");
   });
 });
-cy.on("mouseout", "node", (event) => cy.batch(() => {
-  if (cy.elements().length <= FADE_MAX) cy.elements().removeClass("faded");
-  event.target.closedNeighborhood().edges().removeClass("hover");
-}));
+cy.on("mouseout", "node", (event) => {
+  cy.batch(() => {
+    if (cy.elements().length <= FADE_MAX) cy.elements().removeClass("faded");
+    event.target.closedNeighborhood().edges().removeClass("hover");
+  });
+  if (lod.hover) {
+    lod.hover = "";
+    dropHover();
+  }
+});
 cy.on("mouseover", "edge", (event) => event.target.addClass("hover"));
 cy.on("mouseout", "edge", (event) => event.target.removeClass("hover"));
 
