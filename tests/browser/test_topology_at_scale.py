@@ -1,6 +1,7 @@
 """The topology page on a mesh large enough to start grouped (400 services in 8 groups): a live rollup
 redraws only its edge; a focus draws a k-hop neighbourhood and an expanded group its services, never the
-whole graph; search reaches a service that is not drawn."""
+whole graph; search reaches a service that is not drawn. A denser mesh (1,880 edges) is drawn at a level of
+detail: its busiest edges while zoomed out, every edge of the services in view once zoomed in."""
 
 import time
 
@@ -175,3 +176,76 @@ def test_search_finds_a_service_that_is_not_drawn_and_focuses_it(page, live):
     assert page.evaluate(DRAWN_IDS) == within(133, 1)
     assert page.text_content("#focus-name") == target
     page.wait_for_selector(f".node-panel[data-service='{target}']")
+
+
+def dense_calls():
+    """Each service calls the five next of its team (i -> i + 8k): 1,880 edges, more than the level of
+    detail draws at once."""
+    return [(i, i + TEAMS * k) for k in range(1, 6) for i in range(SERVICES - TEAMS * k)]
+
+
+def seed_dense_mesh():
+    """The dense mesh, in this minute, its edges' counts all different (the n-th edge 1 + n calls): the
+    busiest edges are the last ones of dense_calls()."""
+    minute = timezone.now().replace(second=0, microsecond=0)
+    services = Service.objects.bulk_create(
+        [Service(name=name(i), in_traces=True, tags=[f"team{i % TEAMS}"]) for i in range(SERVICES)]
+    )
+    histogram = LatencyHistogram()
+    histogram.add(5.0)
+    EdgeRollup.objects.bulk_create(
+        [
+            EdgeRollup(
+                minute=minute,
+                source=services[source],
+                target=services[target],
+                protocol="http",
+                count=1 + n,
+                latency_sum_ms=5.0 * (1 + n),
+                latency_buckets=histogram.to_json(),
+            )
+            for n, (source, target) in enumerate(dense_calls())
+        ]
+    )
+
+
+DRAWN_PAIRS = "() => window.meshscope.cy.edges().map((e) => [e.data('source'), e.data('target')])"
+
+
+def test_a_large_graph_draws_its_busiest_edges_until_zoomed_in_on_a_few_services(page, live):
+    seed_dense_mesh()
+    pairs = [(name(a), name(b)) for a, b in dense_calls()]
+    page.goto("/?group=none")
+    page.wait_for_function(f"() => window.meshscope && window.meshscope.cy.nodes().length === {SERVICES}")
+    page.wait_for_function("() => window.meshscope.lod.syncs > 0 && window.meshscope.lod.mode === 'overview'")
+    assert sorted(map(tuple, page.evaluate(DRAWN_PAIRS))) == sorted(pairs[-600:])
+    assert page.text_content("#graph-lod") == "Showing the 600 busiest of 1,880 edges: zoom in or focus to see all"
+    assert "600 of 1880 edges" in page.text_content("#graph-counts")
+
+    # Zoomed in on one service: every edge of the services in view is drawn, and no other.
+    page.evaluate(
+        f"""() => {{ const cy = window.meshscope.cy, p = cy.getElementById('{name(200)}').position();
+            cy.viewport({{zoom: 1.5, pan: {{x: cy.width() / 2 - p.x * 1.5, y: cy.height() / 2 - p.y * 1.5}}}}); }}"""
+    )
+    page.wait_for_function("() => window.meshscope.lod.mode === 'detail'")
+    in_view = set(
+        page.evaluate(
+            """() => { const cy = window.meshscope.cy, box = cy.extent();
+                return cy.nodes().filter((n) => { const p = n.position();
+                    return p.x >= box.x1 && p.x <= box.x2 && p.y >= box.y1 && p.y <= box.y2; }).map((n) => n.id()); }"""
+        )
+    )
+    assert name(200) in in_view and len(in_view) < SERVICES
+    assert sorted(map(tuple, page.evaluate(DRAWN_PAIRS))) == sorted(
+        (a, b) for a, b in pairs if a in in_view or b in in_view
+    )
+    assert page.text_content("#graph-lod").startswith("Showing all ")
+
+    # Back to the overview with a service selected: the busiest edges and all of the selected service's.
+    page.evaluate(f"() => window.meshscope.cy.getElementById('{name(3)}').emit('tap')")
+    page.click("#fit")
+    page.wait_for_function("() => window.meshscope.lod.mode === 'overview'")
+    selected = {(a, b) for a, b in pairs if name(3) in (a, b)}
+    assert selected - set(pairs[-600:]), "the selected service has edges that are not among the busiest"
+    page.wait_for_function(f"() => window.meshscope.cy.edges().length === {len(set(pairs[-600:]) | selected)}")
+    assert set(map(tuple, page.evaluate(DRAWN_PAIRS))) == set(pairs[-600:]) | selected
