@@ -50,7 +50,7 @@ def test_hops_widen_the_neighbourhood(api, chain):
         ({"focus": "a", "hops": "4"}, "hops"),
         ({"focus": "a", "hops": "two"}, "hops"),
         ({"focus": "a", "hops": ""}, "hops"),
-        ({"hops": "2"}, "hops"),
+        ({"hops": "9"}, "hops"),
         ({"focus": "a\x00"}, "focus"),
     ],
 )
@@ -58,6 +58,11 @@ def test_a_bad_focus_or_hops_is_a_400_naming_it(api, chain, query, field):
     response = api.get("/api/topology/", query)
     assert response.status_code == 400
     assert set(response.json()) == {field}
+
+
+def test_hops_without_a_focus_leave_the_whole_graph(api, chain):
+    whole = api.get("/api/topology/").json()
+    assert drawn(api.get("/api/topology/", {"hops": "2"}).json()) == drawn(whole)
 
 
 def test_a_focus_on_a_service_not_in_the_window_is_a_404(api, chain):

@@ -37,7 +37,7 @@ class TopologyView(APIView):
             OpenApiParameter(
                 "hops",
                 {"type": "integer", "minimum": 1, "maximum": MAX_HOPS, "default": 1},
-                description=f"With `focus`: how many calls away, 1 to {MAX_HOPS}; 1 by default.",
+                description=f"With `focus`: how many calls away, 1 to {MAX_HOPS}; 1 by default. Unused without `focus`.",
             ),
         ],
         responses=answers(TopologySerializer, not_found=True),
@@ -46,17 +46,16 @@ class TopologyView(APIView):
     )
     def get(self, request: Request) -> Response:
         focus = text_from(request, "focus")
-        hops = _hops_from(request, focus)
+        hops = _hops_from(request)
         snapshot = topology_snapshot(window_from(request))
         return Response(neighbourhood(snapshot, focus, hops) if focus else snapshot)
 
 
-def _hops_from(request: Request, focus: str) -> int:
+def _hops_from(request: Request) -> int:
     raw = request.query_params.get("hops")
     if raw is None:
         return 1
-    if not focus:
-        raise ValidationError({"hops": "only with focus"})
+    # Checked even without a focus, which makes it unused: a link that carries it is still well formed.
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOPS:
         raise ValidationError({"hops": f"must be an integer from 1 to {MAX_HOPS}"})
     return int(raw)
