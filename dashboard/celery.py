@@ -22,6 +22,7 @@ app.conf.beat_schedule = {
         "schedule": 15.0,
         "options": {"expires": 15},
     },
+    "settle-route-hops": {"task": "collectors.settle_route_hops", "schedule": 15.0, "options": {"expires": 15}},
     "prune": {"task": "collectors.prune", "schedule": 60.0, "options": {"expires": 60}},
     # Burrow's window is 10 samples: at 5 s, a consumer silent for about 45 s is STOP.
     "sample-consumer-lag": {"task": "collectors.sample_consumer_lag", "schedule": 5.0, "options": {"expires": 5}},

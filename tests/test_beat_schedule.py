@@ -14,6 +14,13 @@ def test_beat_offers_a_span_consumer_run_every_second_that_expires_unclaimed():
     assert spans["options"]["expires"] == 2
 
 
+def test_beat_offers_a_route_hop_settling_run_every_15_seconds_as_for_unpaired_spans():
+    hops = entry("collectors.settle_route_hops")
+    unpaired = entry("collectors.resolve_unpaired_spans")
+    assert (hops["schedule"], hops["options"]["expires"]) == (15.0, 15)
+    assert (unpaired["schedule"], unpaired["options"]["expires"]) == (15.0, 15)
+
+
 def test_consumer_lag_is_sampled_every_five_seconds():
     assert entry("collectors.sample_consumer_lag")["schedule"] == 5.0
 

@@ -13,8 +13,11 @@ from rest_framework.test import APIClient
 
 from tests.seed import Trace
 from topology.ingestion import resolve_unpaired, store_spans
-from topology.models import EdgeRollup, IngestRollup, InstanceRollup, RouteRollup, Span
+from topology.models import EdgeRollup, IngestRollup, InstanceRollup, RouteHopRollup, RouteRollup, Span
+from topology.route_hops import settle_route_hops
 from topology.span_keeping import keeps_trace
+from topology.traces import route_tree
+from topology.window import Window
 
 pytestmark = pytest.mark.django_db
 
@@ -61,17 +64,61 @@ def cart_traces(seed=7):
     return traces
 
 
+def other_traces(seed=13):
+    """Two more routes and traces with no route: mobile-bff GET /m/cart → cart GET /cart → pricing POST
+    /quote (one in six failing in pricing); audit's consumer of messages from an uninstrumented producer,
+    a root, → ledger POST /entries; and cart requests whose caller's spans never came (no root)."""
+    rng = random.Random(seed)
+    now_us = int(time.time() * 1_000_000)
+    traces = []
+    for _ in range(60):
+        trace = Trace(start_us=now_us - rng.randrange(10_000_000, 170_000_000))
+        trace.trace_id = f"{rng.getrandbits(128):032x}"
+        failed, quote_ms = rng.random() < 1 / 6, rng.uniform(1, 80)
+        root = trace.span("mobile-bff", "bff-1", "GET /m/cart", "server", 0, quote_ms + 30)
+        call = trace.span("mobile-bff", "bff-1", "GET", "client", 1, quote_ms + 25, parent=root)
+        cart = trace.span("cart", f"cart-{rng.randrange(3)}", "GET /cart", "server", 2, quote_ms + 20, parent=call)
+        quote = trace.span("cart", "cart-0", "POST", "client", 6, quote_ms + 1, parent=cart, error=failed)
+        trace.span("pricing", "pricing-1", "POST /quote", "server", 6.5, quote_ms, parent=quote, error=failed)
+        traces.append(trace)
+    for _ in range(40):
+        trace = Trace(start_us=now_us - rng.randrange(10_000_000, 170_000_000))
+        trace.trace_id = f"{rng.getrandbits(128):032x}"
+        messaging = {"messaging.system": "kafka", "messaging.destination.name": "legacy-events"}
+        root = trace.span(
+            "audit", "audit-1", "legacy-events process", "consumer", 0, 12, protocol="messaging",
+            topic="legacy-events", attributes=messaging,
+        )  # fmt: skip
+        call = trace.span("audit", "audit-1", "POST", "client", 1, 10, parent=root)
+        trace.span("ledger", "ledger-1", "POST /entries", "server", 2, rng.uniform(1, 8), parent=call)
+        traces.append(trace)
+    for _ in range(20):
+        trace = Trace(start_us=now_us - rng.randrange(10_000_000, 170_000_000))
+        trace.trace_id = f"{rng.getrandbits(128):032x}"
+        lost = trace.span("shop-web", "web-1", "GET", "client", 0, 30)
+        cart = trace.span("cart", "cart-1", "GET /cart", "server", 1, 25, parent=lost)
+        quote = trace.span("cart", "cart-1", "POST", "client", 2, 10, parent=cart)
+        trace.span("pricing", "pricing-1", "POST /quote", "server", 3, 8, parent=quote)
+        trace.records.remove(lost)
+        traces.append(trace)
+    return traces
+
+
 def batches(traces, seed=11):
     records = [record for trace in traces for record in trace.records]
     random.Random(seed).shuffle(records)
     return [records[start : start + BATCH] for start in range(0, len(records), BATCH)]
 
 
-def ingest(batch_list):
+def ingest(batch_list, settle=True):
+    """Through the write paths the consumer and beat run: each batch, then the pairing of what waits, then
+    the settling of the traces' hops (at a grace of 0, every trace is due)."""
     for batch in batch_list:
         with transaction.atomic():
             store_spans(batch, messages=1)
     while resolve_unpaired(grace_seconds=0):
+        pass
+    while settle and settle_route_hops(grace_seconds=0):
         pass
 
 
@@ -95,8 +142,21 @@ def counts():
 
 
 def forget_everything():
-    for model in (Span, EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
+    for model in (Span, EdgeRollup, InstanceRollup, RouteRollup, RouteHopRollup, IngestRollup):
         model.objects.all().delete()
+
+
+def route_trees():
+    """The call tree of every route that the rollups count, by (service, operation)."""
+    window = Window.last(900)
+    routes = RouteRollup.objects.filter(count__gt=0).values_list("service__name", "operation").distinct()
+    return {(service, operation): route_tree(service, operation, window)["tree"] for service, operation in routes}
+
+
+def shape(node):
+    """A tree's hops and their counts, without the latencies."""
+    children = {(child["service"], child["operation"]): shape(child) for child in node["children"]}
+    return (node["count"], node["errors"], children)
 
 
 @pytest.fixture
@@ -123,6 +183,47 @@ def test_the_counts_at_a_keep_ratio_of_a_tenth_are_those_at_one_from_far_fewer_s
     assert Span.objects.count() < stored_at_one / 3
     # Nothing is left waiting for a partner: what waited was deleted once counted, unless an exemplar.
     assert not Span.objects.filter(paired=False).exists()
+
+
+def test_each_routes_call_tree_at_a_keep_ratio_of_a_tenth_is_the_one_at_one_before_and_after_settling(settings):
+    traces = cart_traces() + other_traces()
+    settings.SPAN_KEEP_RATIO = 1.0
+    ingest(batches(traces), settle=False)
+    unsettled_at_one = route_trees()
+    ingest([])
+    at_one = route_trees()
+    forget_everything()
+
+    settings.SPAN_KEEP_RATIO = 0.1
+    ingest(batches(traces), settle=False)
+    unsettled = route_trees()
+    stored_unsettled = Span.objects.count()
+    ingest([])
+
+    assert route_trees() == unsettled == at_one == unsettled_at_one
+    # Every span was stored until settled, a dropped trace's too; settled, a dropped trace's spans went
+    # but for its exemplars, the roots of the traces with no route as well.
+    assert stored_unsettled == sum(len(trace.records) for trace in traces)
+    assert not Span.objects.filter(hops_pending=True).exists()
+    assert all(
+        keeps_trace(trace_id, 0.1)
+        for trace_id in Span.objects.filter(exemplar=False).values_list("trace_id", flat=True)
+    )
+    assert Span.objects.count() < stored_unsettled / 3
+    failed_at_cart = sum(trace.records[0].error for trace in traces[:TRACES])
+    failed_from_mobile = sum(trace.records[3].error for trace in traces[TRACES : TRACES + 60])
+    assert {route: shape(tree) for route, tree in at_one.items()} == {
+        ("gateway", "GET /api/cart"): (TRACES, failed_at_cart, {
+            ("cart", "GET /cart"): (TRACES, failed_at_cart, {
+                ("pricing", "POST /quote"): (TRACES, failed_at_cart, {}),
+                ("audit", "cart-events process"): (TRACES, 0, {}),
+            }),
+        }),
+        ("mobile-bff", "GET /m/cart"): (60, 0, {
+            ("cart", "GET /cart"): (60, 0, {("pricing", "POST /quote"): (60, failed_from_mobile, {})}),
+        }),
+        ("audit", "legacy-events process"): (40, 0, {("ledger", "POST /entries"): (40, 0, {})}),
+    }  # fmt: skip
 
 
 def test_a_trace_is_kept_whole_or_dropped_alike_by_two_workers_as_the_opentelemetry_sampler_decides(settings):
@@ -187,5 +288,5 @@ def test_every_edge_and_route_has_an_example_an_error_example_and_its_slowest_ca
     assert tree["slow"][0]["trace_id"] == max(roots)[2]
     assert tree["failed"] and {t["trace_id"] for t in tree["failed"]} <= {r[2] for r in roots if r[1]}
     assert tree["recent"]
-    # The call tree is merged over the kept traces only, whole and unbiased by the exemplars.
-    assert tree["sampled_traces"] == sum(keeps_trace(t.trace_id, 0.1) for t in traces)
+    # The call tree covers every request, of the kept and of the dropped traces.
+    assert tree["requests"] == tree["tree"]["count"] == TRACES

@@ -46,6 +46,7 @@ SPAN_COLUMNS = (
     "topic",
     "attributes",
     "paired",
+    "hops_pending",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INSERT_CHUNK = 500  # rows a statement on SQLite, under its limit of bound parameters
@@ -77,11 +78,9 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         # Most pairs arrive in the same batch: marked paired as they are inserted, they cost no UPDATE.
         in_batch = {(span.trace_id, span.span_id) for pair in _match(records) for span in pair}
         ratio = keep_ratio()
-        stored, dropped = _split_by_keeping(records, in_batch, ratio)
-        # Spans of dropped traces that have nothing to wait for are counted without being stored, so
-        # they are never found duplicates: at a ratio below 1, a span an exporter sent twice counts twice.
-        counted = _insert(stored, services, instances, in_batch)
-        counted += [_unstored(r, services, instances) for r in dropped]
+        # Every span is stored, a dropped trace's too, until its trace's hops are counted
+        # (``topology.route_hops``): only then may SPAN_KEEP_RATIO thin what stays.
+        counted = _insert(records, services, instances, in_batch, ratio)
         batch = RollupBatch(ratio)
         result.new_spans = len(counted)
         result.duplicate_spans = len(records) - len(counted)
@@ -90,15 +89,12 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         confirmed = _match([row for row in counted if row.paired and row.kind in PAIRED_KINDS])
         for parent, child in confirmed:
             _count_pair(parent, child, batch)
-        # A partner that was a duplicate leaves its new half to be paired with the stored spans. (Never a
-        # dropped span's: both halves of a pair share their trace's decision, so its partner was dropped
-        # too, not refused.)
+        # A partner that was a duplicate leaves its new half to be paired with the stored spans.
         confirmed_ids = {row.id for pair in confirmed for row in pair}
         unconfirmed = {
             row.id
             for row in counted
-            if row.id is not None
-            and row.paired
+            if row.paired
             and row.kind in PAIRED_KINDS
             and row.id not in confirmed_ids
             and (row.parent_id or row.kind in PARENT_KINDS)
@@ -110,10 +106,8 @@ def store_spans(records: Iterable[SpanRecord], messages: int = 0, rejected: int 
         settled = _pair(candidates, batch)
         batch.save()
         if ratio < 1:
-            _forget_dropped([row for row in candidates if row.id in settled], batch.exemplar_spans, ratio)
-            exemplars = {(span.trace_id, span.span_id) for span in batch.exemplar_spans if span.id is None}
-            unstored = [by_key[key] for key in exemplars]
-            _insert(unstored, services, instances, exemplars)
+            _mark_exemplars(batch.exemplar_spans, ratio)
+            _forget_dropped([row for row in candidates if row.id in settled], ratio)
         if counted:
             announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
     _count_ingest(now, messages, result, rejected)
@@ -157,7 +151,8 @@ def resolve_unpaired(grace_seconds: float, limit: int = 5000) -> int:
     Span.objects.filter(pk__in=[row.id for row in alone]).update(paired=True)
     batch.save()
     if ratio < 1:
-        _forget_dropped([row for row in candidates if row.id in settled] + alone, batch.exemplar_spans, ratio)
+        _mark_exemplars(batch.exemplar_spans, ratio)
+        _forget_dropped([row for row in candidates if row.id in settled] + alone, ratio)
     if settled or alone:
         announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
     return len(settled) + len(alone)
@@ -188,7 +183,7 @@ class StoredSpan:
     # Named parameters rather than a loop over the slots: this runs for every stored span.
     def __init__(
         self,
-        id: int | None,
+        id: int,
         trace_id: str,
         span_id: str,
         parent_id: str,
@@ -307,9 +302,14 @@ def _instances(records: Iterable[Any], services: ServiceIds, now: datetime) -> d
 
 
 def _insert(
-    records: Iterable[Any], services: ServiceIds, instances: InstanceIds, in_batch_pairs: set[tuple[str, str]]
+    records: Iterable[Any],
+    services: ServiceIds,
+    instances: InstanceIds,
+    in_batch_pairs: set[tuple[str, str]],
+    ratio: float,
 ) -> list[StoredSpan]:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows that come back are the new spans."""
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows that come back are the new spans. A root, and
+    every span of a trace that ``ratio`` drops, is stored with its trace's hops pending."""
     # (trace id, span id) -> (record, its row); records are unique on the key already
     rows: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
     for r in records:
@@ -334,6 +334,7 @@ def _insert(
                 r.topic,
                 json.dumps(r.attributes),
                 paired,
+                not r.parent_id or not keeps_trace(r.trace_id, ratio),
             ),
         )
     returned = _insert_returning_new([row for _, row in rows.values()])
@@ -355,7 +356,7 @@ def _insert(
                 r.protocol,
                 r.topic,
                 r.peer,
-                row[-1],
+                row[15],  # paired
                 start_us=r.start_us,
             )
         )
@@ -373,54 +374,22 @@ def _settled_on_arrival(record: Any, in_batch_pairs: set[tuple[str, str]]) -> bo
     )
 
 
-def _split_by_keeping(
-    records: list[Any], in_batch_pairs: set[tuple[str, str]], ratio: float
-) -> tuple[list[Any], list[Any]]:
-    """The spans to store and those to count only: a dropped trace's spans are stored while they wait
-    for a partner, as is a shared root, which waits for its client half (``_join_shared_roots``)."""
-    if ratio >= 1:
-        return records, []
-    stored: list[Any] = []
-    dropped: list[Any] = []
-    for r in records:
-        keep = keeps_trace(r.trace_id, ratio) or not _settled_on_arrival(r, in_batch_pairs) or _keeps_client_id(r)
-        (stored if keep else dropped).append(r)
-    return stored, dropped
-
-
-def _unstored(record: Any, services: ServiceIds, instances: InstanceIds) -> "StoredSpan":
-    """A span of a dropped trace as counting reads it, with no row."""
-    service_id = services[record.service]
-    return StoredSpan(
-        None,
-        record.trace_id,
-        record.span_id,
-        record.parent_id,
-        record.kind,
-        service_id,
-        instances.get((service_id, record.instance)),
-        record.name,
-        record.duration_us,
-        record.error,
-        record.protocol,
-        record.topic,
-        record.peer,
-        True,
-        start_us=record.start_us,
-    )
-
-
-def _forget_dropped(settled: Iterable["StoredSpan"], exemplar_spans: Iterable[Any], ratio: float) -> None:
-    """Deletes the stored spans of dropped traces that waited for a partner and are counted now, but
-    for the exemplars."""
-    keep = {(span.trace_id, span.span_id) for span in exemplar_spans}
-    ids = [
-        row.id
-        for row in settled
-        if row.id is not None and not keeps_trace(row.trace_id, ratio) and (row.trace_id, row.span_id) not in keep
-    ]
+def _mark_exemplars(exemplar_spans: Iterable[StoredSpan], ratio: float) -> None:
+    """Marks the spans of dropped traces that an edge or a route took as exemplars, so that settling
+    their traces (``topology.route_hops``) and pairing (``_forget_dropped``) leave them. A kept trace's
+    spans need no mark: nothing deletes them before retention."""
+    ids = {span.id for span in exemplar_spans if not keeps_trace(span.trace_id, ratio)}
     if ids:
-        Span.objects.filter(pk__in=ids).delete()
+        Span.objects.filter(pk__in=ids, exemplar=False).update(exemplar=True)
+
+
+def _forget_dropped(settled: Iterable[StoredSpan], ratio: float) -> None:
+    """Deletes the spans of dropped traces that waited for a partner and are counted now, once their
+    trace's hops are counted (``hops_pending`` false; until then settling needs them and deletes them
+    itself), but for the exemplars."""
+    ids = [row.id for row in settled if not keeps_trace(row.trace_id, ratio)]
+    if ids:
+        Span.objects.filter(pk__in=ids, hops_pending=False, exemplar=False).delete()
 
 
 def _insert_returning_new(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -518,8 +487,6 @@ def _join_shared_roots(candidates: Sequence[StoredSpan], batch: RollupBatch) -> 
         )
     )
     for root in roots:
-        if root.id is None:
-            continue  # a span counted without a row has nothing to join
         instance_id = merged.get(root.instance_id, root.instance_id)
         batch.retract_route(root.start_us, root.service_id, root.name, root.duration_ms, root.error)
         if instance_id:
@@ -592,7 +559,7 @@ def _pair(candidates: Sequence[StoredSpan], batch: RollupBatch) -> set[int]:
     _join_shared_roots(candidates, batch)
     paired: set[int] = set()
     for parent, child in _match(candidates):
-        paired.update(span.id for span in (parent, child) if span.id is not None)
+        paired.update((parent.id, child.id))
         _count_pair(parent, child, batch)
     if paired:
         Span.objects.filter(pk__in=paired).update(paired=True)

@@ -16,6 +16,7 @@ from topology.models import (
     EdgeRollup,
     IngestRollup,
     InstanceRollup,
+    RouteHopRollup,
     RouteRollup,
     Span,
 )
@@ -63,7 +64,7 @@ def prune(now: datetime | None = None, seconds: float = PRUNE_BUDGET_SECONDS) ->
     row_cutoff = min([span_cutoff, *span_partitions()])
     spans = Span.objects.filter(started_at__lt=row_cutoff)
     deleted["spans"] = delete_older_than(spans, deadline, views=TRAFFIC_VIEWS)
-    for model in (EdgeRollup, InstanceRollup, RouteRollup, IngestRollup):
+    for model in (EdgeRollup, InstanceRollup, RouteRollup, RouteHopRollup, IngestRollup):
         rollups = model.objects.filter(minute__lt=rollup_cutoff)
         # The model's _meta.model_name, which django-stubs types as optional.
         deleted[model.__name__.lower()] = delete_older_than(rollups, deadline, views=TRAFFIC_VIEWS)

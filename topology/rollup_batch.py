@@ -11,6 +11,7 @@ worker a minute's slowest call is its exemplar. The spans of the candidates that
 few, not one set per batch.
 """
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from django.db.models import Q
 
 from topology.changes import ChangedRows
 from topology.latency import LatencyHistogram
-from topology.models import EdgeRollup, InstanceRollup, RouteRollup
+from topology.models import EdgeRollup, InstanceRollup, RouteHopRollup, RouteRollup
 from topology.models.rollups import Rollup, RollupWithExemplars
 from topology.span_keeping import keeps_trace
 
@@ -34,6 +35,8 @@ KEYS: dict[type[Rollup], tuple[str, ...]] = {
     EdgeRollup: ("minute", "source_id", "target_id", "protocol", "topic"),
     InstanceRollup: ("minute", "instance_id", "caller_id"),
     RouteRollup: ("minute", "service_id", "operation"),
+    # The path with its key: a new row is made from its key's fields, and it needs the path's text.
+    RouteHopRollup: ("minute", "service_id", "operation", "path_key", "path"),
 }
 
 
@@ -146,6 +149,16 @@ class RollupBatch:
         delta = self.deltas[RouteRollup][(minute_of(start_us), service_id, operation)]
         delta.add(latency_ms, error)
         self._offer(delta, latency_ms, error, spans)
+
+    def add_hop(
+        self, root_start_us: int, service_id: int, operation: str, path: str, latency_ms: float, error: bool
+    ) -> None:
+        """A hop of a request to the route (``service_id``, ``operation``) that started at
+        ``root_start_us``; ``path`` is its JSON text (``RouteHopRollup``)."""
+        path_key = hashlib.sha256(path.encode()).hexdigest()
+        self.deltas[RouteHopRollup][(minute_of(root_start_us), service_id, operation, path_key, path)].add(
+            latency_ms, error
+        )
 
     def retract_instance(
         self, start_us: int, instance_id: int, caller_id: int | None, latency_ms: float, error: bool

@@ -1,22 +1,21 @@
 """Traces and entry routes: the list of traces, one trace as a tree, and a route's aggregated call tree."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
 
 from topology.latency import LatencyHistogram
-from topology.models import Span
+from topology.models import RouteHopRollup, Span
+from topology.route_hops import HopPath, parse_path, read_traces, trace_hops
 from topology.shared_spans import Placement, is_shared_server, tree_parents
-from topology.span_keeping import keep_ratio, keeps_trace
 from topology.window import Window
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
-
-# What a route's call tree reads of a span: (parent id, kind, service, operation, duration µs, error).
-SpanFields = tuple[str, str, str, str, int, bool]
 
 
 class _TraceFigures(TypedDict):
@@ -28,9 +27,6 @@ class _TraceFigures(TypedDict):
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TRACES = 500
-# The call tree is merged over the route's most recent traces in the window, at most this many: enough
-# for "how often" and hop latencies to settle, few enough to read in one query. The page says how many.
-ROUTE_TREE_SAMPLE = 1000
 
 
 def trace_list(
@@ -208,50 +204,67 @@ def _critical_path(root: dict[str, Any]) -> set[str]:
 
 
 def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
-    """The call tree of an entry route, merged over its recent traces: each hop is a SERVER or CONSUMER
-    span (or the root), keyed by its path of (service, operation) from the root."""
-    roots = Span.objects.filter(
-        parent_id="", service__name=service, name=operation, started_at__gte=window.since, started_at__lte=window.until
-    )
-    ratio = keep_ratio()
-    # Below a keep ratio of 1, the kept traces only: whole, and as likely as any other to be kept. The
-    # exemplars, kept for being slow or failed, would weigh the tree towards slow and failed calls.
-    read = ROUTE_TREE_SAMPLE if ratio >= 1 else ROUTE_TREE_SAMPLE * 4
-    recent = roots.order_by("-started_at").values_list("trace_id", flat=True)[:read]
-    trace_ids = [trace_id for trace_id in recent if keeps_trace(trace_id, ratio)][:ROUTE_TREE_SAMPLE]
-    spans = Span.objects.filter(trace_id__in=trace_ids).values_list(
-        "trace_id", "span_id", "parent_id", "kind", "service__name", "instance_id", "name", "duration_us", "error"
-    )
-    by_trace: dict[str, dict[str, SpanFields]] = {}
-    placements: dict[str, dict[str, Placement]] = {}
-    for trace_id, span_id, parent_id, kind, service_name, instance_id, name, duration_us, error in spans:
-        by_trace.setdefault(trace_id, {})[span_id] = (parent_id, kind, service_name, name, duration_us, error)
-        placements.setdefault(trace_id, {})[span_id] = Placement(parent_id, kind, service_name, str(instance_id or ""))
+    """The call tree of an entry route over every request of the window's minutes, as exact at any
+    SPAN_KEEP_RATIO as the route's own count: each hop is the root or a SERVER or CONSUMER span below it,
+    keyed by its path of (service, operation) from the root (``topology.route_hops``).
+
+    The settled traces' hops come from the hop rollups; the others' from their stored spans, which are
+    all still stored, kept or dropped. Both are read in one snapshot, so that a trace settled between
+    the two reads is counted once, not twice or never. What the spans add is the last minute or two of
+    the route's requests: at 100 requests a second and SPAN_PAIRING_GRACE_SECONDS=60, about 7,500
+    traces, whatever the window. ``requests`` says how many requests the tree covers;
+    ``sampled_traces`` is the same number, under the name the route page reads.
+    """
     tree = _hop(service, operation)
-    for trace_id, trace_spans in by_trace.items():
-        # The corrected tree, as the waterfall's: a shared server's callees under the server half.
-        for span_id, parent_id in tree_parents(trace_id, placements[trace_id]).items():
-            if parent_id != trace_spans[span_id][0]:
-                trace_spans[span_id] = (parent_id, *trace_spans[span_id][1:])
-        for span_id, (parent_id, kind, _service, _name, _duration_us, error) in trace_spans.items():
-            if parent_id and kind not in ("server", "consumer"):
-                continue
-            path = _hop_path(span_id, trace_spans)
-            if path is None:
-                continue
-            node = tree
-            for hop_service, hop_name in path[1:]:
-                node = node["_children"].setdefault((hop_service, hop_name), _hop(hop_service, hop_name))
-            node["count"] += 1
-            node["errors"] += bool(error)
-            node["_histogram"].add(duration_us / 1000)
+    end = window.until.replace(second=0, microsecond=0) + timedelta(minutes=1)  # the end of the last minute
+    with _one_snapshot():
+        rollups = RouteHopRollup.objects.filter(service__name=service, operation=operation, **window.minutes())
+        for path, count, errors, buckets in rollups.values_list("path", "count", "errors", "latency_buckets"):
+            node = _node(tree, parse_path(path))
+            node["count"] += count
+            node["errors"] += errors
+            node["_histogram"].merge(buckets)
+        pending = set(
+            Span.objects.filter(
+                parent_id="",
+                hops_pending=True,
+                service__name=service,
+                name=operation,
+                started_at__gte=window.first_minute,
+                started_at__lt=end,
+            ).values_list("trace_id", "span_id")
+        )
+        for trace_id, spans in read_traces({trace_id for trace_id, _ in pending}).items():
+            for root_id, hops in trace_hops(trace_id, spans).items():
+                if (trace_id, root_id) not in pending:
+                    continue  # another root of the trace: another route's, or settled
+                for hop in hops:
+                    node = _node(tree, hop.path)
+                    node["count"] += 1
+                    node["errors"] += bool(hop.error)
+                    node["_histogram"].add(hop.duration_us / 1000)
+    requests = tree["count"]
     return {
         "tree": _finish(tree),
-        "sampled_traces": len(trace_ids),
+        "requests": requests,
+        "sampled_traces": requests,
         "recent": trace_list(service, operation, limit=20, since=window.since),
         "slow": trace_list(service, operation, limit=10, since=window.since, slowest=True),
         "failed": trace_list(service, operation, error=True, limit=10, since=window.since),
     }
+
+
+@contextmanager
+def _one_snapshot() -> Iterator[None]:
+    """A transaction whose reads all see one moment: PostgreSQL's REPEATABLE READ, when this is the
+    outermost transaction (it must be set before the first query); SQLite's reads in a transaction see
+    one moment already."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 def _hop(service: str, operation: str) -> dict[str, Any]:
@@ -265,27 +278,19 @@ def _hop(service: str, operation: str) -> dict[str, Any]:
     }
 
 
-def _hop_path(span_id: str, spans: Mapping[str, SpanFields]) -> list[tuple[str, str]] | None:
-    """(service, operation) of each hop from the root down to this span, skipping client/internal spans;
-    None when a parent on the way never arrived."""
-    path: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    while span_id not in seen:
-        if span_id not in spans:
-            return None
-        seen.add(span_id)
-        parent_id, kind, service, name, _, _ = spans[span_id]
-        if not parent_id or kind in ("server", "consumer"):
-            path.append((service, name))
-        if not parent_id:
-            return list(reversed(path))
-        span_id = parent_id
-    return None
+def _node(tree: dict[str, Any], path: HopPath) -> dict[str, Any]:
+    """The node of ``path`` below the root, made on the way as needed."""
+    node = tree
+    for hop_service, hop_name in path:
+        node = node["_children"].setdefault((hop_service, hop_name), _hop(hop_service, hop_name))
+    return node
 
 
 def _finish(node: dict[str, Any]) -> dict[str, Any]:
     histogram = node.pop("_histogram")
     children = node.pop("_children")
     node.update(histogram.percentiles_ms())
-    node["children"] = [_finish(child) for child in sorted(children.values(), key=lambda c: -c["count"])]
+    # The busiest first; ties by name, so that a tree reads the same whichever rows and spans it came from.
+    ordered = sorted(children.values(), key=lambda c: (-c["count"], c["service"], c["operation"]))
+    node["children"] = [_finish(child) for child in ordered]
     return node

@@ -163,7 +163,10 @@ class RouteTreeView(APIView):
             *window_parameters(900),
         ],
         responses=answers(RouteTreeSerializer),
-        description="A route's call tree merged over its recent traces, with recent, slow and failed traces.",
+        description=(
+            "A route's call tree over every request of the window's minutes, exact at any SPAN_KEEP_RATIO,"
+            " with recent, slow and failed traces."
+        ),
     )
     def get(self, request: Request) -> Response:
         service, operation = (

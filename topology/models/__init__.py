@@ -1,6 +1,6 @@
 from topology.models.ingest import DeadLetter, IngestRollup, StreamPosition
 from topology.models.lag import ConsumerPartitionLag, LagSecondsMethod, LagStatus
-from topology.models.rollups import EdgeRollup, InstanceRollup, RouteRollup
+from topology.models.rollups import EdgeRollup, InstanceRollup, RouteHopRollup, RouteRollup
 from topology.models.services import Instance, Service
 from topology.models.sources import SourceStatus
 from topology.models.spans import Span
@@ -14,6 +14,7 @@ __all__ = [
     "InstanceRollup",
     "LagSecondsMethod",
     "LagStatus",
+    "RouteHopRollup",
     "RouteRollup",
     "Service",
     "SourceStatus",

@@ -91,3 +91,29 @@ class RouteRollup(RollupWithExemplars):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["minute", "service", "operation"], name="route_rollup_unique")]
         indexes = [models.Index(fields=["minute"], name="route_rollup_minute_idx")]
+
+
+class RouteHopRollup(Rollup):
+    """The hops of an entry route's requests in one minute (the minute its root started): how many
+    requests passed through each hop, how many failed there, and the hop's latency (its span's duration).
+
+    A hop is the root or a SERVER or CONSUMER span below it, named by its ``path``: the (service,
+    operation) of each hop below the root down to it, as JSON text (``[]`` for the root itself,
+    ``[["cart", "GET /cart"], ["pricing", "POST /quote"]]``). Counted from every trace, whatever
+    SPAN_KEEP_RATIO keeps, once its trace is settled (``topology.route_hops``), so a route's call tree is
+    exact at any ratio. ``path_key`` is the path's SHA-256 in hex: a deep path's text can pass the 2,704
+    bytes a PostgreSQL btree entry holds, which a unique constraint on the text itself would refuse.
+    """
+
+    service = models.ForeignKey("topology.Service", on_delete=models.CASCADE, related_name="+")
+    operation = models.CharField(max_length=255)
+    path = models.TextField()
+    path_key = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "service", "operation", "path_key"], name="route_hop_rollup_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="route_hop_rollup_minute_idx")]

@@ -57,6 +57,12 @@ class Span(models.Model):
     topic = models.CharField(max_length=255, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     paired = models.BooleanField(default=False)
+    # Work left for ``topology.route_hops.settle_route_hops``: a root whose trace's hops are not counted
+    # yet, or any span of a trace that SPAN_KEEP_RATIO drops, stored until its trace is counted. Ingestion
+    # sets it on every row it inserts; a row made another way (a test, a benchmark's INSERT) is pending.
+    hops_pending = models.BooleanField(default=True, db_default=True)
+    # A span of a dropped trace that an edge or a route names as an exemplar: kept when its trace goes.
+    exemplar = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         # With the start: on PostgreSQL the table is partitioned by it (topology.span_partitions), and a
@@ -71,6 +77,9 @@ class Span(models.Model):
             models.Index(fields=["service", "started_at"], name="span_service_started_idx"),
             # Partial: only the few spans still waiting for their partner are in it, so inserts stay cheap.
             models.Index(fields=["started_at"], condition=models.Q(paired=False), name="span_unpaired_idx"),
+            # Partial as well: the roots of the last minute or two, and at a ratio below 1 the spans of
+            # dropped traces until they are settled, a bounded share of the table whatever its size.
+            models.Index(fields=["started_at"], condition=models.Q(hops_pending=True), name="span_hops_pending_idx"),
             # Partial, the failed spans only: which listed traces failed, without reading every span
             # to find the few that did. (Searching by attribute has a PostgreSQL GIN index, made in
             # migration 0008 since SQLite has none.)
