@@ -7,8 +7,10 @@ those bits random). A fleet that samples at the source with that sampler and kee
 here keeps a subset of what it sends.
 
 The ratio thins what is stored, never what is counted: rollups, pairing and the exemplars of every
-edge and route are computed from every span (``topology.ingestion``, ``topology.rollup_batch``). A
-span of a dropped trace is still stored while it waits for its partner, and when it is an exemplar.
+edge and route, and the hops of every route's call tree, are computed from every span
+(``topology.ingestion``, ``topology.rollup_batch``, ``topology.route_hops``). So a dropped trace's
+spans are stored until its trace's hops are counted, and after that while they wait for their partner
+and when they are exemplars.
 """
 
 from django.conf import settings

@@ -1,11 +1,11 @@
 """Per-route hop rollups, and what the span table needs to count them (``topology.route_hops``).
 
 The two span columns are added with a constant default, which PostgreSQL 11+ records in the catalogue
-without rewriting a row, on a partitioned table as on a plain one; the partial index on the parent
-is built on each partition. The spans stored before have their trace's hops counted only for the roots
+without rewriting a row, on a partitioned table as on a plain one; the partial indexes on the parent
+are built on each partition (small: the pending rows only). The spans stored before have their trace's hops counted only for the roots
 of the last hour, which this migration marks pending: a route's tree for a window before then shows
 what settled since (README, "Raw spans kept by ratio"). Marking every stored root would put the whole
-table's roots into the partial index and the first settle runs.
+table's roots into the partial indexes and the first settle runs.
 """
 
 from datetime import timedelta
@@ -51,7 +51,7 @@ class Migration(migrations.Migration):
                 "indexes": [models.Index(fields=["minute"], name="route_hop_rollup_minute_idx")],
                 "constraints": [
                     models.UniqueConstraint(
-                        fields=("minute", "service", "operation", "path_key"), name="route_hop_rollup_unique"
+                        fields=("service", "operation", "minute", "path_key"), name="route_hop_rollup_unique"
                     )
                 ],
             },
@@ -77,6 +77,14 @@ class Migration(migrations.Migration):
             model_name="span",
             index=models.Index(
                 condition=models.Q(("hops_pending", True)), fields=["started_at"], name="span_hops_pending_idx"
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="span",
+            index=models.Index(
+                condition=models.Q(("hops_pending", True), ("parent_id", "")),
+                fields=["service", "name", "started_at"],
+                name="span_pending_root_idx",
             ),
         ),
     ]

@@ -111,9 +111,11 @@ class RouteHopRollup(Rollup):
     path_key = models.CharField(max_length=64)
 
     class Meta:
+        # The route first: a tree reads one route's rows over a window's minutes, a range of this index,
+        # where a minute first would read every route's rows of those minutes.
         constraints = [
             models.UniqueConstraint(
-                fields=["minute", "service", "operation", "path_key"], name="route_hop_rollup_unique"
+                fields=["service", "operation", "minute", "path_key"], name="route_hop_rollup_unique"
             )
         ]
         indexes = [models.Index(fields=["minute"], name="route_hop_rollup_minute_idx")]

@@ -80,6 +80,13 @@ class Span(models.Model):
             # Partial as well: the roots of the last minute or two, and at a ratio below 1 the spans of
             # dropped traces until they are settled, a bounded share of the table whatever its size.
             models.Index(fields=["started_at"], condition=models.Q(hops_pending=True), name="span_hops_pending_idx"),
+            # A route's unsettled requests, which its call tree reads from the spans: the roots alone,
+            # not the dropped traces' other spans of those minutes, nine in ten of them at a ratio of 0.1.
+            models.Index(
+                fields=["service", "name", "started_at"],
+                condition=models.Q(hops_pending=True, parent_id=""),
+                name="span_pending_root_idx",
+            ),
             # Partial, the failed spans only: which listed traces failed, without reading every span
             # to find the few that did. (Searching by attribute has a PostgreSQL GIN index, made in
             # migration 0008 since SQLite has none.)
