@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from topology import retention
-from topology.models import ConsumerPartitionLag, DeadLetter, EdgeRollup, Service, Span
+from topology.models import ConsumerPartitionLag, DeadLetter, EdgeRollup, RouteHopRollup, Service, Span
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +42,15 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
     EdgeRollup.objects.create(
         minute=minute - timedelta(days=13), source=service, target=service, protocol="http", count=2
     )
+    for days, count in ((15, 1), (13, 2)):
+        RouteHopRollup.objects.create(
+            minute=minute - timedelta(days=days),
+            service=service,
+            operation="GET /",
+            path="[]",
+            path_key="0",
+            count=count,
+        )
     DeadLetter.objects.create(reason="bad_id", topic="t", partition=0, offset=1, received_at=now - timedelta(days=20))
     for age in (20, 1):
         ConsumerPartitionLag.objects.create(
@@ -61,6 +70,7 @@ def test_spans_and_rollups_past_their_retention_are_deleted_and_the_rest_stay(se
 
     assert deleted["spans"] == 25 and Span.objects.count() == 5
     assert list(EdgeRollup.objects.values_list("count", flat=True)) == [2]
+    assert list(RouteHopRollup.objects.values_list("count", flat=True)) == [2]
     assert not DeadLetter.objects.exists()
     assert ConsumerPartitionLag.objects.count() == 1
 
