@@ -15,8 +15,8 @@ ever, and is missing from its trace's hops, as a call's half that comes after th
 alone; so is the trace of a Zipkin shared root whose client half comes after it.
 
 ``Span.hops_pending`` marks the work: the roots not counted yet and the spans of dropped traces not
-deleted yet, few rows of a partial index (the last minute or two of roots, and at a ratio below 1 of
-spans, the spans of that time). ``settle_route_hops`` claims them by row locks that other runs skip,
+deleted yet, the rows of a partial index that holds the last minute or two of roots (and at a ratio
+below 1, of the dropped traces' spans), however large the table. ``settle_route_hops`` claims them by row locks that other runs skip,
 so two runs at once never count one trace twice and never wait for each other.
 """
 
