@@ -212,8 +212,7 @@ def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     all still stored, kept or dropped. Both are read in one snapshot, so that a trace settled between
     the two reads is counted once, not twice or never. What the spans add is the last minute or two of
     the route's requests: at 100 requests a second and SPAN_PAIRING_GRACE_SECONDS=60, about 7,500
-    traces, whatever the window. ``requests`` says how many requests the tree covers;
-    ``sampled_traces`` is the same number, under the name the route page reads.
+    traces, whatever the window. ``requests`` says how many requests the tree covers.
     """
     tree = _hop(service, operation)
     end = window.until.replace(second=0, microsecond=0) + timedelta(minutes=1)  # the end of the last minute
@@ -247,7 +246,6 @@ def route_tree(service: str, operation: str, window: Window) -> dict[str, Any]:
     return {
         "tree": _finish(tree),
         "requests": requests,
-        "sampled_traces": requests,
         "recent": trace_list(service, operation, limit=20, since=window.since),
         "slow": trace_list(service, operation, limit=10, since=window.since, slowest=True),
         "failed": trace_list(service, operation, error=True, limit=10, since=window.since),

@@ -136,7 +136,6 @@ class HopSerializer(PercentilesMixin):
 class RouteTreeSerializer(serializers.Serializer):
     tree = HopSerializer()
     requests = serializers.IntegerField(help_text="The requests to the route in the window's minutes: all of them.")
-    sampled_traces = serializers.IntegerField(help_text="The same as requests, under the name the route page reads.")
     recent = TraceSummarySerializer(many=True)
     slow = TraceSummarySerializer(many=True)
     failed = TraceSummarySerializer(many=True)

@@ -57,7 +57,7 @@ function renderTraces(id, traces) {
 async function load() {
   const data = await getJSON(`/api/routes/tree/?${query({ service, operation, window: currentWindow() })}`);
   renderTree(data.tree || data);
-  qs("#tree-sample").textContent = data.sampled_traces ? `over the ${data.sampled_traces} most recent traces of the window` : "";
+  qs("#tree-sample").textContent = data.requests ? `over the ${data.requests} requests of the window` : "";
   renderTraces("recent", data.recent);
   renderTraces("slow", data.slow);
   renderTraces("failed", data.failed);
