@@ -1,5 +1,7 @@
 // The live-update client: snapshot, then seq-numbered deltas; resync on a gap; reconnect with backoff.
-// Protocol: see dashboard/live/__init__.py. applyChanges mirrors dashboard.live.protocol.apply.
+// Protocol: see dashboard/live/__init__.py. applyChanges mirrors dashboard.live.protocol.apply, and
+// Inbox dashboard.live.protocol.Receiver: a message above 1 KiB comes deflated, as binary frames (an
+// 8-byte header: message id, part index, part count), inflated by the browser's DecompressionStream.
 
 import { qs, setStatus } from "./util.js";
 
@@ -27,6 +29,62 @@ export function applyChanges(state, changes) {
   return next;
 }
 
+const HEADER_BYTES = 8;
+
+async function inflate(parts) {
+  const stream = new Blob(parts).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Response(stream).text();
+}
+
+// A socket's frames in, each whole message's JSON text out to deliver(text), in the order the messages
+// came although a deflated one is inflated asynchronously: a delta is never handled before the
+// snapshot or the delta that precedes it. A part out of order, or one that does not inflate, calls
+// lost() in that message's place (the page resyncs).
+export class Inbox {
+  constructor(deliver, lost) {
+    this.deliver = deliver;
+    this.lost = lost;
+    this.id = null;
+    this.parts = [];
+    this.last = Promise.resolve();
+  }
+
+  push(data) {
+    let text;
+    try {
+      text = this.join(data);
+    } catch (error) {
+      text = Promise.reject(error);
+    }
+    if (text === null) return;
+    const arrived = Promise.resolve(text); // inflating starts now, beside the messages before it
+    arrived.catch(() => {}); // a failure is handled in its turn, below, not reported as unhandled
+    this.last = this.last
+      .then(() => arrived)
+      .then(
+        (whole) => this.deliver(whole),
+        () => this.lost(),
+      )
+      .catch((error) => reportError(error)); // a page's onData failed: said, and the next one handled
+  }
+
+  join(data) {
+    if (typeof data === "string") return data;
+    const header = new DataView(data, 0, HEADER_BYTES);
+    const [id, index, count] = [header.getUint32(0), header.getUint16(4), header.getUint16(6)];
+    if (index === 0) [this.id, this.parts] = [id, []];
+    if (id !== this.id || index !== this.parts.length) {
+      [this.id, this.parts] = [null, []];
+      throw new Error(`part ${index} of message ${id} came out of order`);
+    }
+    this.parts.push(new Uint8Array(data, HEADER_BYTES));
+    if (index < count - 1) return null;
+    const parts = this.parts;
+    [this.id, this.parts] = [null, []];
+    return inflate(parts);
+  }
+}
+
 export class LiveSocket {
   // onData(state, message): the view changed (snapshot or delta); onInvalidate(): refetch (REST views).
   constructor({ view, window = 300, onData = () => {}, onInvalidate = () => {} }) {
@@ -47,21 +105,28 @@ export class LiveSocket {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    return `${scheme}://${location.host}/ws/live/${encodeURIComponent(this.view)}/?window=${this.window}`;
+    const view = encodeURIComponent(this.view);
+    return `${scheme}://${location.host}/ws/live/${view}/?window=${this.window}&compression=deflate`;
   }
 
   connect() {
     this.stopped = false;
     setStatus(this.attempt ? "reconnecting" : "connecting");
     const ws = new WebSocket(this.url());
+    ws.binaryType = "arraybuffer";
     this.ws = ws;
+    // A message of a socket this one replaced is dropped.
+    const inbox = new Inbox(
+      (text) => this.ws === ws && this.receive(text),
+      () => this.ws === ws && this.resync(),
+    );
     ws.addEventListener("open", () => {
       this.attempt = 0;
       setStatus(this.paused ? "paused" : "live");
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.send({ type: "ping" }), 30000);
     });
-    ws.addEventListener("message", (event) => this.receive(event.data));
+    ws.addEventListener("message", (event) => inbox.push(event.data));
     ws.addEventListener("close", (event) => {
       clearInterval(this.pinger);
       if (this.ws !== ws || this.stopped) return;
@@ -121,18 +186,6 @@ export class LiveSocket {
     try {
       message = JSON.parse(text);
     } catch (error) {
-      return;
-    }
-    if (message.type === "chunk") {
-      // A large message in parts (daphne sends at most 1 MiB a frame): join them, then handle it.
-      if (!this.chunks || this.chunks.id !== message.id) this.chunks = { id: message.id, parts: [] };
-      this.chunks.parts[message.i] = message.text;
-      if (message.i !== message.n - 1) return;
-      const whole = this.chunks.parts.join("");
-      const complete = this.chunks.parts.length === message.n && !this.chunks.parts.includes(undefined);
-      this.chunks = null;
-      if (complete) this.receive(whole);
-      else this.resync();
       return;
     }
     if (message.sent_at) this.stats.lastDelayMs = Date.now() - message.sent_at * 1000;
