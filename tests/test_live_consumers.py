@@ -1,5 +1,6 @@
 """The websocket consumer end to end through the ASGI application: auth, origin, snapshot, deltas."""
 
+import json
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from django.test import Client
 from dashboard.asgi import application
 from dashboard.live import broadcast
 from dashboard.live.builders import BUILDERS
-from dashboard.live.protocol import apply, plain
+from dashboard.live.protocol import Receiver, apply, plain
 from tests import seed
 from topology.live_topology import LiveTopology
 
@@ -335,5 +336,49 @@ def test_a_socket_idle_longer_than_redis_reads_wait_stays_open_and_gets_the_next
             if message["type"] == "delta" and "cart" in upserted:
                 break
         await ws.disconnect()
+
+    run(scenario)
+
+
+def test_a_client_that_asks_for_deflate_gets_a_binary_snapshot_and_deltas_it_reads_back(session_cookie):
+    """The seeded mesh's snapshot is above 1 KiB: it comes deflated. The delta too, as the broadcaster
+    deflated it once, and a text-only client on the same view gets the same messages as text."""
+    seed.seed_mesh(traces=3)
+
+    async def scenario():
+        deflating = communicator("/ws/live/topology/?window=300&compression=deflate", session_cookie)
+        text_only = communicator("/ws/live/topology/?window=300", session_cookie)
+        assert (await deflating.connect())[0] and (await text_only.connect())[0]
+        receiver = Receiver()
+
+        async def next_message():
+            while True:
+                output = await deflating.receive_output(timeout=5)
+                frame = output.get("bytes") if output.get("bytes") is not None else output["text"]
+                text = receiver.feed(frame)
+                if text is not None:
+                    return json.loads(text), type(frame)
+
+        snapshot, kind = await next_message()
+        assert (snapshot["type"], kind) == ("snapshot", bytes)
+        assert {"gateway", "orders", "payments", "inventory"} <= {node["id"] for node in snapshot["data"]["nodes"]}
+        plain_snapshot = await text_only.receive_json_from(timeout=5)
+        assert plain_snapshot == snapshot
+
+        await database_sync_to_async(seed.store)(seed.one_call("orders", "GET /orders", "shipping", "GET /quote"))
+        [sent] = await database_sync_to_async(broadcast.broadcast)("topology")
+        delta, _kind = await next_message()
+        while delta["seq"] < sent["seq"]:
+            delta, _kind = await next_message()
+        assert delta == plain(sent)
+        assert "shipping" in {node["id"] for node in delta["changes"]["nodes"]["upsert"]}
+        plain_delta = await text_only.receive_json_from(timeout=5)
+        while plain_delta["seq"] < sent["seq"]:
+            plain_delta = await text_only.receive_json_from(timeout=5)
+        assert plain_delta == delta
+        state = apply(snapshot["data"], delta["changes"])
+        assert "shipping" in {node["id"] for node in state["nodes"]}
+        await deflating.disconnect()
+        await text_only.disconnect()
 
     run(scenario)
