@@ -1,16 +1,21 @@
-"""Websocket fan-out benchmark: 100 logged-in clients on the topology view, broadcasts, delivery delay.
+"""Websocket fan-out benchmark: 100 logged-in clients on the topology view, broadcasts, delivery delay,
+and the bytes each client is sent, today's text frames beside the deflated binary frames.
 
-Each round changes the rollups, then calls ``dashboard.live.broadcast.broadcast("topology")`` the way
-the broadcaster does: the view is computed once, diffed, and one delta is group_sent to every client
-through the real Redis channel layer and daphne. The delay is from the moment the broadcaster sends
-(``sent_at`` in the delta) to the moment each client has read the whole message. Printed, never
-asserted. It also reports what marking a view changed costs a writer, and the delay from that mark,
-through a running broadcaster, to every client.
+It runs twice on the same seeded mesh (``benchmarks.topology_ui``'s seed): clients reading text, as
+before deflating (``/ws/live/topology/``), then clients asking for it as live.js does
+(``?compression=deflate``). Each round changes the newest minute's rollups of ``--changed`` of the
+edges, then calls ``dashboard.live.broadcast.broadcast("topology")`` the way the broadcaster does: the
+view is computed once, diffed, and one delta is group_sent to every client through the real Redis
+channel layer and daphne. The delay is from the moment the broadcaster sends (``sent_at`` in the
+delta) to the moment each client has read and inflated the whole message. The bytes are what each
+client reads off its socket, frame headers included; a minute at steady state is 60 broadcasts (the
+topology's one a second). Printed, never asserted. It also reports what marking a view changed costs
+a writer, and the delay from that mark, through a running broadcaster, to every client.
 
-    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/uihelper \\
-        .venv/bin/python -m benchmarks.websocket_fanout --clients 100 --rounds 20
+    SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench \\
+        .venv/bin/python -m benchmarks.websocket_fanout --clients 100 --services 5000 --edges 25000
 
-Target (issue 4): delivery p95 under 500 ms.
+Targets (issue 11): delivery p95 <= 500 ms, a delta of 1 % of the edges <= 50 KiB.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import statistics
 import struct
 import time
@@ -32,14 +38,17 @@ import django
 django.setup()
 
 from benchmarks.topology_ui import daphne, scratch_database, seed, session_cookie  # noqa: E402
+from dashboard.live.protocol import Receiver  # noqa: E402
 
 
 class Client:
-    """A minimal RFC 6455 client on asyncio streams: enough to read the server's text frames."""
+    """A minimal RFC 6455 client on asyncio streams: reads the server's frames as static/js/live.js does
+    (``protocol.Receiver``: text, chunks, deflated binary parts) and counts the bytes it was sent."""
 
     def __init__(self, host, port, path, cookie):
         self.host, self.port, self.path, self.cookie = host, port, path, cookie
-        self.chunks = {}
+        self.receiver = Receiver()
+        self.wire_bytes = 0  # every frame read, its header included
 
     async def connect(self):
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**24)
@@ -59,15 +68,19 @@ class Client:
         head = await self.reader.readexactly(2)
         opcode = head[0] & 0x0F
         length = head[1] & 0x7F
+        header = 2
         if length == 126:
             length = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            header += 2
         elif length == 127:
             length = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            header += 8
         payload = await self.reader.readexactly(length)
+        self.wire_bytes += header + length
         return opcode, payload
 
     async def message(self):
-        """The next whole JSON message (joining ``chunk`` messages)."""
+        """The next whole JSON message."""
         while True:
             opcode, payload = await self._frame()
             if opcode == 8:
@@ -77,16 +90,11 @@ class Client:
                 masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
                 self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
                 continue
-            if opcode != 1:
+            if opcode not in (1, 2):
                 continue
-            message = json.loads(payload)
-            if message.get("type") != "chunk":
-                return message
-            parts = self.chunks.setdefault(message["id"], {})
-            parts[message["i"]] = message["text"]
-            if len(parts) == message["n"]:
-                del self.chunks[message["id"]]
-                return json.loads("".join(parts[i] for i in range(message["n"])))
+            text = self.receiver.feed(payload.decode() if opcode == 1 else payload)
+            if text is not None:
+                return json.loads(text)
 
     def close(self):
         self.writer.close()
@@ -97,51 +105,84 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def change_rollups(round_number):
-    """Some traffic changes every round, as it would between two broadcasts."""
-    from django.db.models import F
+def change_rollups(round_number, fraction):
+    """``fraction`` of the edges get more calls in the newest minute, as between two broadcasts."""
+    from django.db.models import F, Max
 
     from topology.models import EdgeRollup
 
-    ids = list(EdgeRollup.objects.order_by("id").values_list("id", flat=True)[round_number * 7 % 50 :: 9][:30])
-    EdgeRollup.objects.filter(id__in=ids).update(count=F("count") + 17 + round_number, errors=F("errors") + 1)
+    newest = EdgeRollup.objects.aggregate(newest=Max("minute"))["newest"]
+    ids = list(EdgeRollup.objects.filter(minute=newest).order_by("id").values_list("id", flat=True))
+    chosen = random.Random(round_number).sample(ids, max(1, round(len(ids) * fraction)))
+    EdgeRollup.objects.filter(id__in=chosen).update(count=F("count") + 17 + round_number, errors=F("errors") + 1)
+    return len(chosen)
 
 
-async def run(url, cookie, args):
+def kib(size):
+    return f"{size / 1024:,.1f} KiB"
+
+
+async def phase(url, cookie, args, compression):
+    """``args.clients`` clients on the live topology, asking for ``compression`` or not (today's text),
+    through ``args.rounds`` broadcasts that each change ``args.changed`` of the edges. Returns figures."""
     import threading
 
     from asgiref.sync import sync_to_async
 
     from dashboard.live import broadcast
-    from dashboard.live.protocol import encode
+    from dashboard.live.protocol import as_text, encode, frames
 
     host, port = url.removeprefix("http://").split(":")
-    clients = [Client(host, int(port), "/ws/live/topology/?window=300", cookie) for _ in range(args.clients)]
-    started = time.perf_counter()
-    await asyncio.gather(*(client.connect() for client in clients))
-    snapshots = await asyncio.gather(*(client.message() for client in clients))
-    print(
-        f"{args.clients} clients connected and got their snapshots in {(time.perf_counter() - started) * 1000:.0f} ms "
-        f"(snapshot {len(json.dumps(snapshots[0])) / 1024:.0f} KiB, seq {snapshots[0]['seq']})"
-    )
-    seqs = [s["seq"] for s in snapshots]
+    query = "window=300" + ("&compression=deflate" if compression else "")
+    clients = [Client(host, int(port), f"/ws/live/topology/?{query}", cookie) for _ in range(args.clients)]
 
-    async def receive_until(client, index, seq):
+    async def snapshot(client):
+        await client.connect()
+        message = await client.message()  # the first message: its bytes are the wire's so far
+        return message, client.wire_bytes
+
+    async def receive_until(client, seq):
         while True:
             message = await client.message()
             if message.get("type") == "delta" and message["seq"] >= seq:
                 return message, time.time()
 
-    delays, sizes, computes = [], [], []
+    started = time.perf_counter()
+    snapshots = await asyncio.gather(*(snapshot(client) for client in clients))
+    figures = {
+        "connect_ms": (time.perf_counter() - started) * 1000,
+        "snapshot_json": len(encode(snapshots[0][0]).encode()),
+        "snapshot_wire": statistics.median(size for _, size in snapshots),
+    }
+    # One broadcast not counted: whatever the first snapshot's computation sent is read by then.
+    target = max(message["seq"] for message, _ in snapshots) + 1
+    waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
+    await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
+    seqs = [message["seq"] for message, _ in await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)]
+
+    delays, json_sizes, wire_sizes, computes, changed, deflate_ms = [], [], [], [], [], []
     for round_number in range(args.rounds):
-        await sync_to_async(change_rollups, thread_sensitive=False)(round_number)
+        changed.append(await sync_to_async(change_rollups, thread_sensitive=False)(round_number, args.changed))
         target = max(seqs) + 1
-        waiting = [asyncio.create_task(receive_until(c, i, target)) for i, c in enumerate(clients)]
+        before = [client.wire_bytes for client in clients]
+        waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
         sent = await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
-        results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
-        sent_at = sent[0]["sent_at"]
-        delays.extend((received - sent_at) * 1000 for _, received in results)
-        sizes.append(len(encode(sent[0])))
+        results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+        delays.extend((received - sent[0]["sent_at"]) * 1000 for _, received in results)
+        text = encode(sent[0])
+        json_sizes.append(len(text.encode()))
+        t0 = time.perf_counter()
+        deflated = frames(text)
+        deflate_ms.append((time.perf_counter() - t0) * 1000)
+        # Both encodings of the same message, whichever the clients read: what today's text frames
+        # would weigh beside the deflated ones.
+        figures.setdefault("same_message", []).append(
+            (
+                sum(len(f) if isinstance(f, bytes) else len(f.encode()) for f in deflated),
+                sum(len(f.encode()) for f in as_text(deflated)),
+            )
+        )
+        wire_sizes.extend(client.wire_bytes - b for client, b in zip(clients, before))
         computes.append(sent[0]["compute_ms"])
         seqs = [message["seq"] for message, _ in results]
         await asyncio.sleep(args.interval)
@@ -151,37 +192,89 @@ async def run(url, cookie, args):
     stop = threading.Event()
     broadcaster = threading.Thread(target=broadcast.Broadcaster().run, args=(stop,), daemon=True)
     broadcaster.start()
-    await sync_to_async(change_rollups, thread_sensitive=False)(99)
+    await sync_to_async(change_rollups, thread_sensitive=False)(99, args.changed)
     broadcast.redis_client().delete(broadcast.key("slot", "topology"))
     target = max(seqs) + 1
-    waiting = [asyncio.create_task(receive_until(c, i, target)) for i, c in enumerate(clients)]
+    waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
     announced = time.time()
     t0 = time.perf_counter()
     await sync_to_async(broadcast.mark_changed, thread_sensitive=False)(None, frozenset({"topology"}))
-    announce_cost = (time.perf_counter() - t0) * 1000
-    results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+    figures["announce_ms"] = (time.perf_counter() - t0) * 1000
+    results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
     end_to_end = [(received - announced) * 1000 for _, received in results]
     stop.set()
-    broadcaster.join(timeout=10)
+    broadcaster.join(timeout=30)
     for client in clients:
         client.close()
+    figures.update(
+        delays=delays,
+        end_to_end=end_to_end,
+        json_sizes=json_sizes,
+        wire_sizes=wire_sizes,
+        computes=computes,
+        changed=changed,
+        deflate_ms=deflate_ms,
+    )
+    return figures
 
-    print(f"broadcasts: {args.rounds} rounds x {args.clients} clients = {len(delays)} deliveries")
+
+def report(name, f, args):
     print(
-        f"delivery delay (broadcast -> receipt)   p50 {percentile(delays, 0.5):6.1f} ms   p95 {percentile(delays, 0.95):6.1f} ms   "
-        f"max {max(delays):6.1f} ms"
+        f"--- {name}: {args.clients} clients, {args.rounds} broadcasts, ~{statistics.median(f['changed'])} edges changed each"
     )
     print(
-        f"delta size                              median {statistics.median(sizes) / 1024:.1f} KiB   max {max(sizes) / 1024:.1f} KiB "
-        f"(of a {len(json.dumps(snapshots[0])) / 1024:.0f} KiB view)"
+        f"connect + snapshot, all {args.clients} clients   {f['connect_ms']:8.0f} ms   "
+        f"snapshot {kib(f['snapshot_json'])} of JSON, {kib(f['snapshot_wire'])} on the wire per client"
     )
-    print(f"view compute per broadcast (once for all clients)   median {statistics.median(computes):.0f} ms")
-    print(f"marking a view changed, cost to the writer   {announce_cost:.1f} ms")
     print(
-        f"mark -> every client has it  p50 {percentile(end_to_end, 0.5):6.1f} ms   p95 {percentile(end_to_end, 0.95):6.1f} ms "
-        f"(includes computing the view)"
+        f"delivery delay (broadcast -> read)   p50 {percentile(f['delays'], 0.5):6.1f} ms   "
+        f"p95 {percentile(f['delays'], 0.95):6.1f} ms   max {max(f['delays']):6.1f} ms   ({len(f['delays'])} deliveries)"
     )
-    print("target: delivery p95 < 500 ms")
+    per_broadcast = statistics.mean(f["wire_sizes"])
+    print(
+        f"delta                                 median {kib(statistics.median(f['json_sizes']))} of JSON, "
+        f"{kib(statistics.median(f['wire_sizes']))} on the wire per client"
+    )
+    print(
+        f"steady state, a broadcast a second    {kib(per_broadcast * 60)} per client per minute "
+        f"({kib(per_broadcast)} read per broadcast x 60; {kib(per_broadcast * 60 * args.clients)} a minute for all)"
+    )
+    print(f"view compute per broadcast (once for all clients)   median {statistics.median(f['computes']):.0f} ms")
+    print(
+        f"mark -> every client has it          p50 {percentile(f['end_to_end'], 0.5):6.1f} ms   "
+        f"p95 {percentile(f['end_to_end'], 0.95):6.1f} ms (includes computing the view); marking costs the writer "
+        f"{f['announce_ms']:.1f} ms"
+    )
+
+
+async def run(url, cookie, args):
+    phases = {}
+    for name, compression in (("today: text frames", False), ("deflated binary frames", True)):
+        if name.startswith("today") and args.skip_today:
+            continue
+        phases[name] = await phase(url, cookie, args, compression)
+        report(name, phases[name], args)
+    new = phases["deflated binary frames"]
+    deflated, text = zip(*new["same_message"])
+    print("--- the same messages in both encodings")
+    print(
+        f"delta: {kib(statistics.median(text))} as text frames, {kib(statistics.median(deflated))} deflated "
+        f"({statistics.median(text) / statistics.median(deflated):.1f}x; deflating it once "
+        f"{statistics.median(new['deflate_ms']):.1f} ms)"
+    )
+    if len(phases) == 2:
+        old = phases["today: text frames"]
+        print(
+            f"snapshot on the wire per client: {kib(old['snapshot_wire'])} today, {kib(new['snapshot_wire'])} deflated"
+        )
+        print(
+            f"bytes per client per minute at one broadcast a second: {kib(statistics.mean(old['wire_sizes']) * 60)} today, "
+            f"{kib(statistics.mean(new['wire_sizes']) * 60)} deflated"
+        )
+        print(
+            f"delivery p95: {percentile(old['delays'], 0.95):.1f} ms today, {percentile(new['delays'], 0.95):.1f} ms deflated"
+        )
+    print("targets: delivery p95 <= 500 ms; delta <= 50 KiB")
 
 
 def main():
@@ -191,9 +284,13 @@ def main():
     parser.add_argument("--interval", type=float, default=0.3)
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--edges", type=int, default=600)
+    parser.add_argument("--changed", type=float, default=0.01, help="the fraction of edges a broadcast changes")
+    parser.add_argument("--skip-today", action="store_true", help="only the deflating clients")
     args = parser.parse_args()
     with scratch_database() as db:
+        started = time.perf_counter()
         seed(args.services, args.edges)
+        print(f"seeded {args.services} services, {args.edges} edges in {time.perf_counter() - started:.0f} s")
         cookie = session_cookie()
         with daphne(db) as url:
             asyncio.run(run(url, cookie, args))
