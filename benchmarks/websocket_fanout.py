@@ -63,6 +63,8 @@ class Client:
         status = await self.reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in status.split(b"\r\n", 1)[0]:
             raise RuntimeError(f"handshake refused: {status[:80]!r}")
+        self.inbox = asyncio.Queue()
+        self.reading = asyncio.create_task(self._read())
 
     async def _frame(self):
         head = await self.reader.readexactly(2)
@@ -79,24 +81,41 @@ class Client:
         self.wire_bytes += header + length
         return opcode, payload
 
+    async def _read(self):
+        """Reads all the time, as a browser does: pings are answered even while nobody asks for a message
+        (daphne closes a socket whose pong is 30 s late), and each message is kept with when it was read."""
+        try:
+            while True:
+                opcode, payload = await self._frame()
+                if opcode == 8:
+                    raise ConnectionError("closed by the server")
+                if opcode == 9:  # ping: answer with a masked pong
+                    mask = os.urandom(4)
+                    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+                    continue
+                if opcode not in (1, 2):
+                    continue
+                text = self.receiver.feed(payload.decode() if opcode == 1 else payload)
+                if text is not None:
+                    self.inbox.put_nowait((json.loads(text), time.time(), self.wire_bytes))
+        except Exception as error:  # the next message() raises it
+            self.inbox.put_nowait((error, time.time(), self.wire_bytes))
+
+    async def received(self):
+        """The next whole JSON message, the time.time() it was read and inflated, and the bytes read
+        off the socket up to its end."""
+        message, at, wire_bytes = await self.inbox.get()
+        if isinstance(message, Exception):
+            raise message
+        return message, at, wire_bytes
+
     async def message(self):
         """The next whole JSON message."""
-        while True:
-            opcode, payload = await self._frame()
-            if opcode == 8:
-                raise ConnectionError("closed by the server")
-            if opcode == 9:  # ping: answer with a masked pong
-                mask = os.urandom(4)
-                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-                self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
-                continue
-            if opcode not in (1, 2):
-                continue
-            text = self.receiver.feed(payload.decode() if opcode == 1 else payload)
-            if text is not None:
-                return json.loads(text)
+        return (await self.received())[0]
 
     def close(self):
+        self.reading.cancel()
         self.writer.close()
 
 
@@ -138,17 +157,22 @@ async def phase(url, cookie, args, compression):
 
     async def snapshot(client):
         await client.connect()
-        message = await client.message()  # the first message: its bytes are the wire's so far
-        return message, client.wire_bytes
+        message, _at, wire_bytes = await client.received()  # the first message: all the wire so far
+        return message, wire_bytes
 
     async def receive_until(client, seq):
         while True:
-            message = await client.message()
+            message, at, wire_bytes = await client.received()
             if message.get("type") == "delta" and message["seq"] >= seq:
-                return message, time.time()
+                return message, at, wire_bytes
 
+    # The stored state the snapshots are served from, as at steady state: no client waits for (or is
+    # sent the delta of) a first computation.
+    await sync_to_async(broadcast.refresh_state, thread_sensitive=False)("topology", 300)
     started = time.perf_counter()
-    snapshots = await asyncio.gather(*(snapshot(client) for client in clients))
+    snapshots = []
+    for wave in range(0, len(clients), args.wave):
+        snapshots += await asyncio.gather(*(snapshot(client) for client in clients[wave : wave + args.wave]))
     figures = {
         "connect_ms": (time.perf_counter() - started) * 1000,
         "snapshot_json": len(encode(snapshots[0][0]).encode()),
@@ -158,17 +182,17 @@ async def phase(url, cookie, args, compression):
     target = max(message["seq"] for message, _ in snapshots) + 1
     waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
     await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
-    seqs = [message["seq"] for message, _ in await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)]
+    warmed = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+    seqs, read = [message["seq"] for message, _, _ in warmed], [wire_bytes for _, _, wire_bytes in warmed]
 
     delays, json_sizes, wire_sizes, computes, changed, deflate_ms = [], [], [], [], [], []
     for round_number in range(args.rounds):
         changed.append(await sync_to_async(change_rollups, thread_sensitive=False)(round_number, args.changed))
         target = max(seqs) + 1
-        before = [client.wire_bytes for client in clients]
         waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
         sent = await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
         results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
-        delays.extend((received - sent[0]["sent_at"]) * 1000 for _, received in results)
+        delays.extend((received - sent[0]["sent_at"]) * 1000 for _, received, _ in results)
         text = encode(sent[0])
         json_sizes.append(len(text.encode()))
         t0 = time.perf_counter()
@@ -182,9 +206,10 @@ async def phase(url, cookie, args, compression):
                 sum(len(f.encode()) for f in as_text(deflated)),
             )
         )
-        wire_sizes.extend(client.wire_bytes - b for client, b in zip(clients, before))
+        wire_sizes.extend(wire_bytes - before for (_, _, wire_bytes), before in zip(results, read))
+        read = [wire_bytes for _, _, wire_bytes in results]
         computes.append(sent[0]["compute_ms"])
-        seqs = [message["seq"] for message, _ in results]
+        seqs = [message["seq"] for message, _, _ in results]
         await asyncio.sleep(args.interval)
 
     # What a committed write does in the writer's process (mark the view), its cost, and mark -> every
@@ -201,7 +226,7 @@ async def phase(url, cookie, args, compression):
     await sync_to_async(broadcast.mark_changed, thread_sensitive=False)(None, frozenset({"topology"}))
     figures["announce_ms"] = (time.perf_counter() - t0) * 1000
     results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
-    end_to_end = [(received - announced) * 1000 for _, received in results]
+    end_to_end = [(received - announced) * 1000 for _, received, _ in results]
     stop.set()
     broadcaster.join(timeout=30)
     for client in clients:
@@ -223,7 +248,7 @@ def report(name, f, args):
         f"--- {name}: {args.clients} clients, {args.rounds} broadcasts, ~{statistics.median(f['changed'])} edges changed each"
     )
     print(
-        f"connect + snapshot, all {args.clients} clients   {f['connect_ms']:8.0f} ms   "
+        f"connect + snapshot, {args.clients} clients, {args.wave} at a time   {f['connect_ms']:8.0f} ms   "
         f"snapshot {kib(f['snapshot_json'])} of JSON, {kib(f['snapshot_wire'])} on the wire per client"
     )
     print(
@@ -285,6 +310,9 @@ def main():
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--edges", type=int, default=600)
     parser.add_argument("--changed", type=float, default=0.01, help="the fraction of edges a broadcast changes")
+    parser.add_argument(
+        "--wave", type=int, default=10, help="clients that connect at once (a snapshot is read per client)"
+    )
     parser.add_argument("--skip-today", action="store_true", help="only the deflating clients")
     args = parser.parse_args()
     with scratch_database() as db:

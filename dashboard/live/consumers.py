@@ -89,7 +89,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_snapshot(self) -> None:
         try:
-            encoded = await database_sync_to_async(snapshot_frames)(self.view, self.window, self.compressed)
+            # Not on the one thread every consumer's session lookup and ping share: at 5,000 services
+            # reading a snapshot takes about 100 ms, and other sockets' handshakes would queue behind.
+            encoded = await database_sync_to_async(snapshot_frames, thread_sensitive=False)(
+                self.view, self.window, self.compressed
+            )
         except Exception:
             logger.exception("snapshot of %s failed", self.view)
             await self.send_json({"type": "error", "message": "The snapshot could not be computed."})
