@@ -26,6 +26,8 @@ import os
 import random
 import statistics
 import struct
+import subprocess
+import sys
 import time
 import uuid
 
@@ -37,7 +39,7 @@ import django
 
 django.setup()
 
-from benchmarks.topology_ui import daphne, scratch_database, seed, session_cookie  # noqa: E402
+from benchmarks.topology_ui import daphne, database_url, scratch_database, seed, session_cookie  # noqa: E402
 from dashboard.live.protocol import Receiver  # noqa: E402
 
 
@@ -141,24 +143,100 @@ def kib(size):
     return f"{size / 1024:,.1f} KiB"
 
 
-async def phase(url, cookie, args, compression):
-    """``args.clients`` clients on the live topology, asking for ``compression`` or not (today's text),
-    through ``args.rounds`` broadcasts that each change ``args.changed`` of the edges. Returns figures."""
-    import threading
+class Broadcasts:
+    """The broadcaster's side in a process of its own, as ``manage.py broadcast`` is: computing a view of
+    5,000 services in this process would hold the GIL for seconds while its hundred clients wait to read.
+    Commands in (JSON lines on stdin), answers out (on stdout); see ``serve``."""
 
-    from asgiref.sync import sync_to_async
+    def __init__(self, db):
+        env = {**os.environ, "DATABASE_URL": database_url(db), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.websocket_fanout", "--serve-broadcasts"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+
+    def call(self, **command):
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("the broadcasting process ended")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    async def __call__(self, **command):
+        return await asyncio.to_thread(self.call, **command)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def serve():
+    """The broadcasting process: change rollups, refresh, broadcast, mark through a running Broadcaster."""
+    import threading
 
     from dashboard.live import broadcast
     from dashboard.live.protocol import as_text, encode, frames
+
+    stop, running = threading.Event(), None
+    for line in sys.stdin:
+        command = json.loads(line)
+        answer = {}
+        if command["do"] == "change":
+            answer["changed"] = change_rollups(command["round"], command["fraction"])
+        elif command["do"] == "refresh":
+            broadcast.refresh_state("topology", 300)
+        elif command["do"] == "broadcast":
+            [sent] = broadcast.broadcast("topology")
+            text = encode(sent)
+            started = time.perf_counter()
+            deflated = frames(text)
+            answer = {
+                "sent_at": sent["sent_at"],
+                "seq": sent["seq"],
+                "compute_ms": sent["compute_ms"],
+                "json": len(text.encode()),
+                # Both encodings of the same message, whichever the clients read.
+                "deflated": sum(len(f) if isinstance(f, bytes) else len(f.encode()) for f in deflated),
+                "text": sum(len(f.encode()) for f in as_text(deflated)),
+                "deflate_ms": (time.perf_counter() - started) * 1000,
+            }
+        elif command["do"] == "mark":
+            # What a committed write does in the writer's process (mark the view), and its cost.
+            stop = threading.Event()
+            running = threading.Thread(target=broadcast.Broadcaster().run, args=(stop,), daemon=True)
+            running.start()
+            broadcast.redis_client().delete(broadcast.key("slot", "topology"))
+            answer["announced"] = time.time()
+            started = time.perf_counter()
+            broadcast.mark_changed(None, frozenset({"topology"}))
+            answer["announce_ms"] = (time.perf_counter() - started) * 1000
+        elif command["do"] == "stop" and running is not None:
+            stop.set()
+            running.join(timeout=30)
+        print(json.dumps(answer), flush=True)
+
+
+async def phase(url, cookie, args, compression, broadcasts):
+    """``args.clients`` clients on the live topology, asking for ``compression`` or not (today's text),
+    through ``args.rounds`` broadcasts that each change ``args.changed`` of the edges. Returns figures."""
+    from dashboard.live.protocol import encode
 
     host, port = url.removeprefix("http://").split(":")
     query = "window=300" + ("&compression=deflate" if compression else "")
     clients = [Client(host, int(port), f"/ws/live/topology/?{query}", cookie) for _ in range(args.clients)]
 
     async def snapshot(client):
+        """Its sequence number and sizes: a hundred parsed snapshots of 5,000 services would hold GBs
+        in this one process and stall its loop in garbage collection, where browsers each hold one."""
         await client.connect()
         message, _at, wire_bytes = await client.received()  # the first message: all the wire so far
-        return message, wire_bytes
+        return message["seq"], len(encode(message).encode()), wire_bytes
 
     async def receive_until(client, seq):
         while True:
@@ -168,77 +246,55 @@ async def phase(url, cookie, args, compression):
 
     # The stored state the snapshots are served from, as at steady state: no client waits for (or is
     # sent the delta of) a first computation.
-    await sync_to_async(broadcast.refresh_state, thread_sensitive=False)("topology", 300)
+    await broadcasts(do="refresh")
     started = time.perf_counter()
     snapshots = []
     for wave in range(0, len(clients), args.wave):
         snapshots += await asyncio.gather(*(snapshot(client) for client in clients[wave : wave + args.wave]))
     figures = {
         "connect_ms": (time.perf_counter() - started) * 1000,
-        "snapshot_json": len(encode(snapshots[0][0]).encode()),
-        "snapshot_wire": statistics.median(size for _, size in snapshots),
+        "snapshot_json": snapshots[0][1],
+        "snapshot_wire": statistics.median(wire_bytes for _, _, wire_bytes in snapshots),
     }
     # One broadcast not counted: whatever the first snapshot's computation sent is read by then.
-    target = max(message["seq"] for message, _ in snapshots) + 1
+    target = max(seq for seq, _, _ in snapshots) + 1
     waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
-    await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
+    await broadcasts(do="broadcast")
     warmed = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
     seqs, read = [message["seq"] for message, _, _ in warmed], [wire_bytes for _, _, wire_bytes in warmed]
 
-    delays, json_sizes, wire_sizes, computes, changed, deflate_ms = [], [], [], [], [], []
+    delays, wire_sizes, sent, changed = [], [], [], []
     for round_number in range(args.rounds):
-        changed.append(await sync_to_async(change_rollups, thread_sensitive=False)(round_number, args.changed))
+        changed.append((await broadcasts(do="change", round=round_number, fraction=args.changed))["changed"])
         target = max(seqs) + 1
         waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
-        sent = await sync_to_async(broadcast.broadcast, thread_sensitive=False)("topology")
+        sent.append(await broadcasts(do="broadcast"))
         results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
-        delays.extend((received - sent[0]["sent_at"]) * 1000 for _, received, _ in results)
-        text = encode(sent[0])
-        json_sizes.append(len(text.encode()))
-        t0 = time.perf_counter()
-        deflated = frames(text)
-        deflate_ms.append((time.perf_counter() - t0) * 1000)
-        # Both encodings of the same message, whichever the clients read: what today's text frames
-        # would weigh beside the deflated ones.
-        figures.setdefault("same_message", []).append(
-            (
-                sum(len(f) if isinstance(f, bytes) else len(f.encode()) for f in deflated),
-                sum(len(f.encode()) for f in as_text(deflated)),
-            )
-        )
+        delays.extend((received - sent[-1]["sent_at"]) * 1000 for _, received, _ in results)
         wire_sizes.extend(wire_bytes - before for (_, _, wire_bytes), before in zip(results, read))
         read = [wire_bytes for _, _, wire_bytes in results]
-        computes.append(sent[0]["compute_ms"])
         seqs = [message["seq"] for message, _, _ in results]
         await asyncio.sleep(args.interval)
 
-    # What a committed write does in the writer's process (mark the view), its cost, and mark -> every
-    # client has it, through a broadcaster running as ``manage.py broadcast`` runs it.
-    stop = threading.Event()
-    broadcaster = threading.Thread(target=broadcast.Broadcaster().run, args=(stop,), daemon=True)
-    broadcaster.start()
-    await sync_to_async(change_rollups, thread_sensitive=False)(99, args.changed)
-    broadcast.redis_client().delete(broadcast.key("slot", "topology"))
+    # Mark -> every client has it, through a broadcaster running as ``manage.py broadcast`` runs it.
+    await broadcasts(do="change", round=99, fraction=args.changed)
     target = max(seqs) + 1
     waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
-    announced = time.time()
-    t0 = time.perf_counter()
-    await sync_to_async(broadcast.mark_changed, thread_sensitive=False)(None, frozenset({"topology"}))
-    figures["announce_ms"] = (time.perf_counter() - t0) * 1000
+    marked = await broadcasts(do="mark")
     results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
-    end_to_end = [(received - announced) * 1000 for _, received, _ in results]
-    stop.set()
-    broadcaster.join(timeout=30)
+    await broadcasts(do="stop")
     for client in clients:
         client.close()
     figures.update(
         delays=delays,
-        end_to_end=end_to_end,
-        json_sizes=json_sizes,
+        end_to_end=[(received - marked["announced"]) * 1000 for _, received, _ in results],
+        announce_ms=marked["announce_ms"],
+        json_sizes=[message["json"] for message in sent],
+        same_message=[(message["deflated"], message["text"]) for message in sent],
+        deflate_ms=[message["deflate_ms"] for message in sent],
+        computes=[message["compute_ms"] for message in sent],
         wire_sizes=wire_sizes,
-        computes=computes,
         changed=changed,
-        deflate_ms=deflate_ms,
     )
     return figures
 
@@ -272,12 +328,12 @@ def report(name, f, args):
     )
 
 
-async def run(url, cookie, args):
+async def run(url, cookie, args, broadcasts):
     phases = {}
     for name, compression in (("today: text frames", False), ("deflated binary frames", True)):
         if name.startswith("today") and args.skip_today:
             continue
-        phases[name] = await phase(url, cookie, args, compression)
+        phases[name] = await phase(url, cookie, args, compression, broadcasts)
         report(name, phases[name], args)
     new = phases["deflated binary frames"]
     deflated, text = zip(*new["same_message"])
@@ -314,14 +370,22 @@ def main():
         "--wave", type=int, default=10, help="clients that connect at once (a snapshot is read per client)"
     )
     parser.add_argument("--skip-today", action="store_true", help="only the deflating clients")
+    parser.add_argument("--serve-broadcasts", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_broadcasts:
+        serve()
+        return
     with scratch_database() as db:
         started = time.perf_counter()
         seed(args.services, args.edges)
         print(f"seeded {args.services} services, {args.edges} edges in {time.perf_counter() - started:.0f} s")
         cookie = session_cookie()
-        with daphne(db) as url:
-            asyncio.run(run(url, cookie, args))
+        broadcasts = Broadcasts(db)
+        try:
+            with daphne(db) as url:
+                asyncio.run(run(url, cookie, args, broadcasts))
+        finally:
+            broadcasts.close()
 
 
 if __name__ == "__main__":
