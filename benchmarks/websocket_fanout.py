@@ -267,11 +267,18 @@ async def phase(url, cookie, args, compression, broadcasts):
 
     delays, wire_sizes, sent, changed = [], [], [], []
     for round_number in range(args.rounds):
+        # An uncounted broadcast first, read by every client: it takes whatever the window's slide or a
+        # 10-s rate step changed (the whole view), so the counted one right after carries the edges.
+        target = max(seqs) + 1
+        waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
+        await broadcasts(do="broadcast")
+        absorbed = await asyncio.wait_for(asyncio.gather(*waiting), timeout=120)
+        seqs, read = [message["seq"] for message, _, _ in absorbed], [wire_bytes for _, _, wire_bytes in absorbed]
         changed.append((await broadcasts(do="change", round=round_number, fraction=args.changed))["changed"])
         target = max(seqs) + 1
         waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
         sent.append(await broadcasts(do="broadcast"))
-        results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+        results = await asyncio.wait_for(asyncio.gather(*waiting), timeout=120)
         delays.append([(received - sent[-1]["sent_at"]) * 1000 for _, received, _ in results])
         wire_sizes.append(statistics.mean(wire_bytes - before for (_, _, wire_bytes), before in zip(results, read)))
         read = [wire_bytes for _, _, wire_bytes in results]
