@@ -15,6 +15,7 @@ answered with ``pong``).
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -100,7 +101,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_frames(encoded)
 
-    async def send_frames(self, encoded: list[Frame]) -> None:
+    async def send_frames(self, encoded: Sequence[Frame]) -> None:
         """Sends a message's frames (``protocol.frames``: binary parts when deflated, text otherwise,
         each under daphne's 1 MiB frame limit). A consumer handles one event at a time, so the frames of
         two messages never interleave."""

@@ -2,18 +2,16 @@
 carry a message. No Redis, no database: unit tested on its own (static/js/live.js mirrors ``apply`` and
 ``Receiver``).
 
-Frames. A message of at most COMPRESS_ABOVE bytes is one text frame of JSON. A larger one is deflated
-(zlib format, which the browser's ``DecompressionStream("deflate")`` reads) once, where it is encoded,
-and sent as binary frames of at most CHUNK_BYTES, each behind an 8-byte header (message id, part index,
-part count; network byte order). Measured on the topology of 5,000 services and 25,000 edges
-(``benchmarks.websocket_fanout --services 5000 --edges 25000``):
+Frames. A message of at most COMPRESS_ABOVE characters is one text frame of JSON. A larger one is
+deflated (zlib format, which the browser's ``DecompressionStream("deflate")`` reads) once, where it is
+encoded, and sent as binary frames of at most CHUNK_BYTES, each behind an 8-byte header (message id,
+part index, part count; network byte order). Measured on the topology of 5,000 services and 25,000
+edges (``benchmarks.topology_ui``'s seed), deflate level 6:
 
-============================================  ===========  ======================  ============
-message                                       JSON         deflated (level 6)      compact+deflated
-============================================  ===========  ======================  ============
-snapshot                                      7,263,070 B  647,396 B (11.2x), 53 ms  580,314 B
-delta, 1 % of the edges changed (250 edges)   62,705 B     7,562 B (8.3x), 0.5 ms    6,851 B
-============================================  ===========  ======================  ============
+* snapshot: 7,263,070 B of JSON (8.1 MiB as today's escaped text chunks), 647,396 B deflated (11.2x,
+  53-135 ms once); with the compact encoding below, 3,928,327 B and 580,314 B deflated;
+* delta of 1 % of the edges (250 edges): 62,705 B of JSON, 7,562 B deflated (8.3x, 0.5 ms); compact,
+  34,589 B and 6,851 B deflated.
 
 The compact encoding (a keyed list as ``{"columns": [...], "rows": [[...]]}``) halves the JSON but only
 takes 9-10 % more off once deflated, since deflate already sends each repeated key as a back-reference;
@@ -181,7 +179,7 @@ class Receiver:
         return whole
 
 
-def as_text(frames_: Iterable[Frame]) -> list[str]:
+def as_text(frames_: Iterable[Frame]) -> list[Frame]:
     """The same messages as text frames, for a client that takes no binary frames: inflated and split
     again, once per such client (the browser takes the binary frames as they are)."""
     receiver = Receiver()
