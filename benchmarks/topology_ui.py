@@ -387,9 +387,9 @@ def live_figures(window, runs):
     def whole_snapshot():
         return encode({"type": "snapshot", "data": json.loads(client.get(whole_key))["data"]})
 
-    text, times = timed(lambda: broadcast.snapshot("topology", window), runs)
+    snapshot, times = timed(lambda: broadcast.snapshot("topology", window), runs)
     _, whole_times = timed(whole_snapshot, runs)
-    print(f"live    snapshot for a new client          {figures(times)}   {len(text) / 1024:.0f} KiB of JSON")
+    print(f"live    snapshot for a new client          {figures(times)}   {len(snapshot.text) / 1024:.0f} KiB of JSON")
     print(f"live    ... today's (one stored document)  {figures(whole_times)}")
 
     keeper = LiveTopology((window,))
