@@ -130,12 +130,15 @@ def change_rollups(round_number, fraction):
     """``fraction`` of the edges get more calls in the newest minute, as between two broadcasts."""
     from django.db.models import F, Max
 
+    from topology.changes import TOPOLOGY, ChangedRows, announce_on_commit
     from topology.models import EdgeRollup
 
     newest = EdgeRollup.objects.aggregate(newest=Max("minute"))["newest"]
     ids = list(EdgeRollup.objects.filter(minute=newest).order_by("id").values_list("id", flat=True))
     chosen = random.Random(round_number).sample(ids, max(1, round(len(ids) * fraction)))
     EdgeRollup.objects.filter(id__in=chosen).update(count=F("count") + 17 + round_number, errors=F("errors") + 1)
+    # Named as ingestion names the rows it changed: the live topology reads those.
+    announce_on_commit(TOPOLOGY, rows=ChangedRows(edge_rollups=frozenset(chosen)))
     return len(chosen)
 
 
@@ -267,8 +270,8 @@ async def phase(url, cookie, args, compression, broadcasts):
 
     delays, wire_sizes, sent, changed = [], [], [], []
     for round_number in range(args.rounds):
-        # An uncounted broadcast first, read by every client: it takes whatever the window's slide or a
-        # 10-s rate step changed (the whole view), so the counted one right after carries the edges.
+        # An uncounted broadcast first, read by every client: it takes whatever the window's slide
+        # changed (when the minute turned, the whole view), so the counted one carries the edges.
         target = max(seqs) + 1
         waiting = [asyncio.create_task(receive_until(c, target)) for c in clients]
         await broadcasts(do="broadcast")
@@ -309,9 +312,10 @@ async def phase(url, cookie, args, compression, broadcasts):
 
 
 def kinds(f):
-    """The rounds by what their delta carried: the changed edges, or the whole view. Every record's
-    rate moves when the window's covered time takes its next 10-second step (README, *Rates*), so a
-    broadcast that crosses a step resends the view; at one broadcast a second, 6 of each minute's 60."""
+    """The rounds by what their delta carried: the changed edges, or the whole view. When the minute
+    turns, the minute that left the window changes every edge with traffic in it: at one broadcast a
+    second, 1 of each minute's 60 carries (nearly) the whole view here, where every edge has traffic in
+    every minute."""
     full = [i for i, size in enumerate(f["json_sizes"]) if size > f["snapshot_json"] / 4]
     changed = [i for i in range(len(f["json_sizes"])) if i not in full]
     return changed, full
@@ -321,7 +325,7 @@ def per_minute(f):
     changed, full = kinds(f)
     small = statistics.mean(f["wire_sizes"][i] for i in changed) if changed else 0
     whole = statistics.mean(f["wire_sizes"][i] for i in full) if full else f["snapshot_wire"]
-    return 54 * small + 6 * whole, small
+    return 59 * small + whole, small
 
 
 def report(name, f, args):
@@ -333,7 +337,7 @@ def report(name, f, args):
         f"connect + snapshot, {args.clients} clients, {args.wave} at a time   {f['connect_ms']:8.0f} ms   "
         f"snapshot {kib(f['snapshot_json'])} of JSON, {kib(f['snapshot_wire'])} on the wire per client"
     )
-    for label, rounds in (("the changed edges", changed), ("the whole view (a 10-s step)", full)):
+    for label, rounds in (("the changed edges", changed), ("the whole view (the minute's slide)", full)):
         if not rounds:
             print(f"deltas of {label}: none in this run")
             continue
@@ -346,7 +350,7 @@ def report(name, f, args):
     minute, _small = per_minute(f)
     print(
         f"steady state, a broadcast a second: {kib(minute)} per client per minute "
-        f"(54 deltas of the changed edges + 6 of the whole view; {kib(minute * args.clients)} for all)"
+        f"(59 deltas of the changed edges + 1 of the whole view; {kib(minute * args.clients)} for all)"
     )
     print(f"view compute per broadcast (once for all clients)   median {statistics.median(f['computes']):.0f} ms")
     print(
