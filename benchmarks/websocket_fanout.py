@@ -139,7 +139,7 @@ def change_rollups(round_number, fraction):
     EdgeRollup.objects.filter(id__in=chosen).update(count=F("count") + 17 + round_number, errors=F("errors") + 1)
     # Named as ingestion names the rows it changed: the live topology reads those.
     announce_on_commit(TOPOLOGY, rows=ChangedRows(edge_rollups=frozenset(chosen)))
-    return len(chosen)
+    return chosen
 
 
 def kib(size):
@@ -185,13 +185,15 @@ def serve():
 
     from dashboard.live import broadcast
     from dashboard.live.protocol import as_text, encode, frames
+    from topology.changes import ChangedRows
 
-    stop, running = threading.Event(), None
+    stop, running, changed_ids = threading.Event(), None, []
     for line in sys.stdin:
         command = json.loads(line)
         answer = {}
         if command["do"] == "change":
-            answer["changed"] = change_rollups(command["round"], command["fraction"])
+            changed_ids = change_rollups(command["round"], command["fraction"])
+            answer["changed"] = len(changed_ids)
         elif command["do"] == "refresh":
             broadcast.refresh_state("topology", 300)
         elif command["do"] == "broadcast":
@@ -219,7 +221,8 @@ def serve():
             broadcast.redis_client().delete(broadcast.key("slot", "topology"))
             answer["announced"] = time.time()
             started = time.perf_counter()
-            broadcast.mark_changed(None, frozenset({"topology"}))
+            # The rows of the last change, as its writer names them.
+            broadcast.mark_changed(None, frozenset({"topology"}), rows=ChangedRows(edge_rollups=frozenset(changed_ids)))
             answer["announce_ms"] = (time.perf_counter() - started) * 1000
         elif command["do"] == "stop" and running is not None:
             stop.set()
