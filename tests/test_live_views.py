@@ -52,7 +52,8 @@ def write_rollups(chance, services, instances, now):
     in the last two minutes, some late (older minutes of the windows or before them), some ahead."""
     batch = RollupBatch()
     for _ in range(chance.randint(1, 12)):
-        age = chance.choice([0, 0, 0, 30, 70, 200, 600, 1300, -90])
+        # Ages around 5 and 15 minutes write to the minute that is about to leave a window.
+        age = chance.choice([0, 0, 0, 30, 70, 200, 300, 600, 900, 1300, -90])
         start_us = int((now - timedelta(seconds=age + chance.random() * 50)).timestamp() * 1_000_000)
         latency = chance.choice([-3.0, 1.5, 12.0, 80.0, 400.0])
         error = chance.random() < 0.2
@@ -110,10 +111,16 @@ def test_incremental_and_full_readings_agree_after_random_writes_slides_and_dele
         update(name, keeper.rebuild(now))
     check_agreement(keepers, held, now)
     for step in range(40):
-        operation = chance.choices(["rollups", "slide", "delete", "register", "health"], weights=[10, 5, 1, 1, 2])[0]
+        operation = chance.choices(
+            ["rollups", "slide", "rollups and slide", "delete", "register", "health"], weights=[8, 4, 4, 1, 1, 2]
+        )[0]
         rows = ChangedRows()
         if operation == "rollups":
             rows = write_rollups(chance, services, instances, now)
+        elif operation == "rollups and slide":
+            # Written before the minute turned, taken with it: late rows for the minute that leaves too.
+            rows = write_rollups(chance, services, instances, now)
+            now += timedelta(seconds=chance.choice([40, 61, 130]))
         elif operation == "slide":
             now += timedelta(seconds=chance.choice([5, 10, 40, 61, 130, 400]))
         elif operation == "delete" and len(services) > 3:
@@ -175,9 +182,12 @@ def test_a_broadcast_reads_the_rows_writes_name_and_everything_when_a_write_name
     from topology.models import EdgeRollup
 
     seed.seed_mesh(traces=1)
+    row = EdgeRollup.objects.select_related("source", "target").latest("minute")
+    # Three minutes back, among the window's older minutes: the turn of a minute during the test does
+    # not re-read it, as it re-reads the two newest.
+    EdgeRollup.objects.filter(pk=row.pk).update(minute=row.minute - timedelta(minutes=3))
     broadcast.watch(TOPOLOGY, 300)
     [first] = broadcast.broadcast(TOPOLOGY)
-    row = EdgeRollup.objects.select_related("source", "target").latest("minute")
     edge_id = f"{row.source.name}->{row.target.name}/{row.protocol}/{row.topic}"
     before = broadcast._load_state(TOPOLOGY, 300)["data"]
     count = next(edge["count"] for edge in before["edges"] if edge["id"] == edge_id)
@@ -199,3 +209,60 @@ def test_a_broadcast_reads_the_rows_writes_name_and_everything_when_a_write_name
     stored = broadcast._load_state(TOPOLOGY, 300)
     assert stored["seq"] == afresh["seq"]
     assert stored["data"]["edges"] == plain(topology_view(Window(300, timezone.now())))["edges"]
+
+
+def kept_topology_agrees(broadcast, seconds):
+    stored = broadcast._load_state("topology", seconds)
+    assert stored["data"]["edges"] == plain(topology_view(Window(seconds, timezone.now())))["edges"]
+    assert stored["data"]["nodes"] == plain(topology_view(Window(seconds, timezone.now())))["nodes"]
+
+
+def write_one_call(source, target):
+    """One call counted through the write path ingestion uses, its rows named."""
+    from topology.changes import TRAFFIC_VIEWS, announce_on_commit
+
+    batch = RollupBatch()
+    batch.add_edge(int(timezone.now().timestamp() * 1_000_000), source, target, "http", "", 5.0, False)
+    with transaction.atomic():
+        batch.save()
+        announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_window_nobody_watched_for_a_while_is_stored_whole_when_watched_again(redis_url):
+    from dashboard.live import broadcast
+
+    a, b, c = (Service.objects.create(name=name, in_traces=True).id for name in ("a", "b", "c"))
+    for seconds in (300, 900):
+        broadcast.watch("topology", seconds)
+    write_one_call(a, b)
+    broadcast.broadcast("topology")
+    broadcast.redis_client().delete(broadcast.key("watch", "topology", 900))
+    write_one_call(a, b)
+    assert [message["window"] for message in broadcast.broadcast("topology")] == [300]
+    broadcast.watch("topology", 900)
+    write_one_call(b, c)
+    broadcast.broadcast("topology")
+    kept_topology_agrees(broadcast, 900)
+    kept_topology_agrees(broadcast, 300)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_broadcasters_taking_turns_never_send_one_anothers_view_back(redis_url):
+    from dashboard.live import broadcast
+
+    a, b, c = (Service.objects.create(name=name, in_traces=True).id for name in ("a", "b", "c"))
+    broadcast.watch("topology", 300)
+    write_one_call(a, b)
+    broadcast.broadcast("topology")
+    first = dict(broadcast._kept)  # what one process keeps; the other starts with nothing
+    broadcast._kept.clear()
+    write_one_call(a, b)
+    broadcast.broadcast("topology")
+    kept_topology_agrees(broadcast, 300)
+    broadcast._kept.clear()
+    broadcast._kept.update(first)  # the first process's turn again: it did not see the second call
+    write_one_call(b, c)
+    [message] = broadcast.broadcast("topology")
+    kept_topology_agrees(broadcast, 300)
+    assert all(edge["count"] == 2 for edge in message["changes"]["edges"]["upsert"] if edge["id"] == "a->b/http/")

@@ -51,6 +51,7 @@ def test_hops_widen_the_neighbourhood(api, chain):
         ({"focus": "a", "hops": "two"}, "hops"),
         ({"focus": "a", "hops": ""}, "hops"),
         ({"hops": "9"}, "hops"),
+        ({"focus": "a", "hops": "²"}, "hops"),
         ({"focus": "a\x00"}, "focus"),
     ],
 )

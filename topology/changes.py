@@ -44,9 +44,6 @@ class ChangedRows:
     route_rollups: frozenset[int] = frozenset()
     services: frozenset[int] = frozenset()
 
-    def __bool__(self) -> bool:
-        return bool(self.edge_rollups or self.instance_rollups or self.route_rollups or self.services)
-
 
 # Sent with ``views``, a frozenset of names from VIEWS, and ``rows``, the ChangedRows or None when the
 # writer does not say, after the transaction that changed them committed.

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from topology.edge_totals import EdgeKey, edge_totals
@@ -46,7 +46,7 @@ def service_facts(service_ids: Collection[int] | None, freshness: HealthFreshnes
     if service_ids is None:
         services = Service.objects.filter(in_consul=True, deregistered_at__isnull=True)
     else:
-        services = Service.objects.filter(Q(id__in=service_ids))
+        services = Service.objects.filter(id__in=service_ids)
     rows = list(
         services.values_list("id", "name", "in_consul", "in_traces", "tags", "balancing_policy", "deregistered_at")
     )
@@ -126,9 +126,9 @@ def topology_view(window: Window) -> dict[str, Any]:
     edges = edge_totals(window)
     served: dict[int, tuple[int, int]] = {
         service_id: (count, errors)
-        for service_id, _rows, count, errors in InstanceRollup.objects.filter(**window.minutes())
+        for service_id, count, errors in InstanceRollup.objects.filter(**window.minutes())
         .values_list("instance__service_id")
-        .annotate(Count("id"), Sum("count"), Sum("errors"))
+        .annotate(Sum("count"), Sum("errors"))
         .order_by()
     }
     incoming: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -136,8 +136,9 @@ def topology_view(window: Window) -> dict[str, Any]:
         incoming[target][0] += sums.count
         incoming[target][1] += sums.errors
     ids = {key[0] for key in edges} | {key[1] for key in edges} | served.keys()
-    facts = service_facts(None, HealthFreshness.now())
-    facts.update(service_facts(ids - facts.keys(), HealthFreshness.now()))
+    freshness = HealthFreshness.now()
+    facts = service_facts(None, freshness)
+    facts.update(service_facts(ids - facts.keys(), freshness))
     names = {service_id: fact.name for service_id, fact in facts.items()}
     nodes = [
         node_record(fact, *(served[service_id] if service_id in served else incoming[service_id]))

@@ -2,7 +2,7 @@
 
 As ``topology.live_topology`` for the graph: the routes' sums per window (``topology.sliding_sums``),
 and on each update the records of the routes whose rollups changed, or whose minutes slid, rebuilt
-with ``entry_routes.route_record``. tests/test_live_routes.py checks it against ``routes_view``.
+with ``entry_routes.route_record``. tests/test_live_views.py checks it against ``routes_view``.
 """
 
 from collections.abc import Iterable
@@ -46,10 +46,12 @@ class LiveRoutes:
     def update(self, now: datetime, changed: ChangedRows) -> dict[int, RecordChanges]:
         if not self.built:
             return self.rebuild(now)
-        keys = self.sums.advance(now)
+        keys: set[Key] = set()
+        # The rows first, then the slide (as in live_topology: a late write to the minute that leaves).
         if changed.route_rollups:
             rows = RouteRollup.objects.filter(pk__in=changed.route_rollups).values_list(*ROUTE_KEY_FIELDS, "minute")
-            keys |= self.sums.apply(((service_id, operation), minute) for service_id, operation, minute in rows)
+            keys = self.sums.apply(((service_id, operation), minute) for service_id, operation, minute in rows)
+        keys |= self.sums.advance(now)
         if changed.services:
             present = set(Service.objects.filter(id__in=changed.services).values_list("id", flat=True))
             gone = {key for key in self.sums.all_keys() if key[0] in changed.services - present}

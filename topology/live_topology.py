@@ -8,7 +8,7 @@ of them, those whose instances served requests, and those the registry changed. 
 window, the records to upsert and the ids to remove: the delta, with no diff of the whole view.
 
 The records come from ``graph.node_record`` and ``graph.edge_record`` over the same sums a full
-reading adds up, so the two agree (tests/test_live_topology.py checks it after random sequences of
+reading adds up, so the two agree (tests/test_live_views.py checks it after random sequences of
 rollups, late spans, slides and deleted services, on PostgreSQL and SQLite).
 """
 
@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from topology.changes import ChangedRows
-from topology.edge_totals import EdgeKey
 from topology.graph import ServiceFacts, edge_record, node_record, service_facts, view_header
 from topology.models import EdgeRollup, Instance, InstanceRollup
 from topology.models.sources import HealthFreshness
@@ -80,7 +79,8 @@ class LiveTopology:
         """Applies the rows that changed since the last update, and the window's slide to ``now``."""
         if not self.built:
             return self.rebuild(now)
-        slid_edges, slid_instances = self.edges.advance(now), self.served.advance(now)
+        # The rows first, in the minutes they were written for; then the slide, which subtracts the
+        # minute that leaves as the rollups hold it now, late writes to it included.
         written_edges: set[Key] = set()
         written_instances: set[Key] = set()
         if changed.edge_rollups:
@@ -91,6 +91,7 @@ class LiveTopology:
                 "instance_id", "minute"
             )
             written_instances = self.served.apply(((instance,), minute) for instance, minute in instance_rows)
+        slid_edges, slid_instances = self.edges.advance(now), self.served.advance(now)
         edge_keys = slid_edges | written_edges
         self._index_edges(edge_keys)
         self._index_instances({key[0] for key in slid_instances | written_instances})
@@ -152,7 +153,7 @@ class LiveTopology:
             for key in (set(records) | edge_keys) if everything else edge_keys:
                 sums = self.edges.total(seconds, key)
                 record = (
-                    edge_record(_edge_key(key), sums, names)
+                    edge_record((key[0], key[1], key[2], key[3]), sums, names)
                     if sums.rows and key[0] in names and key[1] in names
                     else None
                 )
@@ -188,11 +189,6 @@ class LiveTopology:
         if not in_window and not facts.shown_always:
             return None
         return node_record(facts, count, errors)
-
-
-def _edge_key(key: Key) -> EdgeKey:
-    source, target, protocol, topic = key
-    return (source, target, protocol, topic)
 
 
 def _ends(edge_keys: Iterable[Key]) -> set[int]:

@@ -12,9 +12,12 @@ slice that leaves. Here:
   read, once a minute). A late span for an older minute re-reads that key's older sum.
 
 Which rows changed comes from the writers (``topology.changes.ChangedRows``: rollup primary keys),
-read back from the rollups, so a value is never carried outside the database: a lost announcement
-leaves a key stale until its next change or the next full rebuild (the live layer rebuilds every
-minute, and compares). ``rebuild`` reads every row of the longest window, as a full reading does.
+read back from the rollups, so a value is never carried outside the database. A key is left wrong
+until its next change or the next rebuild (the live layer's REBUILD_SECONDS, 10 minutes) by a lost
+announcement, or by a late write to the minute that is leaving a window, committed between the
+broadcaster's taking of the changed rows and its reading of that minute (its keepers apply the rows
+they took before they slide, so a late write taken with the turn of the minute is right).
+``rebuild`` reads every row of the longest window, as a full reading does.
 """
 
 import json

@@ -56,7 +56,7 @@ def _hops_from(request: Request) -> int:
     if raw is None:
         return 1
     # Checked even without a focus, which makes it unused: a link that carries it is still well formed.
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOPS:
+    if not raw.isdecimal() or not 1 <= int(raw) <= MAX_HOPS:
         raise ValidationError({"hops": f"must be an integer from 1 to {MAX_HOPS}"})
     return int(raw)
 

@@ -12,10 +12,14 @@
 So a burst of announcements from any number of processes gives one broadcast now and at most one per
 interval after it, and the last change of a burst is never lost: its mark waits for the next slot.
 
-The topology is kept incrementally (``topology.live_topology``): writers name the rollup rows they
-changed, ``mark_changed`` adds them to the view's set of changed rows, and the broadcaster updates the
-records of those rows alone. The others are computed whole and diffed. Either way the state is stored
-in Redis record by record (a hash per keyed list), so a broadcast writes what changed, not the view.
+The topology, routes and balancer views are kept incrementally (``topology.live_topology``,
+``live_routes``, ``live_balancers``): writers name the rows they changed, ``mark_changed`` adds them to
+the view's set of changed rows, and the broadcaster updates the records of those rows alone. The lag
+view is computed whole and diffed. Either way the state is stored in Redis record by record (a hash per
+keyed list), so a broadcast writes what changed, not the view. A stored state is known by its version,
+(seq, when stored): a process that finds another version than the one it stored last (another
+broadcaster, or a web process that computed a first snapshot) reads its view afresh and diffs it
+against the stored state, never sends changes on top of a state it did not make.
 
 Views with a builder (``topology``, ``routes``, ``balancers``, ``lag``) get snapshot + seq-numbered
 deltas. ``services``, which no page watches live, gets an ``invalidate`` message with a sequence number,
@@ -69,7 +73,7 @@ REDIS_DOWN_BACKOFF_SECONDS = 5.0
 
 
 class Keeper(Protocol):
-    """A view kept from the rows that changed (``topology.live_topology`` and ``live_routes``)."""
+    """A view kept from the rows that changed (``topology.live_topology``, ``live_routes``, ``live_balancers``)."""
 
     @property
     def lists(self) -> tuple[str, ...]: ...
@@ -92,6 +96,12 @@ KEEPERS: dict[str, Callable[[tuple[int, ...]], Keeper]] = {
 }
 INCREMENTAL_VIEWS = tuple(KEEPERS)
 ROW_PREFIXES = {"edge_rollups": "e", "instance_rollups": "i", "route_rollups": "r", "services": "s"}
+# The rows each kept view reads; the others are not marked for it.
+VIEW_ROWS = {
+    TOPOLOGY: ("edge_rollups", "instance_rollups", "services"),
+    ROUTES: ("route_rollups", "services"),
+    BALANCERS: ("instance_rollups", "services"),
+}
 # An incremental view is read afresh this often whatever happens: a change whose mark was lost (a
 # writer killed between its commit and its mark) shows at the latest then. At 5,000 services and
 # 25,000 edges a rebuild of the 5-minute window costs about what one full reading did (1 s).
@@ -150,7 +160,6 @@ def mark_changed(sender: object, views: frozenset[str], rows: ChangedRows | None
     the sets of the incremental views (or asks them to read afresh). Cheap; never raises."""
     if time.monotonic() < _RedisBackoff.until:
         return
-    members = [f"{prefix}{pk}" for name, prefix in ROW_PREFIXES.items() for pk in (getattr(rows, name) if rows else ())]
     try:
         pipeline = redis_client().pipeline(transaction=False)
         for view in views:
@@ -158,7 +167,7 @@ def mark_changed(sender: object, views: frozenset[str], rows: ChangedRows | None
                 if rows is None or _RedisBackoff.until:
                     # Unnamed rows, or marks dropped while Redis was away: read the view afresh.
                     pipeline.set(key("full", view), "1", ex=STATE_TTL_SECONDS)
-                elif members:
+                elif members := [f"{ROW_PREFIXES[name]}{pk}" for name in VIEW_ROWS[view] for pk in getattr(rows, name)]:
                     pipeline.sadd(key("changed", view), *members)
                     pipeline.expire(key("changed", view), STATE_TTL_SECONDS)
             pipeline.set(key("dirty", view), "1", ex=DIRTY_TTL_SECONDS)
@@ -211,6 +220,9 @@ def watched_windows(view: str) -> list[int]:
 
 
 # --- the stored state ------------------------------------------------------------------------------
+
+# A stored state's (seq, stored_at): the seq alone starts again at 1 when a state expires.
+Version = tuple[int, float]
 #
 # A view's state in Redis: ``state:<view>:<window>`` holds {"seq", "stored_at", "fields", "lists"}, the
 # fields that are not lists of records with ids; each list of records is a hash ``state:<view>:<window>:
@@ -230,6 +242,10 @@ def _record_lists(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def _load_meta(view: str, seconds: int) -> dict[str, Any] | None:
     raw = redis_client().get(key("state", view, seconds))
     return json.loads(raw) if raw else None
+
+
+def _version(meta: dict[str, Any] | None) -> Version | None:
+    return (meta["seq"], meta["stored_at"]) if meta else None
 
 
 def _load_raw(view: str, seconds: int) -> tuple[dict[str, Any], dict[str, list[bytes]]] | None:
@@ -270,10 +286,12 @@ def _save_state(
     seq: int,
     fields: dict[str, Any],
     lists: dict[str, list[dict[str, Any]] | dict[str, Any]],
-) -> None:
+) -> Version:
     """Stores sequence ``seq``: ``fields`` whole, and each record list either whole (a list of records)
-    or by its change (``{"upsert": [...], "remove": [...]}`` against the stored state), in one MULTI."""
-    meta = {"seq": seq, "stored_at": time.time(), "fields": fields, "lists": sorted(lists)}
+    or by its change (``{"upsert": [...], "remove": [...]}`` against the stored state), in one MULTI.
+    Returns the stored state's version."""
+    stored_at = time.time()
+    meta = {"seq": seq, "stored_at": stored_at, "fields": fields, "lists": sorted(lists)}
     pipeline = redis_client().pipeline(transaction=True)
     pipeline.set(key("state", view, seconds), encode(meta), ex=STATE_TTL_SECONDS)
     for name, records in lists.items():
@@ -289,11 +307,12 @@ def _save_state(
             pipeline.hdel(hash_key, *[str(record_id) for record_id in removes])
         pipeline.expire(hash_key, STATE_TTL_SECONDS)
     pipeline.execute()
+    return (seq, stored_at)
 
 
 def _save_diffed(
     view: str, seconds: int, seq: int, data: dict[str, Any], changes: dict[str, Any], stored: list[str]
-) -> None:
+) -> Version:
     """Stores ``data``, which ``changes`` turns the stored state (whose record lists are ``stored``) into."""
     lists: dict[str, list[dict[str, Any]] | dict[str, Any]] = {}
     for name, records in _record_lists(data).items():
@@ -303,7 +322,7 @@ def _save_diffed(
         else:
             lists[name] = change or {"upsert": [], "remove": []}
     fields = {name: value for name, value in data.items() if name not in lists}
-    _save_state(view, seconds, seq, fields, lists)
+    return _save_state(view, seconds, seq, fields, lists)
 
 
 def _delta(
@@ -327,7 +346,7 @@ def _delta(
 
 # What this process stored last, per (view, window): (seq, data). Diffing against it spares reading the
 # state back from Redis, as long as no other broadcaster stored a newer one.
-_held: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
+_held: dict[tuple[str, int], tuple[Version, dict[str, Any]]] = {}
 
 
 def refresh_state(view: str, seconds: int) -> dict[str, Any] | None:
@@ -339,9 +358,10 @@ def refresh_state(view: str, seconds: int) -> dict[str, Any] | None:
 
 
 def _refresh_whole(view: str, seconds: int) -> dict[str, Any] | None:
-    """``refresh_state`` by computing the whole view and diffing it against the stored state."""
+    """``refresh_state`` by computing the whole view and diffing it against the stored state. A kept
+    view's first snapshot is computed so in a web process, under the lock its broadcaster takes."""
     client = redis_client()
-    lock = key("compute", view, seconds)
+    lock = key("compute", view) if view in INCREMENTAL_VIEWS else key("compute", view, seconds)
     token = str(time.monotonic_ns())
     if not client.set(lock, token, nx=True, px=COMPUTE_LOCK_MS):
         _mark_dirty(view)
@@ -352,15 +372,15 @@ def _refresh_whole(view: str, seconds: int) -> dict[str, Any] | None:
         meta = _load_meta(view, seconds)
         stored_seq = meta["seq"] if meta else 0
         held = _held.get((view, seconds))
-        if held is not None and held[0] == stored_seq:
+        if held is not None and held[0] == _version(meta):
             before = held[1]
         else:
             stored = _load_state(view, seconds)
             before = stored["data"] if stored else {}
         changes = diff(before, data)
         seq = stored_seq + 1
-        _save_diffed(view, seconds, seq, data, changes, meta["lists"] if meta else [])
-        _held[(view, seconds)] = (seq, data)
+        version = _save_diffed(view, seconds, seq, data, changes, meta["lists"] if meta else [])
+        _held[(view, seconds)] = (version, data)
         return _delta(view, seconds, seq, stored_seq, data, changes, (time.perf_counter() - started) * 1000)
     finally:
         if client.get(lock) == token.encode():
@@ -371,12 +391,12 @@ def _refresh_whole(view: str, seconds: int) -> dict[str, Any] | None:
 
 
 class _Kept:
-    """An incremental view held by this process: its keeper, the seq it stored last per window, the
+    """An incremental view held by this process: its keeper, the version it stored last per window, the
     fields apart from records it sent last, and when it was last read afresh."""
 
     def __init__(self, view: str, windows: tuple[int, ...]) -> None:
         self.keeper = KEEPERS[view](windows)
-        self.seqs: dict[int, int] = {}
+        self.versions: dict[int, Version] = {}
         self.fields: dict[int, dict[str, Any]] = {}
         self.rebuilt_at = 0.0
 
@@ -388,6 +408,13 @@ def forget() -> None:
     """Drops the views this process keeps (tests, whose databases change under it)."""
     _kept.clear()
     _held.clear()
+
+
+def _forget_changed_rows(view: str) -> None:
+    pipeline = redis_client().pipeline(transaction=True)
+    pipeline.delete(key("changed", view))
+    pipeline.set(key("full", view), "1", ex=STATE_TTL_SECONDS)
+    pipeline.execute()
 
 
 def _take_changed_rows(view: str) -> ChangedRows | None:
@@ -422,16 +449,23 @@ def _refresh_incremental(view: str, windows: tuple[int, ...]) -> dict[int, dict[
         if kept is None or not set(windows) <= set(kept.keeper.windows):
             kept = _kept[view] = _Kept(view, tuple(sorted(set(windows) | set(kept.keeper.windows if kept else ()))))
         now = timezone.now()
-        # No stored state (Redis restarted or flushed): what this process kept may be as old, read afresh.
-        lost = any(_load_meta(view, seconds) is None for seconds in windows)
-        if lost or rows is None or not kept.keeper.built or time.monotonic() - kept.rebuilt_at > REBUILD_SECONDS:
+        metas = {seconds: _load_meta(view, seconds) for seconds in windows}
+        # A state this process did not store last (none, after Redis lost it; another broadcaster's; a
+        # web process's first snapshot): the rows it saw are not all the rows that changed, read afresh.
+        foreign = any(kept.versions.get(seconds) != _version(meta) for seconds, meta in metas.items())
+        if foreign or rows is None or not kept.keeper.built or time.monotonic() - kept.rebuilt_at > REBUILD_SECONDS:
             record_changes = kept.keeper.rebuild(now)
             kept.rebuilt_at = time.monotonic()
         else:
             record_changes = kept.keeper.update(now, rows)
         messages = {}
         for seconds in windows:
-            messages[seconds] = _store_incremental(view, seconds, kept, record_changes[seconds], now, started)
+            messages[seconds] = _store_incremental(
+                view, seconds, kept, record_changes[seconds], metas[seconds], now, started
+            )
+        # A window kept but not watched is not stored: its next store diffs against what is.
+        for seconds in set(kept.keeper.windows) - set(windows):
+            kept.versions.pop(seconds, None)
         return messages
     except Exception:
         _kept.pop(view, None)  # half applied: read afresh next time
@@ -442,16 +476,21 @@ def _refresh_incremental(view: str, windows: tuple[int, ...]) -> dict[int, dict[
 
 
 def _store_incremental(
-    view: str, seconds: int, kept: _Kept, record_changes: RecordChanges, now: datetime, started: float
+    view: str,
+    seconds: int,
+    kept: _Kept,
+    record_changes: RecordChanges,
+    meta: dict[str, Any] | None,
+    now: datetime,
+    started: float,
 ) -> dict[str, Any]:
     """Stores one window's update and returns its delta: the records that changed, when this process
-    stored the state last; else the whole view diffed against what another broadcaster stored."""
+    stored the state last; else the whole view diffed against the stored state."""
     keeper = kept.keeper
     fields = plain({"generated_at": now, **keeper.header(seconds, now)})
-    meta = _load_meta(view, seconds)
     stored_seq = meta["seq"] if meta else 0
     seq = stored_seq + 1
-    if meta is not None and kept.seqs.get(seconds) == stored_seq:
+    if meta is not None and kept.versions.get(seconds) == _version(meta):
         changes: dict[str, Any] = {
             name: {"set": value}
             for name, value in fields.items()
@@ -463,13 +502,13 @@ def _store_incremental(
             lists[name] = change
             if change["upsert"] or change["remove"]:
                 changes[name] = change
-        _save_state(view, seconds, seq, fields, lists)
+        version = _save_state(view, seconds, seq, fields, lists)
     else:
         data = plain(keeper.view(seconds, now))
         stored = _load_state(view, seconds)
         changes = diff(stored["data"] if stored else {}, data)
-        _save_diffed(view, seconds, seq, data, changes, meta["lists"] if meta else [])
-    kept.seqs[seconds] = seq
+        version = _save_diffed(view, seconds, seq, data, changes, meta["lists"] if meta else [])
+    kept.versions[seconds] = version
     kept.fields[seconds] = fields
     return _delta(view, seconds, seq, stored_seq, fields, changes, (time.perf_counter() - started) * 1000)
 
@@ -493,6 +532,8 @@ def broadcast(view: str) -> list[dict[str, Any]]:
     windows = watched_windows(view)
     if view in INCREMENTAL_VIEWS:
         if not windows:
+            # Nobody to update: the rows marked meanwhile are not kept, the next watcher's view is read afresh.
+            _forget_changed_rows(view)
             return []
         messages = _refresh_incremental(view, tuple(windows))
         for seconds, message in messages.items():
