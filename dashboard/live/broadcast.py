@@ -220,14 +220,14 @@ def watched_windows(view: str) -> list[int]:
 
 
 # --- the stored state ------------------------------------------------------------------------------
-
-# A stored state's (seq, stored_at): the seq alone starts again at 1 when a state expires.
-Version = tuple[int, float]
 #
 # A view's state in Redis: ``state:<view>:<window>`` holds {"seq", "stored_at", "fields", "lists"}, the
 # fields that are not lists of records with ids; each list of records is a hash ``state:<view>:<window>:
 # <list>`` of record id -> record JSON. A broadcast writes the records that changed, in one MULTI with
 # the new sequence number; a new client's snapshot reads them all in one MULTI.
+
+# A stored state's (seq, stored_at): the seq alone starts again at 1 when a state expires.
+Version = tuple[int, float]
 
 
 def _record_lists(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -344,8 +344,8 @@ def _delta(
 
 # --- computing a whole view and diffing it -----------------------------------------------------------
 
-# What this process stored last, per (view, window): (seq, data). Diffing against it spares reading the
-# state back from Redis, as long as no other broadcaster stored a newer one.
+# What this process stored last, per (view, window): (version, data). Diffing against it spares reading
+# the state back from Redis, as long as no other process stored another since.
 _held: dict[tuple[str, int], tuple[Version, dict[str, Any]]] = {}
 
 
