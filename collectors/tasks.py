@@ -5,6 +5,7 @@ are imported here to register them.
 """
 
 import time
+from collections.abc import Callable
 
 from celery import shared_task
 from django.conf import settings
@@ -38,37 +39,33 @@ def consume_spans() -> int:
     return _span_consumer.run(settings.SPAN_CONSUMER_RUN_SECONDS)
 
 
-# Beat offers a run every 15 s: a run settles batches for up to 10 s, so calls to uninstrumented
-# callees (databases, caches) are counted however many arrive, and runs never overlap.
-RESOLVE_BUDGET_SECONDS = 10
+# Beat offers each of these a run every 15 s: a run settles batches for up to 10 s, so what is due is
+# settled however much arrives, and runs never overlap.
+SETTLE_BUDGET_SECONDS = 10
+
+
+def _batches_within_budget(settle_batch: Callable[[], int]) -> int:
+    """Calls ``settle_batch`` until it settles nothing or SETTLE_BUDGET_SECONDS have passed; the total."""
+    deadline = time.monotonic() + SETTLE_BUDGET_SECONDS
+    settled = 0
+    while True:
+        batch = settle_batch()
+        settled += batch
+        if not batch or time.monotonic() >= deadline:
+            return settled
 
 
 @shared_task(name="collectors.resolve_unpaired_spans", ignore_result=True)
 def resolve_unpaired_spans() -> int:
-    deadline = time.monotonic() + RESOLVE_BUDGET_SECONDS
-    settled = 0
-    while True:
-        batch = resolve_unpaired(settings.SPAN_PAIRING_GRACE_SECONDS)
-        settled += batch
-        if not batch or time.monotonic() >= deadline:
-            return settled
-
-
-# As for unpaired spans: beat offers a run every 15 s, a run settles batches for up to 10 s. A batch of
-# 5,000 pending spans is the roots of 5,000 requests at a ratio of 1, the spans of about 700
-# eight-span requests at 0.1.
-SETTLE_BUDGET_SECONDS = 10
+    """Calls to uninstrumented callees (databases, caches), counted on their own after the grace."""
+    return _batches_within_budget(lambda: resolve_unpaired(settings.SPAN_PAIRING_GRACE_SECONDS))
 
 
 @shared_task(name="collectors.settle_route_hops", ignore_result=True)
 def settle_route_hops_task() -> int:
-    deadline = time.monotonic() + SETTLE_BUDGET_SECONDS
-    settled = 0
-    while True:
-        batch = settle_route_hops(settings.SPAN_PAIRING_GRACE_SECONDS)
-        settled += batch
-        if not batch or time.monotonic() >= deadline:
-            return settled
+    """Settled traces' hops counted into their routes' call trees. A batch of 5,000 pending spans is
+    the roots of 5,000 requests at a ratio of 1, the spans of about 700 eight-span requests at 0.1."""
+    return _batches_within_budget(lambda: settle_route_hops(settings.SPAN_PAIRING_GRACE_SECONDS))
 
 
 @shared_task(name="collectors.prune", ignore_result=True)
