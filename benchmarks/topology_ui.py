@@ -253,44 +253,31 @@ def figures(times):
     return f"median {statistics.median(times):7.1f} ms   best {min(times):7.1f} ms   worst {max(times):7.1f} ms   (n={len(times)})"
 
 
-def change_one_percent(rng, keys, window):
-    """1 % of the edges get calls in the current minute, through the write path ingestion uses."""
+def change_one_percent(rng, model):
+    """1 % of the edges (or routes, or instances) of ``model`` get calls in the current minute, through
+    the write path ingestion uses, their rows named."""
     from django.db import transaction
     from django.utils import timezone
 
     from topology.changes import TRAFFIC_VIEWS, announce_on_commit
+    from topology.models import EdgeRollup, InstanceRollup, RouteRollup
     from topology.rollup_batch import RollupBatch
 
     batch = RollupBatch()
     now_us = int(timezone.now().timestamp() * 1_000_000)
-    for source, target, protocol, topic in rng.sample(keys, max(1, len(keys) // 100)):
-        for _ in range(rng.randint(1, 5)):
-            batch.add_edge(now_us, source, target, protocol, topic, rng.lognormvariate(3, 0.8), rng.random() < 0.02)
-    with transaction.atomic():
-        batch.save()
-        announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
 
+    def add_instance(start_us, instance_id, latency_ms, error):
+        batch.add_instance(start_us, instance_id, None, latency_ms, error)  # an entry request: no caller
 
-def change_one_percent_of(rng, model, window):
-    """1 % of the routes (or instances) get requests in the current minute, as ingestion writes them."""
-    from django.db import transaction
-    from django.utils import timezone
-
-    from topology.changes import TRAFFIC_VIEWS, announce_on_commit
-    from topology.models import RouteRollup
-    from topology.rollup_batch import RollupBatch
-
-    batch = RollupBatch()
-    now_us = int(timezone.now().timestamp() * 1_000_000)
-    fields = ("service_id", "operation") if model is RouteRollup else ("instance_id",)
-    keys = list(model.objects.values_list(*fields).distinct().order_by())
+    add, fields = {
+        EdgeRollup: (batch.add_edge, ("source_id", "target_id", "protocol", "topic")),
+        RouteRollup: (batch.add_route, ("service_id", "operation")),
+        InstanceRollup: (add_instance, ("instance_id",)),
+    }[model]
+    keys = list(model.objects.values_list(*fields).distinct().order_by(*fields))
     for key in rng.sample(keys, max(1, len(keys) // 100)):
         for _ in range(rng.randint(1, 5)):
-            latency, error = rng.lognormvariate(3, 0.8), rng.random() < 0.02
-            if model is RouteRollup:
-                batch.add_route(now_us, key[0], key[1], latency, error)
-            else:
-                batch.add_instance(now_us, key[0], None, latency, error)
+            add(now_us, *key, rng.lognormvariate(3, 0.8), rng.random() < 0.02)
     with transaction.atomic():
         batch.save()
         announce_on_commit(*TRAFFIC_VIEWS, rows=batch.changed_rows)
@@ -314,7 +301,7 @@ def other_views_figures(window, runs):
         ):
             wall, sizes = [], []
             for _ in range(runs):
-                change_one_percent_of(rng, model, window)
+                change_one_percent(rng, model)
                 started = time.perf_counter()
                 message = path()
                 wall.append((time.perf_counter() - started) * 1000)
@@ -346,7 +333,6 @@ def live_figures(window, runs):
     from topology.window import Window
 
     rng = random.Random(11)
-    keys = list(EdgeRollup.objects.values_list("source_id", "target_id", "protocol", "topic").distinct().order_by())
     client = broadcast.redis_client()
     whole_key = broadcast.key("benchmark-whole-state", window)
 
@@ -368,7 +354,7 @@ def live_figures(window, runs):
         (whole_view_path, whole, whole_cpu, whole_sizes),
     ):
         for _ in range(runs):
-            change_one_percent(rng, keys, window)
+            change_one_percent(rng, EdgeRollup)
             started, started_cpu = time.perf_counter(), time.process_time()
             message = path()
             wall.append((time.perf_counter() - started) * 1000)

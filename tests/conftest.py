@@ -58,6 +58,17 @@ def _isolated_channel_layer(request, settings):
 
 
 @pytest.fixture
+def api():
+    """The JSON API as a logged-in user calls it."""
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("sre"))
+    return client
+
+
+@pytest.fixture
 def topic_name():
     return f"spans-{uuid.uuid4().hex[:10]}"
 

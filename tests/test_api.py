@@ -7,7 +7,6 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf
@@ -95,13 +94,6 @@ def shop_traces(count=3, slow_every=None):
             attributes={"peer.service": "legacy-billing"},
         )
     return traces.finished()
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)

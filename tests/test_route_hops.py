@@ -5,10 +5,8 @@ still waiting for their partner."""
 import threading
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Sum
-from rest_framework.test import APIClient
 
 from tests.test_span_keeping import TRACES, cart_traces
 from topology import route_hops
@@ -20,13 +18,6 @@ from topology.traces import route_tree
 from topology.window import Window
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 def store(records):

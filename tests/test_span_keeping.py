@@ -6,10 +6,8 @@ import time
 from collections import defaultdict
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import transaction
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from rest_framework.test import APIClient
 
 from tests.seed import Trace
 from topology.ingestion import resolve_unpaired, store_spans
@@ -157,13 +155,6 @@ def shape(node):
     """A tree's hops and their counts, without the latencies."""
     children = {(child["service"], child["operation"]): shape(child) for child in node["children"]}
     return (node["count"], node["errors"], children)
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 def test_the_counts_at_a_keep_ratio_of_a_tenth_are_those_at_one_from_far_fewer_stored_spans(settings):

@@ -7,9 +7,7 @@ from itertools import pairwise
 
 import pydot
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from dashboard.api.topology import topology_dot
 from tests.seed import HOSTILE, Trace, hostile, seed_mesh, store
@@ -66,13 +64,6 @@ def graph_of(text):
         for edge in graph.get_edges()
     ]
     return nodes, edges
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 def test_a_hostile_name_reads_back_from_the_dot_as_it_was_in_id_label_and_edges():

@@ -2,20 +2,11 @@
 its focus, and clear 400s and 404s for parameters that name none."""
 
 import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from topology.models import EdgeRollup, Service
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import transaction
-from rest_framework.test import APIClient
 
 from collectors.formats import decode
 from tests.trace_payloads import OtelTraces, now_ns, otlp_protobuf, zipkin_json, zipkin_span
@@ -20,13 +18,6 @@ pytestmark = pytest.mark.django_db
 MS = 1_000_000  # nanoseconds
 HOSTILE_KEY = "<script>alert(1)</script>"  # a logfmt key holds no space and no =
 HOSTILE_VALUE = "'; DROP TABLE topology_span; -- <script>alert(2)</script>"
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 def store(message, wire_format):

@@ -11,10 +11,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Sum
-from rest_framework.test import APIClient
 
 from collectors.formats import decode
 from tests.test_consumer_restart import sessions_waiting_on_a_lock, wait_for
@@ -57,13 +55,6 @@ def served(service):
         InstanceRollup.objects.filter(instance__service__name=service).values("caller__name").annotate(n=Sum("count"))
     )
     return {row["caller__name"]: row["n"] for row in rows if row["n"]}
-
-
-@pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(User.objects.create_user("sre"))
-    return client
 
 
 def trace(api, trace_id=OUTSIDE_TRACE_ID):

@@ -35,19 +35,12 @@ def calls():
     return pairs
 
 
-def seed_mesh():
-    """One call a minute on every edge and one served request per service, in this minute: rates that
-    read the same (0.003/s) whatever second of the 5-minute window's first minute the view is computed
-    at, so that nothing but the rollup a test adds changes what the page shows."""
+def seed_services_and_calls(counted_calls):
+    """The SERVICES services, and ``counted_calls`` ((source, target, calls) by service index) in this
+    minute, each call taking 5 ms. Returns (the minute, the services)."""
     minute = timezone.now().replace(second=0, microsecond=0)
     services = Service.objects.bulk_create(
         [Service(name=name(i), in_traces=True, tags=[f"team{i % TEAMS}"]) for i in range(SERVICES)]
-    )
-    instances = Instance.objects.bulk_create(
-        [Instance(service=service, identity=f"{service.name}-1", in_traces=True) for service in services]
-    )
-    InstanceRollup.objects.bulk_create(
-        [InstanceRollup(minute=minute, instance=instance, count=1, latency_sum_ms=5.0) for instance in instances]
     )
     histogram = LatencyHistogram()
     histogram.add(5.0)
@@ -58,12 +51,26 @@ def seed_mesh():
                 source=services[source],
                 target=services[target],
                 protocol="http",
-                count=1,
-                latency_sum_ms=5.0,
+                count=count,
+                latency_sum_ms=5.0 * count,
                 latency_buckets=histogram.to_json(),
             )
-            for source, target in calls()
+            for source, target, count in counted_calls
         ]
+    )
+    return minute, services
+
+
+def seed_mesh():
+    """One call a minute on every edge and one served request per service, in this minute: rates that
+    read the same (0.003/s) whatever second of the 5-minute window's first minute the view is computed
+    at, so that nothing but the rollup a test adds changes what the page shows."""
+    minute, services = seed_services_and_calls([(source, target, 1) for source, target in calls()])
+    instances = Instance.objects.bulk_create(
+        [Instance(service=service, identity=f"{service.name}-1", in_traces=True) for service in services]
+    )
+    InstanceRollup.objects.bulk_create(
+        [InstanceRollup(minute=minute, instance=instance, count=1, latency_sum_ms=5.0) for instance in instances]
     )
     return services
 
@@ -187,26 +194,7 @@ def dense_calls():
 def seed_dense_mesh():
     """The dense mesh, in this minute, its edges' counts all different (the n-th edge 1 + n calls): the
     busiest edges are the last ones of dense_calls()."""
-    minute = timezone.now().replace(second=0, microsecond=0)
-    services = Service.objects.bulk_create(
-        [Service(name=name(i), in_traces=True, tags=[f"team{i % TEAMS}"]) for i in range(SERVICES)]
-    )
-    histogram = LatencyHistogram()
-    histogram.add(5.0)
-    EdgeRollup.objects.bulk_create(
-        [
-            EdgeRollup(
-                minute=minute,
-                source=services[source],
-                target=services[target],
-                protocol="http",
-                count=1 + n,
-                latency_sum_ms=5.0 * (1 + n),
-                latency_buckets=histogram.to_json(),
-            )
-            for n, (source, target) in enumerate(dense_calls())
-        ]
-    )
+    seed_services_and_calls([(source, target, 1 + n) for n, (source, target) in enumerate(dense_calls())])
 
 
 DRAWN_PAIRS = "() => window.meshscope.cy.edges().map((e) => [e.data('source'), e.data('target')])"
